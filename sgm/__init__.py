@@ -1,0 +1,29 @@
+"""sgm: score-based generative modelling with SDEs, in JAX and Equinox."""
+
+from ._closed_form import (
+    ClosedFormScore as ClosedFormScore,
+    Gaussian as Gaussian,
+    GaussianMixture as GaussianMixture,
+)
+from ._likelihood import (
+    LogLikelihood as LogLikelihood,
+    bits_per_dim as bits_per_dim,
+    log_likelihood as log_likelihood,
+)
+from ._samplers import (
+    AbstractSampler as AbstractSampler,
+    EulerMaruyama as EulerMaruyama,
+    PredictorCorrector as PredictorCorrector,
+    ProbabilityFlowODE as ProbabilityFlowODE,
+)
+from ._sampling import sample as sample
+from ._scaler import AffineScaler as AffineScaler
+from ._score import ScoreModel as ScoreModel, noise_conditioning as noise_conditioning
+from ._sde import (
+    VESDE as VESDE,
+    VPSDE as VPSDE,
+    AbstractSDE as AbstractSDE,
+    SubVPSDE as SubVPSDE,
+)
+
+__version__ = "0.1.0"

@@ -1,0 +1,67 @@
+"""Checks at the API boundary: bad input raises a ValueError a user can act on."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._sde import AbstractSDE
+
+
+def check_sde(sde) -> None:
+    if not isinstance(sde, AbstractSDE):
+        raise ValueError(
+            f"sde must be an sgm SDE (VPSDE, SubVPSDE, VESDE), got {type(sde).__name__}."
+        )
+
+
+def check_shape(shape) -> tuple[int, ...]:
+    """`shape` must be `(n, *data_shape)` with positive ints."""
+    if not isinstance(shape, tuple | list) or len(shape) < 2:
+        raise ValueError(
+            f"shape must be (n, *data_shape), e.g. (64, 1, 28, 28) or (1000, 2); got {shape!r}."
+        )
+    if not all(isinstance(d, int | np.integer) and d > 0 for d in shape):
+        raise ValueError(f"shape must contain positive ints, got {shape!r}.")
+    return tuple(int(d) for d in shape)
+
+
+def check_batch(x, name: str = "x", *, data_shape: tuple[int, ...] | None = None) -> jax.Array:
+    """`x` must be a finite float batch `(n, *data_shape)` with `n >= 1`."""
+    x = jnp.asarray(x)
+    if x.ndim < 2 or x.shape[0] < 1:
+        raise ValueError(
+            f"{name} must be a batch shaped (n, *data_shape) with n >= 1, got shape {x.shape}; "
+            f"add a leading axis for a single example ({name}[None])."
+        )
+    if data_shape is not None and x.shape[1:] != tuple(data_shape):
+        raise ValueError(f"{name} has example shape {x.shape[1:]}, expected {tuple(data_shape)}.")
+    if not bool(jnp.all(jnp.isfinite(x))):
+        raise ValueError(f"{name} contains NaN or infinite values.")
+    return x
+
+
+def check_labels(y, n: int) -> jax.Array | None:
+    """Conditioning inputs `y`, one per example."""
+    if y is None:
+        return None
+    y = jnp.asarray(y)
+    if y.ndim < 1 or y.shape[0] != n:
+        raise ValueError(f"y must have one entry per example (leading axis {n}), got {y.shape}.")
+    return y
+
+
+def check_score(score, sde: AbstractSDE, data_shape: tuple[int, ...], y=None) -> None:
+    """Traces `score(t, x)` once (no computation) to check that it maps one example of shape
+    `data_shape` to an array of the same shape."""
+    if not callable(score):
+        raise ValueError(f"score must be a callable score(t, x), got {type(score).__name__}.")
+    t = jax.ShapeDtypeStruct((), jnp.result_type(float))
+    x = jax.ShapeDtypeStruct(data_shape, jnp.result_type(float))
+    kwargs = {} if y is None else {"y": jax.ShapeDtypeStruct(y.shape[1:], y.dtype)}
+    out = jax.eval_shape(lambda t, x: score(t, x, **kwargs), t, x)
+    if getattr(out, "shape", None) != tuple(data_shape):
+        raise ValueError(
+            f"score(t, x) must return an array shaped like one example {tuple(data_shape)}, "
+            f"got {getattr(out, 'shape', type(out).__name__)}. A score acts on ONE unbatched "
+            "example; sgm vmaps it."
+        )

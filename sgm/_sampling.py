@@ -1,0 +1,69 @@
+"""`sgm.sample`: the entry point that batches and shards any sampler."""
+
+import functools
+
+import equinox as eqx
+import jax
+import jax.random as jr
+from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+from ._checks import check_labels, check_score, check_sde, check_shape
+from ._samplers import BATCH_AXIS, AbstractSampler
+from ._sde import AbstractSDE
+from ._sharding import shard_batch
+
+
+@eqx.filter_jit
+def _sample_batch(score, sde, sampler, keys, y, data_shape):
+    def one(key, y_i):
+        bound = score if y_i is None else functools.partial(_call_with_y, score, y_i)
+        return sampler.sample_one(bound, sde, key, data_shape)
+
+    if y is None:
+        return jax.vmap(lambda k: one(k, None), axis_name=BATCH_AXIS)(keys)
+    return jax.vmap(one, axis_name=BATCH_AXIS)(keys, y)
+
+
+def _call_with_y(score, y, t, x):
+    return score(t, x, y=y)
+
+
+def sample(
+    score,
+    sde: AbstractSDE,
+    sampler: AbstractSampler,
+    *,
+    key: PRNGKeyArray,
+    shape: tuple[int, ...],
+    y: Array | None = None,
+    return_nfe: bool = False,
+) -> Float[Array, "n *data_shape"] | tuple[Float[Array, "n *data_shape"], Int[Array, " n"]]:
+    """Draws `n` samples by running `sampler` on the reverse SDE or probability-flow ODE of
+    `sde` with `score`, batched with `jax.vmap` and sharded over the local devices.
+
+    **Arguments:**
+
+    - `score`: a callable `score(t, x)` on one example (a `ScoreModel` or a closed form).
+    - `sde`: the SDE the score belongs to.
+    - `sampler`: an `EulerMaruyama`, `PredictorCorrector`, `ProbabilityFlowODE`, ...
+    - `key`: a PRNG key; example `i` uses the `i`-th of `jr.split(key, n)`.
+    - `shape`: `(n, *data_shape)`.
+    - `y`: optional conditioning, one per example (`score(t, x, y=y[i])`).
+    - `return_nfe`: also return the score evaluations used per example.
+
+    **Returns:** the samples `(n, *data_shape)`, and with `return_nfe` the NFE `(n,)`.
+    """
+    check_sde(sde)
+    if not isinstance(sampler, AbstractSampler):
+        raise ValueError(
+            f"sampler must be an sgm sampler (EulerMaruyama, PredictorCorrector, "
+            f"ProbabilityFlowODE, ...), got {type(sampler).__name__}."
+        )
+    shape = check_shape(shape)
+    n, data_shape = shape[0], shape[1:]
+    y = check_labels(y, n)
+    check_score(score, sde, data_shape, y)
+    keys, y = shard_batch((jr.split(key, n), y), n)
+    x, nfe = _sample_batch(score, sde, sampler, keys, y, data_shape)
+    x, nfe = x[:n], nfe[:n]
+    return (x, nfe) if return_nfe else x

@@ -1,0 +1,320 @@
+"""Linear SDEs that perturb data into noise (Song et al. 2021, "Score-Based Generative
+Modeling through SDEs", section 3.4 and appendix B).
+
+Every SDE here has the form `dx = f(t) x dt + g(t) dw` with a scalar drift coefficient, so the
+transition kernel is Gaussian: `x_t | x_0 ~ N(m(t) x_0, s(t)^2 I)`. The subclasses provide the
+schedule; the reverse-time SDE, the probability-flow ODE and the transition between two times
+are derived once, here, from `drift`, `diffusion` and `marginal`.
+"""
+
+import abc
+import math
+from collections.abc import Callable
+from typing import Literal
+
+import equinox as eqx
+import jax.numpy as jnp
+import jax.random as jr
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, Scalar, ScalarLike
+
+Score = Callable[..., Array]
+
+_COSINE_S = 0.008  # Nichol & Dhariwal (2021), eq. 17.
+
+
+def _check_time(sde: "AbstractSDE", t: ScalarLike) -> Scalar:
+    t = jnp.asarray(t)
+    if t.ndim != 0:
+        raise ValueError(
+            f"t must be a scalar time (the SDE acts on one example), got shape {t.shape}; "
+            "use jax.vmap to evaluate several times."
+        )
+    bad = (t < 0) | (t > sde.t1 * (1 + 1e-6))
+    return eqx.error_if(t, bad, f"t must lie in [0, t1={sde.t1}]")
+
+
+class AbstractSDE(eqx.Module):
+    """A linear SDE `dx = f(t) x dt + g(t) dw` on `[t0, t1]` with a Gaussian prior at `t1`.
+
+    Subclasses implement `drift_coeff` (f), `diffusion` (g), `marginal` ((m, s)), the prior and
+    `sampling_eps`. Everything else is derived here.
+    """
+
+    t0: eqx.AbstractVar[float]
+    t1: eqx.AbstractVar[float]
+
+    @abc.abstractmethod
+    def drift_coeff(self, t: ScalarLike) -> Scalar:
+        """The scalar `f(t)` of the drift `f(t) x`."""
+
+    @abc.abstractmethod
+    def diffusion(self, t: ScalarLike) -> Scalar:
+        """The diffusion coefficient `g(t)`."""
+
+    @abc.abstractmethod
+    def marginal(self, t: ScalarLike) -> tuple[Scalar, Scalar]:
+        """`(m(t), s(t))` with `x_t | x_0 ~ N(m(t) x_0, s(t)^2 I)`."""
+
+    @abc.abstractmethod
+    def prior_std(self) -> float:
+        """Standard deviation of the zero-mean Gaussian prior at `t1`."""
+
+    @property
+    @abc.abstractmethod
+    def sampling_eps(self) -> float:
+        """Default end time of sampling (Song et al. 2021: 1e-3 for VP/subVP, 1e-5 for VE)."""
+
+    def drift(self, t: ScalarLike, x: Float[ArrayLike, "*shape"]) -> Float[Array, "*shape"]:
+        """The forward drift `f(t) x`."""
+        return self.drift_coeff(t) * jnp.asarray(x)
+
+    def transition(self, s: ScalarLike, t: ScalarLike) -> tuple[Scalar, Scalar]:
+        """`(a, b)` with `x_t | x_s ~ N(a x_s, b^2 I)` for `s <= t` (used by the reverse-diffusion
+        predictor and the Langevin corrector's `alpha`)."""
+        ms, ss = self.marginal(s)
+        mt, st = self.marginal(t)
+        a = mt / ms
+        return a, jnp.sqrt(jnp.maximum(st**2 - (a * ss) ** 2, 0.0))
+
+    def reverse_drift(
+        self, score: Score, t: ScalarLike, x: Float[Array, "*shape"], **score_kwargs
+    ) -> Float[Array, "*shape"]:
+        """Reverse-time SDE drift `f(t) x - g(t)^2 score(t, x)` (Song et al. 2021, eq. 6)."""
+        return self.drift(t, x) - self.diffusion(t) ** 2 * score(t, x, **score_kwargs)
+
+    def ode_drift(
+        self, score: Score, t: ScalarLike, x: Float[Array, "*shape"], **score_kwargs
+    ) -> Float[Array, "*shape"]:
+        """Probability-flow ODE `f(t) x - g(t)^2 score(t, x) / 2` (Song et al. 2021, eq. 13)."""
+        return self.drift(t, x) - 0.5 * self.diffusion(t) ** 2 * score(t, x, **score_kwargs)
+
+    def prior_sample(self, key: PRNGKeyArray, shape: tuple[int, ...]) -> Float[Array, "*shape"]:
+        """A draw from the prior `N(0, prior_std^2 I)` of the given shape."""
+        return self.prior_std() * jr.normal(key, shape)
+
+    def prior_log_prob(self, x: Float[ArrayLike, "*shape"]) -> Scalar:
+        """Log-density of the prior at one example `x`, summed over all its entries."""
+        x = jnp.asarray(x)
+        var = self.prior_std() ** 2
+        return -0.5 * (jnp.sum(x**2) / var + x.size * math.log(2 * math.pi * var))
+
+
+def _check_interval(name: str, t0: float, t1: float) -> None:
+    if not 0 < t0 < t1:
+        raise ValueError(f"{name} needs 0 < t0 < t1, got t0={t0}, t1={t1}.")
+
+
+class _VPSchedule(eqx.Module):
+    """`beta(t)` and `B(t) = int_0^t beta` for the linear and cosine schedules."""
+
+    beta_min: float = eqx.field(static=True)
+    beta_max: float = eqx.field(static=True)
+    schedule: str = eqx.field(static=True)
+
+    def __check_init__(self):
+        if self.schedule not in ("linear", "cosine"):
+            raise ValueError(f"schedule must be 'linear' or 'cosine', got {self.schedule!r}.")
+        if not 0 <= self.beta_min < self.beta_max:
+            raise ValueError(
+                f"need 0 <= beta_min < beta_max, got beta_min={self.beta_min}, "
+                f"beta_max={self.beta_max}."
+            )
+
+    def _cosine_knee(self) -> float:
+        # The cosine beta(t) = pi/(1+s) tan(pi/2 (t+s)/(1+s)) diverges at t=1; like Nichol &
+        # Dhariwal's clip of beta at 0.999, it is capped at beta_max from the time it reaches it.
+        s = _COSINE_S
+        knee = (1 + s) * (2 / math.pi) * math.atan(self.beta_max * (1 + s) / math.pi) - s
+        return min(knee, 1.0)
+
+    def _cosine_integral(self, t):
+        # B(t) = -2 log(cos(a + d) / cos(a)), a = pi/2 s/(1+s), d = pi/2 t/(1+s), written as
+        # -2 log1p(-2 sin^2(d/2) - tan(a) sin(d)) so it keeps its precision as t -> 0.
+        s = _COSINE_S
+        a = 0.5 * math.pi * s / (1 + s)
+        d = 0.5 * math.pi * t / (1 + s)
+        return -2 * jnp.log1p(-2 * jnp.sin(0.5 * d) ** 2 - math.tan(a) * jnp.sin(d))
+
+    def beta(self, t):
+        if self.schedule == "linear":
+            return self.beta_min + t * (self.beta_max - self.beta_min)
+        knee = self._cosine_knee()
+        tc = jnp.minimum(t, knee)
+        s = _COSINE_S
+        beta = math.pi / (1 + s) * jnp.tan(0.5 * math.pi * (tc + s) / (1 + s))
+        return jnp.where(t < knee, beta, self.beta_max)
+
+    def integral(self, t):
+        if self.schedule == "linear":
+            return self.beta_min * t + 0.5 * t**2 * (self.beta_max - self.beta_min)
+        knee = self._cosine_knee()
+        tc = jnp.minimum(t, knee)
+        return self._cosine_integral(tc) + self.beta_max * jnp.maximum(t - knee, 0.0)
+
+
+class VPSDE(AbstractSDE):
+    """Variance-preserving SDE `dx = -beta(t) x / 2 dt + sqrt(beta(t)) dw` (Song et al. 2021,
+    eq. 11), the continuous limit of DDPM.
+
+    With `B(t) = int_0^t beta`: `m(t) = exp(-B/2)`, `s(t)^2 = 1 - exp(-B)`, computed as
+    `-expm1(-B)` so that it stays accurate near `t = 0`. Prior `N(0, I)`.
+
+    **Arguments:**
+
+    - `beta_min`, `beta_max`: the noise schedule. For `schedule="linear"`,
+      `beta(t) = beta_min + t (beta_max - beta_min)`.
+    - `schedule`: `"linear"` or `"cosine"` (Nichol & Dhariwal 2021, eq. 17, with
+      `alpha_bar(t) = exp(-B(t))`; `beta_min` is unused and `beta(t)` is capped at `beta_max`, the
+      continuous analogue of their clipping).
+    - `t0`, `t1`: the time interval of the SDE.
+    """
+
+    beta_min: float = eqx.field(static=True, default=0.1)
+    beta_max: float = eqx.field(static=True, default=20.0)
+    schedule: Literal["linear", "cosine"] = eqx.field(static=True, default="linear")
+    t0: float = eqx.field(static=True, default=1e-5)
+    t1: float = eqx.field(static=True, default=1.0)
+
+    def __check_init__(self):
+        _VPSchedule(self.beta_min, self.beta_max, self.schedule)
+        _check_interval("VPSDE", self.t0, self.t1)
+
+    @property
+    def _schedule(self) -> _VPSchedule:
+        return _VPSchedule(self.beta_min, self.beta_max, self.schedule)
+
+    def drift_coeff(self, t):
+        return -0.5 * self._schedule.beta(_check_time(self, t))
+
+    def diffusion(self, t):
+        return jnp.sqrt(self._schedule.beta(_check_time(self, t)))
+
+    def marginal(self, t):
+        big_b = self._schedule.integral(_check_time(self, t))
+        return jnp.exp(-0.5 * big_b), jnp.sqrt(-jnp.expm1(-big_b))
+
+    def transition(self, s, t):
+        delta = self._schedule.integral(_check_time(self, t)) - self._schedule.integral(
+            _check_time(self, s)
+        )
+        return jnp.exp(-0.5 * delta), jnp.sqrt(-jnp.expm1(-delta))
+
+    def prior_std(self):
+        return 1.0
+
+    @property
+    def sampling_eps(self):
+        return 1e-3
+
+
+class SubVPSDE(AbstractSDE):
+    """Sub-variance-preserving SDE (Song et al. 2021, eq. 29):
+    `dx = -beta(t) x / 2 dt + sqrt(beta(t) (1 - exp(-2 B(t)))) dw`.
+
+    Its marginal has `m(t) = exp(-B/2)` and standard deviation `s(t) = 1 - exp(-B)` (the
+    variance is `(1 - exp(-B))^2`, always below the VP SDE's). Prior `N(0, I)`.
+
+    **Arguments:** as `VPSDE`.
+    """
+
+    beta_min: float = eqx.field(static=True, default=0.1)
+    beta_max: float = eqx.field(static=True, default=20.0)
+    schedule: Literal["linear", "cosine"] = eqx.field(static=True, default="linear")
+    t0: float = eqx.field(static=True, default=1e-5)
+    t1: float = eqx.field(static=True, default=1.0)
+
+    def __check_init__(self):
+        _VPSchedule(self.beta_min, self.beta_max, self.schedule)
+        _check_interval("SubVPSDE", self.t0, self.t1)
+
+    @property
+    def _schedule(self) -> _VPSchedule:
+        return _VPSchedule(self.beta_min, self.beta_max, self.schedule)
+
+    def drift_coeff(self, t):
+        return -0.5 * self._schedule.beta(_check_time(self, t))
+
+    def diffusion(self, t):
+        t = _check_time(self, t)
+        big_b = self._schedule.integral(t)
+        return jnp.sqrt(self._schedule.beta(t) * -jnp.expm1(-2 * big_b))
+
+    def marginal(self, t):
+        big_b = self._schedule.integral(_check_time(self, t))
+        return jnp.exp(-0.5 * big_b), -jnp.expm1(-big_b)
+
+    def transition(self, s, t):
+        # b^2 = int_s^t (m_t/m_u)^2 g(u)^2 du = (1 - e^{-(B_t - B_s)}) (1 - e^{-(B_t + B_s)}).
+        bs = self._schedule.integral(_check_time(self, s))
+        bt = self._schedule.integral(_check_time(self, t))
+        var = -jnp.expm1(-(bt - bs)) * -jnp.expm1(-(bt + bs))
+        return jnp.exp(-0.5 * (bt - bs)), jnp.sqrt(var)
+
+    def prior_std(self):
+        return 1.0
+
+    @property
+    def sampling_eps(self):
+        return 1e-3
+
+
+class VESDE(AbstractSDE):
+    """Variance-exploding SDE (Song et al. 2021, eq. 9, 30), the continuous limit of SMLD/NCSN:
+    `dx = sigma(t) sqrt(2 log(sigma_max / sigma_min)) dw` with
+    `sigma(t) = sigma_min (sigma_max / sigma_min)^t`.
+
+    The marginal is exact for data at `t = 0`: `m = 1`,
+    `s(t)^2 = sigma(t)^2 - sigma_min^2 = sigma_min^2 expm1(2 t log(sigma_max / sigma_min))`.
+    Prior `N(0, s(t1)^2 I)`.
+
+    **Arguments:**
+
+    - `sigma_min`, `sigma_max`: the geometric noise schedule; `sigma_max` should be comparable
+      to the largest distance between data points (Song & Ermon 2020, technique 1).
+    - `t0`, `t1`: the time interval of the SDE.
+    """
+
+    sigma_min: float = eqx.field(static=True, default=0.01)
+    sigma_max: float = eqx.field(static=True, default=50.0)
+    t0: float = eqx.field(static=True, default=1e-5)
+    t1: float = eqx.field(static=True, default=1.0)
+
+    def __check_init__(self):
+        if not 0 < self.sigma_min < self.sigma_max:
+            raise ValueError(
+                f"VESDE needs 0 < sigma_min < sigma_max, got sigma_min={self.sigma_min}, "
+                f"sigma_max={self.sigma_max}."
+            )
+        _check_interval("VESDE", self.t0, self.t1)
+
+    @property
+    def _log_ratio(self) -> float:
+        return math.log(self.sigma_max / self.sigma_min)
+
+    def sigma(self, t: ScalarLike) -> Scalar:
+        """The noise scale `sigma(t) = sigma_min (sigma_max / sigma_min)^t`."""
+        return self.sigma_min * jnp.exp(_check_time(self, t) * self._log_ratio)
+
+    def drift_coeff(self, t):
+        _check_time(self, t)
+        return jnp.zeros(())
+
+    def diffusion(self, t):
+        return self.sigma(t) * math.sqrt(2 * self._log_ratio)
+
+    def marginal(self, t):
+        t = _check_time(self, t)
+        std = self.sigma_min * jnp.sqrt(jnp.expm1(2 * t * self._log_ratio))
+        return jnp.ones_like(std), std
+
+    def transition(self, s, t):
+        # s_t^2 - s_s^2 = sigma(t)^2 (1 - exp(-2 (t - s) log r)).
+        var = self.sigma(t) ** 2 * -jnp.expm1(-2 * (t - s) * self._log_ratio)
+        return jnp.ones_like(var), jnp.sqrt(var)
+
+    def prior_std(self):
+        return self.sigma_min * math.sqrt(math.expm1(2 * self.t1 * self._log_ratio))
+
+    @property
+    def sampling_eps(self):
+        return 1e-5
