@@ -1,5 +1,6 @@
 """sgm: score-based generative modelling with SDEs, in JAX and Equinox."""
 
+from ._checkpoint import load_checkpoint as load_checkpoint, save_checkpoint as save_checkpoint
 from ._closed_form import (
     ClosedFormScore as ClosedFormScore,
     Gaussian as Gaussian,
@@ -10,6 +11,7 @@ from ._likelihood import (
     bits_per_dim as bits_per_dim,
     log_likelihood as log_likelihood,
 )
+from ._losses import DSMLoss as DSMLoss
 from ._samplers import (
     AbstractSampler as AbstractSampler,
     EulerMaruyama as EulerMaruyama,
@@ -24,6 +26,11 @@ from ._sde import (
     VPSDE as VPSDE,
     AbstractSDE as AbstractSDE,
     SubVPSDE as SubVPSDE,
+)
+from ._train import (
+    TrainState as TrainState,
+    default_optimizer as default_optimizer,
+    train as train,
 )
 
 __version__ = "0.1.0"

@@ -1,0 +1,164 @@
+"""The trainer: determinism, resume, multi-device equality, failure handling."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+import pytest
+from helpers import TinyNet, four_gaussians
+
+import sgm
+
+SDE = sgm.VPSDE()
+OPT = optax.adam(1e-3)
+
+
+def tiny_model(seed=0):
+    return sgm.ScoreModel(TinyNet(2, key=jr.key(seed)), SDE)
+
+
+def data(n=512):
+    return np.asarray(four_gaussians().sample(jr.key(7), n))
+
+
+def params(model):
+    return jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array))
+
+
+def assert_same(a, b, **kw):
+    for x, y in zip(params(a), params(b), strict=True):
+        np.testing.assert_allclose(x, y, **kw)
+
+
+def test_resume_continues_exactly(tmp_path):
+    kw = dict(batch_size=64, key=jr.key(1), progress=False, ema_decay=0.9, log_every=5)
+    full = sgm.train(tiny_model(), SDE, data(), OPT, steps=30, **kw)
+    sgm.train(tiny_model(), SDE, data(), OPT, steps=12, checkpoint_dir=tmp_path, **kw)
+    resumed = sgm.train(
+        tiny_model(), SDE, data(), OPT, steps=30, checkpoint_dir=tmp_path, resume=True, **kw
+    )
+    assert_same(full, resumed, rtol=0, atol=0)
+
+
+def test_existing_checkpoint_needs_resume(tmp_path):
+    kw = dict(batch_size=64, key=jr.key(1), progress=False, checkpoint_dir=tmp_path)
+    sgm.train(tiny_model(), SDE, data(), OPT, steps=2, **kw)
+    with pytest.raises(ValueError, match="resume=True"):
+        sgm.train(tiny_model(), SDE, data(), OPT, steps=4, **kw)
+
+
+def test_corrupt_and_mismatched_checkpoints_are_clear_errors(tmp_path):
+    kw = dict(batch_size=64, key=jr.key(1), progress=False, checkpoint_dir=tmp_path)
+    sgm.train(tiny_model(), SDE, data(), OPT, steps=2, **kw)
+    wide = sgm.ScoreModel(TinyNet(2, key=jr.key(0), width=16), SDE)
+    with pytest.raises(ValueError, match="does not match this model"):
+        sgm.train(wide, SDE, data(), OPT, steps=4, resume=True, **kw)
+    state_file = tmp_path / "state.eqx"
+    state_file.write_bytes(state_file.read_bytes()[:100])
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        sgm.train(tiny_model(), SDE, data(), OPT, steps=4, resume=True, **kw)
+
+
+def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    kw = dict(batch_size=64, key=jr.key(1), progress=False, checkpoint_dir=tmp_path)
+    sgm.train(tiny_model(), SDE, data(), OPT, steps=5, checkpoint_every=5, **kw)
+    bad = data().copy()
+    bad[3, 0] = 1e30  # squares to inf in the loss once drawn
+    with pytest.raises(FloatingPointError, match="non-finite.*last good checkpoint"):
+        sgm.train(tiny_model(), SDE, bad, OPT, steps=200, resume=True, log_every=10, **kw)
+    state, meta = sgm._checkpoint.load_checkpoint(tmp_path, like=_state_like())
+    assert all(bool(jnp.all(jnp.isfinite(p))) for p in params(state.model))
+
+
+def _state_like():
+    return sgm._train.init_state(tiny_model(), OPT, key=jr.key(1))
+
+
+def test_bad_input_raises():
+    with pytest.raises(ValueError, match="multiple of"):
+        sgm.train(tiny_model(), SDE, data(), OPT, steps=1, batch_size=10_000, key=jr.key(0))
+    with pytest.raises(ValueError, match="finite"):
+        sgm.train(tiny_model(), SDE, np.full((8, 2), np.nan), OPT, steps=1, batch_size=4,
+                  key=jr.key(0))  # fmt: skip
+    with pytest.raises(ValueError, match="model.sde"):
+        sgm.train(tiny_model(), sgm.VESDE(), data(), OPT, steps=1, key=jr.key(0))
+
+
+_INTERRUPTED = textwrap.dedent(
+    """
+    import sys, jax.random as jr, numpy as np, optax, sgm
+    sys.path.insert(0, sys.argv[2])
+    from helpers import TinyNet, four_gaussians
+    model = sgm.ScoreModel(TinyNet(2, key=jr.key(0)), sgm.VPSDE())
+    x = np.asarray(four_gaussians().sample(jr.key(7), 512))
+    sgm.train(model, sgm.VPSDE(), x, optax.adam(1e-3), steps=10**7, batch_size=64,
+              key=jr.key(1), progress=False, ema_decay=0.9, log_every=5,
+              checkpoint_dir=sys.argv[1], checkpoint_every=5)
+    """
+)
+
+
+def test_sigterm_saves_a_checkpoint_that_resumes_exactly(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    script = tmp_path / "run.py"
+    script.write_text(_INTERRUPTED)
+    tests_dir = os.path.dirname(__file__)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(ckpt), tests_dir], stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 240
+    while not (ckpt / "meta.json").exists() and time.time() < deadline:
+        time.sleep(0.5)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "interrupted at step" in err, err[-2000:]
+    meta = __import__("json").loads((ckpt / "meta.json").read_text())
+    stopped = meta["step"]
+    assert stopped > 5
+    kw = dict(batch_size=64, key=jr.key(1), progress=False, ema_decay=0.9, log_every=5)
+    resumed = sgm.train(
+        tiny_model(), SDE, data(), OPT, steps=stopped + 7, checkpoint_dir=ckpt, resume=True, **kw
+    )
+    full = sgm.train(tiny_model(), SDE, data(), OPT, steps=stopped + 7, **kw)
+    assert_same(full, resumed, rtol=0, atol=0)
+
+
+_MULTI = textwrap.dedent(
+    """
+    import sys, jax, jax.random as jr, numpy as np, optax, equinox as eqx, sgm
+    sys.path.insert(0, sys.argv[2])
+    from helpers import TinyNet, four_gaussians
+    assert jax.device_count() == 4
+    model = sgm.ScoreModel(TinyNet(2, key=jr.key(0)), sgm.VPSDE())
+    x = np.asarray(four_gaussians().sample(jr.key(7), 512))
+    out = sgm.train(model, sgm.VPSDE(), x, optax.adam(1e-3), steps=5, batch_size=64,
+                    key=jr.key(1), progress=False, ema_decay=0.0)
+    leaves = jax.tree.leaves(eqx.filter(out, eqx.is_inexact_array))
+    np.savez(sys.argv[1], *[np.asarray(a) for a in leaves])
+    """
+)
+
+
+def test_four_devices_give_the_same_parameters_as_one(tmp_path):
+    script, out = tmp_path / "multi.py", tmp_path / "params.npz"
+    script.write_text(_MULTI)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    subprocess.run(
+        [sys.executable, str(script), str(out), os.path.dirname(__file__)],
+        env=env, check=True, timeout=300,
+    )  # fmt: skip
+    one = sgm.train(tiny_model(), SDE, data(), OPT, steps=5, batch_size=64, key=jr.key(1),
+                    progress=False, ema_decay=0.0)  # fmt: skip
+    multi = np.load(out)
+    for i, leaf in enumerate(params(one)):
+        np.testing.assert_allclose(multi[f"arr_{i}"], leaf, rtol=1e-5, atol=1e-6)
