@@ -6,6 +6,11 @@ from ._closed_form import (
     Gaussian as Gaussian,
     GaussianMixture as GaussianMixture,
 )
+from ._fast_samplers import (
+    DPMSolver as DPMSolver,
+    HeunSampler as HeunSampler,
+    ReverseSDESolver as ReverseSDESolver,
+)
 from ._likelihood import (
     LogLikelihood as LogLikelihood,
     bits_per_dim as bits_per_dim,
