@@ -1,5 +1,6 @@
 """sgm: score-based generative modelling with SDEs, in JAX and Equinox."""
 
+from . import nets as nets
 from ._checkpoint import load_checkpoint as load_checkpoint, save_checkpoint as save_checkpoint
 from ._closed_form import (
     ClosedFormScore as ClosedFormScore,

@@ -162,3 +162,23 @@ def test_four_devices_give_the_same_parameters_as_one(tmp_path):
     multi = np.load(out)
     for i, leaf in enumerate(params(one)):
         np.testing.assert_allclose(multi[f"arr_{i}"], leaf, rtol=1e-5, atol=1e-6)
+
+
+def test_mlp_learns_a_gaussian_mixture():
+    """An MLP trained for 600 steps on the 4-Gaussian mixture. Mean log-density under the true
+    mixture of Euler-Maruyama samples, measured when written: data -0.31, untrained model
+    about -7e6 (its samples diverge), trained -0.92. Thresholds: untrained more than 2 nats
+    below the data, trained within 1 nat, mode weights within 0.1."""
+    mix = four_gaussians()
+    x = np.asarray(mix.sample(jr.key(0), 8192))
+    model0 = sgm.ScoreModel(sgm.nets.MLP((2,), key=jr.key(1), width=128, depth=3), SDE)
+    model = sgm.train(model0, SDE, x, optax.adam(2e-3), steps=600, batch_size=256,
+                      key=jr.key(2), progress=False, ema_decay=0.99)  # fmt: skip
+    sampler = sgm.EulerMaruyama(steps=500)
+    data_lp = float(jax.vmap(mix.log_prob)(x).mean())
+    before = sgm.sample(model0, SDE, sampler, key=jr.key(3), shape=(2000, 2))
+    after = sgm.sample(model, SDE, sampler, key=jr.key(3), shape=(2000, 2))
+    assert float(jax.vmap(mix.log_prob)(before).mean()) < data_lp - 2.0
+    assert float(jax.vmap(mix.log_prob)(after).mean()) > data_lp - 1.0
+    weights = jnp.bincount(jax.vmap(mix.assign)(after), length=4) / 2000
+    np.testing.assert_allclose(weights, mix.weights, atol=0.1)
