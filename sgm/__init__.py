@@ -1,11 +1,20 @@
 """sgm: score-based generative modelling with SDEs, in JAX and Equinox."""
 
-from . import nets as nets
+from . import data as data, nets as nets, plot as plot
 from ._checkpoint import load_checkpoint as load_checkpoint, save_checkpoint as save_checkpoint
 from ._closed_form import (
     ClosedFormScore as ClosedFormScore,
     Gaussian as Gaussian,
     GaussianMixture as GaussianMixture,
+)
+from ._config import (
+    DataConfig as DataConfig,
+    EvalConfig as EvalConfig,
+    ExperimentConfig as ExperimentConfig,
+    ModelConfig as ModelConfig,
+    SampleConfig as SampleConfig,
+    SDEConfig as SDEConfig,
+    TrainConfig as TrainConfig,
 )
 from ._fast_samplers import (
     DPMSolver as DPMSolver,
@@ -18,6 +27,7 @@ from ._likelihood import (
     log_likelihood as log_likelihood,
 )
 from ._losses import DSMLoss as DSMLoss
+from ._run import Run as Run, load_run as load_run
 from ._samplers import (
     AbstractSampler as AbstractSampler,
     EulerMaruyama as EulerMaruyama,

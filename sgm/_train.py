@@ -145,7 +145,7 @@ def _as_arrays(data, labels):
     from .data import Dataset
 
     if isinstance(data, Dataset):
-        return data.train, data.train_labels if labels is None else labels
+        return data.train, labels  # labels only when asked for: conditional models
     raise ValueError(
         f"data must be an array (N, *data_shape) or an sgm.data.Dataset, got {type(data).__name__}."
     )

@@ -1,0 +1,29 @@
+"""One named, frozen configuration per experiment. `EXPERIMENTS[name]` is an
+`sgm.ExperimentConfig`; `python main.py --list` prints them."""
+
+from . import (
+    cifar10_vp,
+    digits_vp,
+    eight_gaussians_ve,
+    flowers_ve,
+    mnist_subvp,
+    mnist_ve,
+    mnist_vp,
+    moons_vp,
+    ou_vp,
+)
+
+EXPERIMENTS = {
+    m.CONFIG.name: m.CONFIG
+    for m in (
+        digits_vp,
+        mnist_ve,
+        mnist_vp,
+        mnist_subvp,
+        cifar10_vp,
+        flowers_ve,
+        moons_vp,
+        eight_gaussians_ve,
+        ou_vp,
+    )
+}

@@ -1,0 +1,242 @@
+"""Train a score model, sample from it with each sampler, evaluate its likelihood, draw figures.
+
+python main.py --experiment digits_vp
+python main.py --experiment mnist_ve --data-dir ../shared/data/mnist-subset --train.steps 2000
+python main.py --list
+"""
+
+import argparse
+import json
+import math
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+
+import sgm
+from experiments import EXPERIMENTS
+from sgm import plot
+from sgm._config import build_loss, build_model, build_samplers, build_sde
+from sgm._run import CONFIG, INFO, METRICS, MODEL, load_run, save_model, write_json
+
+MODES = ("train", "sample", "likelihood", "all")
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--experiment", help="experiment name (see --list)")
+    p.add_argument("--mode", default="all", choices=MODES)
+    p.add_argument("--data-dir", help="local data (MNIST IDX files) instead of tfds")
+    p.add_argument("--out", default="runs", help="where run directories go (default: runs/)")
+    p.add_argument("--run-dir", help="an existing run directory (sample, likelihood, resume)")
+    p.add_argument("--resume", action="store_true", help="continue the latest or given run")
+    p.add_argument("--list", action="store_true", help="list the experiments and exit")
+    args, rest = p.parse_known_args(argv)
+    overrides = {}
+    it = iter(rest)
+    for token in it:
+        if not token.startswith("--") or "." not in token:
+            p.error(f"unrecognised argument {token!r}; overrides look like --train.steps 2000")
+        key, _, value = token[2:].partition("=")
+        if not value:
+            value = next(it, None)
+            if value is None:
+                p.error(f"override {token} needs a value")
+        overrides[key] = value
+    return p, args, overrides
+
+
+def latest_run(base: Path, name: str) -> Path | None:
+    runs = sorted((base / name).glob("*/")) if (base / name).is_dir() else []
+    return runs[-1] if runs else None
+
+
+def load_data(cfg, data_dir, key):
+    ds = sgm.data.load(
+        cfg.data.name,
+        data_dir=data_dir,
+        key=key,
+        **({"resolution": cfg.data.resolution} if cfg.data.name == "flowers" else {}),
+        **({"length": cfg.data.series_length} if cfg.data.name == "ou" else {}),
+    )
+    return ds.subset(n_train=cfg.data.n_train, n_test=cfg.data.n_test)
+
+
+def to_unit(ds, x):
+    """Samples in model scale back to [0, 1] for images (the dataset's inverse scaler)."""
+    return np.asarray(ds.scaler.inverse(x)) if ds.scaler is not None else np.asarray(x)
+
+
+def phase_train(cfg, ds, run_dir: Path, resume: bool):
+    sde = build_sde(cfg.sde)
+    mkey, tkey = jr.split(jr.key(cfg.train.seed))
+    model = build_model(cfg.model, sde, ds.data_shape, ds.num_classes, key=mkey)
+    print(f"model: {sgm.nets.param_count(model.net):,} parameters; data {ds.train.shape}")
+    t = cfg.train
+    model, history = sgm.train(
+        model,
+        sde,
+        ds,
+        sgm.default_optimizer(t.lr, warmup=t.warmup, grad_clip=t.grad_clip),
+        steps=t.steps,
+        batch_size=t.batch_size,
+        key=tkey,
+        ema_decay=t.ema_decay,
+        loss=build_loss(t, cfg.model, ds.num_classes),
+        labels=ds.train_labels if cfg.model.conditional else None,
+        eval_data=ds.test,
+        eval_labels=ds.test_labels if cfg.model.conditional else None,
+        eval_every=t.eval_every,
+        log_every=t.log_every,
+        checkpoint_dir=run_dir / "checkpoint",
+        checkpoint_every=t.checkpoint_every,
+        resume=resume,
+        return_history=True,
+    )
+    save_model(run_dir / MODEL, model)
+    if history["step"]:
+        write_json(run_dir / "history.json", history)
+        plot.save_loss_curve(history, run_dir / "loss.png")
+    return history
+
+
+def save_samples(ds, x, path, title):
+    if len(ds.data_shape) == 3:
+        plot.save_image_grid(to_unit(ds, x), path, title=title)
+    elif ds.data_shape == (2,):
+        plot.save_scatter(x, path, reference=ds.test[:2000], title=title, lim=2.5)
+    else:
+        plot.save_series(
+            np.asarray(x).reshape(len(x), -1),
+            path,
+            title=title,
+            reference=ds.test.reshape(len(ds.test), -1),
+        )
+
+
+def phase_sample(cfg, ds, run, metrics):
+    n = cfg.sample.n_samples
+    y = None
+    if cfg.model.conditional and ds.num_classes:
+        y = jnp.arange(n) % ds.num_classes
+    out = {}
+    for name, sampler in build_samplers(cfg.sample).items():
+        start = time.perf_counter()
+        x, nfe = sgm.sample(
+            run.model,
+            run.sde,
+            sampler,
+            key=jr.key(1),
+            shape=(n, *ds.data_shape),
+            y=y,
+            return_nfe=True,
+        )
+        x = jax.block_until_ready(x)
+        seconds = time.perf_counter() - start
+        finite = bool(jnp.all(jnp.isfinite(x)))
+        out[name] = {"nfe": float(nfe.mean()), "seconds": seconds, "finite": finite}
+        save_samples(
+            ds,
+            x,
+            run.path / f"samples_{name}.png",
+            f"{cfg.name}: {name}, NFE {float(nfe.mean()):.0f}",
+        )
+        print(f"sampled with {name}: NFE {float(nfe.mean()):.0f}, {seconds:.1f} s")
+    metrics["samplers"] = out
+
+
+def phase_likelihood(cfg, ds, run, metrics):
+    e = cfg.eval
+    kw = dict(exact=e.exact, n_probes=e.n_probes, batch_size=e.batch_size, progress=True)
+    start = time.perf_counter()
+    if ds.test_int is not None:
+        images = ds.test_int[: e.n_images]
+        values = sgm.bits_per_dim(
+            run.model, run.sde, images, key=jr.key(2), scaler=ds.scaler, n_dequant=e.n_dequant, **kw
+        )
+        name = "test_bits_per_dim"
+    else:
+        x = ds.test[: e.n_images]
+        dim = math.prod(ds.data_shape)
+        values = -sgm.log_likelihood(run.model, run.sde, x, key=jr.key(2), **kw) / dim
+        name = "test_nll_nats_per_dim"
+    values = np.asarray(values, np.float64)
+    metrics[name] = {
+        "mean": float(values.mean()),
+        "stderr": float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else None,
+        "n": len(values),
+        "seconds": time.perf_counter() - start,
+        "exact_trace": e.exact,
+    }
+    print(f"{name}: {values.mean():.4f} +- {metrics[name]['stderr'] or 0:.4f} (n={len(values)})")
+
+
+def main(argv=None) -> int:
+    parser, args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.list:
+        for name, cfg in EXPERIMENTS.items():
+            print(f"{name:20s} {cfg.description}")
+        return 0
+    if args.experiment not in EXPERIMENTS:
+        parser.error(f"unknown experiment {args.experiment!r}; one of: {', '.join(EXPERIMENTS)}")
+    cfg = EXPERIMENTS[args.experiment]
+    try:
+        cfg = cfg.override(overrides)
+    except ValueError as e:
+        parser.error(str(e))
+    base = Path(args.out)
+    run_dir = Path(args.run_dir) if args.run_dir else None
+    if args.mode in ("sample", "likelihood") or args.resume:
+        run_dir = run_dir or latest_run(base, cfg.name)
+        if run_dir is None:
+            parser.error(f"no run of {cfg.name} in {base}; train one first or pass --run-dir")
+        if (run_dir / CONFIG).exists() and not overrides:
+            cfg = load_run_config(run_dir)
+    elif run_dir is None:
+        run_dir = base / cfg.name / datetime.now().strftime("%Y%m%d-%H%M%S")
+    ds = load_data(cfg, args.data_dir, jr.key(cfg.train.seed + 1))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / CONFIG, cfg.to_dict())
+    write_json(
+        run_dir / INFO,
+        {
+            "data_shape": list(ds.data_shape),
+            "num_classes": ds.num_classes,
+            "data": ds.name,
+            "devices": jax.device_count(),
+        },
+    )
+    print(f"run directory: {run_dir}")
+    metrics = {
+        "experiment": cfg.name,
+        "backend": jax.default_backend(),
+        "devices": jax.device_count(),
+    }
+    if (run_dir / METRICS).exists():
+        metrics = {**json.loads((run_dir / METRICS).read_text()), **metrics}
+    if args.mode in ("train", "all"):
+        start = time.perf_counter()
+        phase_train(cfg, ds, run_dir, resume=args.resume)
+        metrics["train_seconds"] = time.perf_counter() - start
+        plot.save_marginals(build_sde(cfg.sde), run_dir / "marginals.png")
+    run = load_run(run_dir)
+    if args.mode in ("sample", "all"):
+        phase_sample(cfg, ds, run, metrics)
+    if args.mode in ("likelihood", "all"):
+        phase_likelihood(cfg, ds, run, metrics)
+    write_json(run_dir / METRICS, metrics)
+    print(f"metrics written to {run_dir / METRICS}")
+    return 0
+
+
+def load_run_config(run_dir: Path):
+    return sgm.ExperimentConfig.from_dict(json.loads((run_dir / CONFIG).read_text()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""Datasets: MNIST (tfds or local IDX), CIFAR-10, Oxford Flowers, sklearn digits, 2-D toys and
+time series. Every loader returns a `Dataset` in model scale."""
+
+from ._dataset import Dataset as Dataset
+from ._idx import read_idx as read_idx, read_mnist_idx as read_mnist_idx
+from ._images import (
+    center_crop_resize as center_crop_resize,
+    cifar10 as cifar10,
+    digits as digits,
+    flowers as flowers,
+    load_tfds as load_tfds,
+    mnist as mnist,
+)
+from ._registry import NAMES as NAMES, load as load
+from ._timeseries import (
+    delay_embed as delay_embed,
+    delay_unembed as delay_unembed,
+    load_csv as load_csv,
+    ornstein_uhlenbeck as ornstein_uhlenbeck,
+    ou as ou,
+    timeseries as timeseries,
+)
+from ._toys import (
+    checkerboard as checkerboard,
+    eight_gaussians as eight_gaussians,
+    swiss_roll as swiss_roll,
+    toy as toy,
+    two_moons as two_moons,
+)

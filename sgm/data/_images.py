@@ -1,0 +1,104 @@
+"""Image datasets: MNIST (tfds or local IDX), CIFAR-10, Oxford Flowers 102, sklearn digits."""
+
+import numpy as np
+
+from ._dataset import Dataset, image_dataset
+from ._idx import read_mnist_idx
+
+
+def load_tfds(name: str, split: str, *, data_dir=None) -> list[dict]:
+    """Examples of a prepared tfds dataset, read with `tfds.data_source` (no TensorFlow
+    needed to read). Preparing it the first time needs TensorFlow: see the error."""
+    import tensorflow_datasets as tfds
+
+    try:
+        source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    except (NotImplementedError, FileNotFoundError, AssertionError, ValueError) as e:
+        raise RuntimeError(
+            f"tfds dataset {name!r} is not prepared{f' in {data_dir}' if data_dir else ''}. "
+            f"Prepare it once (needs TensorFlow and internet): pip install 'sgm[prepare]' then "
+            f'python -c "import tensorflow_datasets as tfds; '
+            f"tfds.builder('{name}').download_and_prepare(file_format='array_record')\". "
+            "For MNIST you can instead pass --data-dir with the IDX files. "
+            f"(tfds said: {str(e).splitlines()[0]})"
+        ) from e
+    return [source[i] for i in range(len(source))]
+
+
+def _stack(examples, key="image") -> np.ndarray:
+    return np.stack([np.asarray(ex[key]) for ex in examples])
+
+
+def _from_tfds(name, tfds_name, splits=("train", "test"), data_dir=None, transform=None):
+    out = {}
+    for split, parts in zip(("train", "test"), splits, strict=True):
+        examples = [
+            ex for part in parts.split("+") for ex in load_tfds(tfds_name, part, data_dir=data_dir)
+        ]
+        images = [np.asarray(ex["image"]) for ex in examples]
+        images = np.stack([transform(im) for im in images] if transform else images)
+        out[split] = (images.transpose(0, 3, 1, 2), _stack(examples, "label").astype(np.int32))
+    n_classes = int(max(out["train"][1].max(), out["test"][1].max())) + 1
+    n_classes = {"mnist": 10, "cifar10": 10, "flowers": 102}.get(name, n_classes)
+    return image_dataset(
+        name, out["train"][0], out["test"][0], out["train"][1], out["test"][1], n_classes
+    )
+
+
+def mnist(data_dir=None, *, tfds_dir=None) -> Dataset:
+    """MNIST `(1, 28, 28)`: from a directory of IDX files when `data_dir` is given, else tfds."""
+    if data_dir is not None:
+        a = read_mnist_idx(data_dir)
+        return image_dataset(
+            "mnist", a["train_images"], a["test_images"], a["train_labels"], a["test_labels"], 10
+        )
+    return _from_tfds("mnist", "mnist", data_dir=tfds_dir)
+
+
+def cifar10(*, tfds_dir=None) -> Dataset:
+    """CIFAR-10 `(3, 32, 32)` through tfds."""
+    return _from_tfds("cifar10", "cifar10", data_dir=tfds_dir)
+
+
+def center_crop_resize(image: np.ndarray, resolution: int) -> np.ndarray:
+    """Centre-crops an `(H, W, C)` uint8 image to a square and resizes it (PIL, bicubic)."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    crop = image[top : top + side, left : left + side]
+    pil = Image.fromarray(crop.squeeze(-1) if crop.shape[-1] == 1 else crop)
+    out = np.asarray(pil.resize((resolution, resolution), Image.BICUBIC))
+    return out[..., None] if out.ndim == 2 else out
+
+
+def flowers(resolution: int = 64, *, tfds_dir=None) -> Dataset:
+    """Oxford Flowers 102 `(3, r, r)`: train = train + validation splits, test = test."""
+    return _from_tfds(
+        "flowers",
+        "oxford_flowers102",
+        splits=("train+validation", "test"),
+        data_dir=tfds_dir,
+        transform=lambda im: center_crop_resize(im, resolution),
+    )
+
+
+def digits(*, key=None, test_fraction: float = 0.2) -> Dataset:
+    """scikit-learn's bundled 8x8 digits (1797 images, offline): values 0..16 mapped to 8-bit
+    by `round(v * 255 / 16)`, a deterministic train/test split (by `key` when given)."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as e:
+        raise ImportError(
+            "the digits data set needs scikit-learn: pip install 'sgm[digits]'"
+        ) from e
+    import jax.random as jr
+
+    d = load_digits()
+    images = np.round(d.images * 255 / 16).astype(np.uint8)[:, None]
+    labels = d.target.astype(np.int32)
+    order = np.asarray(jr.permutation(key if key is not None else jr.key(0), len(images)))
+    n_test = int(round(test_fraction * len(images)))
+    test, train = order[:n_test], order[n_test:]
+    return image_dataset("digits", images[train], images[test], labels[train], labels[test], 10)

@@ -1,0 +1,30 @@
+"""`sgm.data.load(name)`: every dataset by name."""
+
+import jax.random as jr
+
+from ._dataset import Dataset
+from ._images import cifar10, digits, flowers, mnist
+from ._timeseries import ou
+from ._toys import TOYS, toy
+
+NAMES = ("mnist", "cifar10", "flowers", "digits", *TOYS, "ou")
+
+
+def load(name: str, *, data_dir=None, key=None, **kwargs) -> Dataset:
+    """Loads a dataset by name (one of `NAMES`); `data_dir` is the IDX directory for MNIST."""
+    key = jr.key(0) if key is None else key
+    if name == "mnist":
+        return mnist(data_dir)
+    if data_dir is not None:
+        raise ValueError(f"--data-dir applies to mnist only, not {name!r}.")
+    if name == "cifar10":
+        return cifar10()
+    if name == "flowers":
+        return flowers(**kwargs)
+    if name == "digits":
+        return digits(key=key)
+    if name in TOYS:
+        return toy(name, key=key, **kwargs)
+    if name == "ou":
+        return ou(key=key, **kwargs)
+    raise ValueError(f"unknown dataset {name!r}; one of {', '.join(NAMES)}.")

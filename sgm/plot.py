@@ -1,0 +1,117 @@
+"""Figures: sample grids, scatter plots, loss curves, SDE marginals. File output lives here,
+outside the numerical core; every figure is written atomically."""
+
+import os
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(fig, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def image_grid(images, ncol: int | None = None) -> np.ndarray:
+    """Tiles `(n, C, H, W)` images in [0, 1] into one `(rows*H, cols*W, C)` array."""
+    images = np.clip(np.asarray(images, dtype=np.float32), 0.0, 1.0)
+    n, c, h, w = images.shape
+    ncol = ncol or int(np.ceil(np.sqrt(n)))
+    nrow = int(np.ceil(n / ncol))
+    grid = np.ones((nrow * (h + 1) + 1, ncol * (w + 1) + 1, c), np.float32)
+    for i in range(n):
+        r, k = divmod(i, ncol)
+        grid[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + k * (w + 1) : 1 + k * (w + 1) + w] = images[
+            i
+        ].transpose(1, 2, 0)
+    return grid
+
+
+def save_image_grid(images, path, *, title: str | None = None, ncol: int | None = None) -> Path:
+    """Saves images `(n, C, H, W)` with values in [0, 1] as one grid."""
+    grid = image_grid(images, ncol)
+    fig, ax = plt.subplots(figsize=(4, 4 * grid.shape[0] / grid.shape[1]))
+    ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=1)
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+def save_scatter(points, path, *, reference=None, title: str | None = None, lim=None) -> Path:
+    """Saves 2-D points, optionally over reference points (the data) in grey."""
+    fig, ax = plt.subplots(figsize=(3.6, 3.6))
+    if reference is not None:
+        ref = np.asarray(reference)
+        ax.scatter(ref[:, 0], ref[:, 1], s=2, c="0.75", label="data")
+    pts = np.asarray(points)
+    ax.scatter(pts[:, 0], pts[:, 1], s=2, c="C0", label="samples")
+    if lim is not None:
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    if title:
+        ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+def save_series(series, path, *, reference=None, title: str | None = None) -> Path:
+    """Saves a few series `(n, L)` as lines, optionally with reference series in grey."""
+    fig, ax = plt.subplots(figsize=(5, 2.6))
+    if reference is not None:
+        for s in np.asarray(reference)[:8]:
+            ax.plot(s, c="0.7", lw=0.8)
+    for s in np.asarray(series)[:8]:
+        ax.plot(s, lw=0.9)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+def save_loss_curve(history: dict, path) -> Path:
+    """Training loss (and held-out loss where recorded) against step."""
+    fig, ax = plt.subplots(figsize=(4.5, 3))
+    ax.plot(history["step"], history["loss"], label="train")
+    if history.get("eval_step"):
+        ax.plot(history["eval_step"], history["eval_loss"], "o-", label="held-out (EMA)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("DSM loss")
+    ax.set_yscale("log")
+    ax.legend()
+    return _save(fig, path)
+
+
+def save_marginals(sde, path, *, x0=(-1.0, 0.0, 1.0)) -> Path:
+    """The perturbation kernels of `sde`: mean `m(t) x0` with `+-2 s(t)` bands, and `s(t)`."""
+    import jax
+    import jax.numpy as jnp
+
+    t = jnp.linspace(sde.t0, sde.t1, 200)
+    m, s = (np.asarray(a) for a in jax.vmap(sde.marginal)(t))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3))
+    for k, v in enumerate(x0):
+        a.plot(t, m * v, c=f"C{k}", label=f"x0 = {v:g}")
+        a.fill_between(t, m * v - 2 * s, m * v + 2 * s, color=f"C{k}", alpha=0.15)
+    a.set_xlabel("t")
+    a.set_title(f"{type(sde).__name__}: m(t) x0 +- 2 s(t)", fontsize=9)
+    a.legend(fontsize=7)
+    b.plot(t, s, label="s(t)")
+    b.plot(t, m, label="m(t)")
+    b.set_yscale("log")
+    b.set_xlabel("t")
+    b.legend(fontsize=7)
+    return _save(fig, path)

@@ -1,0 +1,143 @@
+"""Datasets: the real MNIST subset, tfds offline with mock data, digits, toys, series."""
+
+import gzip
+import math
+
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+from helpers import MNIST_DIR
+
+import sgm
+from sgm.data import delay_embed, delay_unembed, load_csv, ornstein_uhlenbeck, read_idx
+
+needs_mnist = pytest.mark.skipif(
+    not MNIST_DIR.is_dir(), reason=f"MNIST subset not found at {MNIST_DIR} (needs ../shared)"
+)
+
+
+@needs_mnist
+def test_mnist_from_idx_files():
+    ds = sgm.data.load("mnist", data_dir=MNIST_DIR)
+    assert ds.train.shape == (8000, 1, 28, 28) and ds.test.shape == (1000, 1, 28, 28)
+    assert ds.train_int.dtype == np.uint8 and ds.num_bits == 8 and ds.num_classes == 10
+    counts = np.bincount(ds.train_labels, minlength=10)
+    assert counts.min() > 600 and counts.max() < 1000  # roughly balanced
+    assert ds.train.min() == -1.0 and ds.train.max() == 1.0
+    back = np.asarray(ds.scaler.inverse(ds.train[:5])) * 255
+    np.testing.assert_allclose(back, ds.train_int[:5], atol=1e-3)
+
+
+def _write_idx(path, magic_dims, payload):
+    ndim = len(magic_dims)
+    header = bytes([0, 0, 8, ndim]) + b"".join(d.to_bytes(4, "big") for d in magic_dims)
+    with gzip.open(path, "wb") as f:
+        f.write(header + payload)
+
+
+def test_idx_errors_are_clear(tmp_path):
+    good = tmp_path / "good.gz"
+    _write_idx(good, (2, 2, 2), bytes(range(8)))
+    assert read_idx(good).shape == (2, 2, 2)
+    truncated = tmp_path / "short.gz"
+    _write_idx(truncated, (2, 2, 2), bytes(5))
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        read_idx(truncated)
+    bad_magic = tmp_path / "bad"
+    bad_magic.write_bytes(b"\x01\x02\x03\x04" + bytes(16))
+    with pytest.raises(ValueError, match="not an IDX file"):
+        read_idx(bad_magic)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        sgm.data.mnist(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
+        sgm.data.mnist(tmp_path)
+
+
+@pytest.mark.parametrize("name,shape", [("mnist", (1, 28, 28)), ("cifar10", (3, 32, 32))])
+def test_tfds_path_offline_with_mock_data(name, shape):
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=6):
+        ds = sgm.data.load(name)
+    assert ds.train.shape == (6, *shape) and ds.test.shape == (6, *shape)
+    assert ds.train_int.dtype == np.uint8 and ds.num_classes == 10
+    assert np.all(np.abs(ds.train) <= 1)
+
+
+def test_flowers_are_cropped_and_resized_offline():
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=3):
+        ds = sgm.data.flowers(resolution=16)
+    assert ds.train.shape == (6, 3, 16, 16)  # train + validation splits
+    assert ds.num_classes == 102
+
+
+def test_unprepared_tfds_dataset_explains_how_to_prepare(tmp_path):
+    with pytest.raises(RuntimeError, match=r"not prepared.*sgm\[prepare\].*--data-dir"):
+        sgm.data.load_tfds("mnist", "train", data_dir=tmp_path)
+
+
+def test_digits_and_deterministic_split():
+    a, b = sgm.data.digits(key=jr.key(1)), sgm.data.digits(key=jr.key(1))
+    assert a.data_shape == (1, 8, 8) and a.num_classes == 10 and a.train_int.max() == 255
+    assert len(a.train) + len(a.test) == 1797
+    np.testing.assert_array_equal(a.train_labels, b.train_labels)
+    c = sgm.data.digits(key=jr.key(2))
+    assert not np.array_equal(a.train_labels, c.train_labels)
+
+
+@pytest.mark.parametrize("name", ["two_moons", "eight_gaussians", "checkerboard", "swiss_roll"])
+def test_toys(name):
+    ds = sgm.data.load(name, key=jr.key(0), n_train=1000, n_test=100)
+    again = sgm.data.load(name, key=jr.key(0), n_train=1000, n_test=100)
+    assert ds.train.shape == (1000, 2) and np.all(np.isfinite(ds.train))
+    np.testing.assert_array_equal(ds.train, again.train)
+    assert 0.3 < np.abs(ds.train).max() < 2.5
+
+
+def test_ornstein_uhlenbeck_statistics():
+    """Stationary variance sigma^2 / (2 theta) and lag-1 autocorrelation exp(-theta dt)."""
+    theta, sigma, dt = 1.0, 0.5, 0.05
+    s = np.asarray(ornstein_uhlenbeck(4000, 64, key=jr.key(0), theta=theta, sigma=sigma, dt=dt))
+    var = sigma**2 / (2 * theta)
+    assert s.var() == pytest.approx(var, rel=0.03)
+    lag1 = np.mean(s[:, 1:] * s[:, :-1]) / np.mean(s**2)
+    assert lag1 == pytest.approx(math.exp(-theta * dt), abs=0.01)
+
+
+def test_delay_embedding_round_trip():
+    series = jnp.sin(jnp.linspace(0, 6, 40))
+    image = delay_embed(series, 8)
+    assert image.shape == (1, 33, 8)
+    np.testing.assert_allclose(delay_unembed(image), series, rtol=1e-6)
+
+
+def test_csv_loader(tmp_path):
+    good = tmp_path / "s.csv"
+    good.write_text("a,b\n1,2\n3,4\n5,6\n")
+    np.testing.assert_array_equal(load_csv(good), [[1, 3, 5], [2, 4, 6]])
+    np.testing.assert_array_equal(load_csv(good, column="b"), [[2, 4, 6]])
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a\n1\nx\n")
+    with pytest.raises(ValueError, match=r"row 3, column 'a' is not a number"):
+        load_csv(bad)
+
+
+def test_shuffle_is_deterministic_and_consistent():
+    ds = sgm.data.digits()
+    a, b = ds.shuffled(jr.key(3)), ds.shuffled(jr.key(3))
+    np.testing.assert_array_equal(a.train, b.train)
+    idx = [
+        int(np.argmin(np.abs(ds.train - a.train[i]).reshape(len(ds.train), -1).sum(1)))
+        for i in range(5)
+    ]
+    np.testing.assert_array_equal(ds.train_labels[idx], a.train_labels[:5])
+
+
+def test_bad_dataset_input():
+    with pytest.raises(ValueError, match="unknown dataset"):
+        sgm.data.load("imagenet")
+    with pytest.raises(ValueError, match="NaN"):
+        sgm.data.Dataset("x", (2,), np.full((3, 2), np.nan, np.float32), np.zeros((1, 2)))
