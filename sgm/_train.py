@@ -54,8 +54,8 @@ def init_state(model: ScoreModel, optimizer, *, key: PRNGKeyArray) -> TrainState
     )
 
 
-@eqx.filter_jit(donate="all")
-def train_step(state: TrainState, batch, labels, loss: DSMLoss, optimizer, ema_decay: float):
+@eqx.filter_jit(donate="all-except-first")
+def train_step(batch, state: TrainState, labels, loss: DSMLoss, optimizer, ema_decay: float):
     """One step: loss and gradients, optax update, EMA update. A non-finite loss leaves the
     state as it was and counts the event, so the last good state survives. With the batch
     sharded over the `'data'` axis and the state replicated, jit inserts the gradient
@@ -249,7 +249,7 @@ def train(
                     + (f"; checkpoint saved in {ckpt}, continue with resume=True" if ckpt else "")
                 )
             batch, batch_labels = batches(s)
-            state, value = train_step(state, batch, batch_labels, loss, optimizer, ema_decay)
+            state, value = train_step(batch, state, batch_labels, loss, optimizer, ema_decay)
             pending.append(value)
             done = s + 1
             if done % log_every == 0 or done == steps:

@@ -1,0 +1,121 @@
+"""`python main.py` end to end on tiny budgets, and its handling of bad input."""
+
+import json
+import sys
+from pathlib import Path
+
+import jax.random as jr
+import numpy as np
+import pytest
+from helpers import MNIST_DIR
+
+import sgm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import main as cli  # noqa: E402
+
+TINY_UNET = [
+    "--model.channels", "8", "--model.channel_mults", "1,2", "--model.attention_levels", "1",
+    "--model.num_groups", "4", "--train.steps", "4", "--train.batch_size", "16",
+    "--train.log_every", "2", "--sample.samplers", "em", "--sample.steps", "5",
+    "--sample.n_samples", "4", "--eval.n_images", "2", "--eval.batch_size", "2",
+]  # fmt: skip
+
+
+def run_dir_of(out: Path, name: str) -> Path:
+    (run,) = sorted((out / name).iterdir())
+    return run
+
+
+def check_run(run: Path, samplers):
+    for name in ("config.json", "run.json", "model.eqx", "metrics.json", "loss.png",
+                 "marginals.png", "history.json"):  # fmt: skip
+        assert (run / name).exists(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    for s in samplers:
+        assert (run / f"samples_{s}.png").exists()
+        assert metrics["samplers"][s]["finite"] and metrics["samplers"][s]["nfe"] > 0
+    value = metrics.get("test_bits_per_dim") or metrics.get("test_nll_nats_per_dim")
+    assert np.isfinite(value["mean"])
+    return metrics
+
+
+def test_toy_end_to_end_then_sample_from_the_run(tmp_path):
+    args = ["--experiment", "moons_vp", "--out", str(tmp_path), "--train.steps", "30",
+            "--train.log_every", "10", "--sample.steps", "10", "--sample.n_samples", "64",
+            "--eval.n_images", "4"]  # fmt: skip
+    assert cli.main(args) == 0
+    run = run_dir_of(tmp_path, "moons_vp")
+    check_run(run, ["em", "pc", "ode"])
+    loaded = sgm.load_run(run)
+    assert loaded.sde == sgm.VPSDE() and loaded.config.train.steps == 30
+    x = sgm.sample(loaded.model, loaded.sde, sgm.EulerMaruyama(steps=5), key=jr.key(0),
+                   shape=(3, 2))  # fmt: skip
+    assert x.shape == (3, 2)
+    model_time = (run / "model.eqx").stat().st_mtime
+    assert cli.main(["--experiment", "moons_vp", "--out", str(tmp_path), "--mode", "sample",
+                     "--run-dir", str(run)]) == 0  # fmt: skip
+    assert (run / "model.eqx").stat().st_mtime == model_time  # not retrained
+
+
+def test_digits_end_to_end(tmp_path):
+    assert cli.main(["--experiment", "digits_vp", "--out", str(tmp_path), *TINY_UNET]) == 0
+    metrics = check_run(run_dir_of(tmp_path, "digits_vp"), ["em"])
+    assert metrics["test_bits_per_dim"]["n"] == 2
+
+
+@pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"MNIST subset not at {MNIST_DIR}")
+def test_mnist_from_idx_end_to_end(tmp_path):
+    args = ["--experiment", "mnist_ve", "--data-dir", str(MNIST_DIR), "--out", str(tmp_path)]
+    assert cli.main(args + TINY_UNET) == 0
+    run = run_dir_of(tmp_path, "mnist_ve")
+    check_run(run, ["em"])
+    assert sgm.load_run(run).data_shape == (1, 28, 28)
+
+
+def test_list(capsys):
+    assert cli.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("mnist_ve", "mnist_vp", "mnist_subvp", "cifar10_vp", "flowers_ve", "digits_vp",
+                 "moons_vp", "eight_gaussians_ve", "ou_vp"):  # fmt: skip
+        assert name in out
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--experiment", "mnist_xx"], "unknown experiment 'mnist_xx'"),
+        (["--experiment", "digits_vp", "--train.stepz", "3"], "unknown config key 'train.stepz'"),
+        (["--experiment", "digits_vp", "--train.steps", "many"], "bad value 'many'"),
+        (["--experiment", "digits_vp", "--sde.kind", "vv"], "expected one of"),
+        (["--experiment", "digits_vp", "--mode", "sample"], "no run of digits_vp"),
+    ],
+)
+def test_bad_arguments_are_clear_errors(args, message, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        cli.main([*args, "--out", str(tmp_path)])
+    assert message in capsys.readouterr().err
+
+
+def test_missing_or_corrupt_data_dir_leaves_no_run(tmp_path):
+    out = tmp_path / "runs"
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        cli.main(
+            ["--experiment", "mnist_ve", "--data-dir", str(tmp_path / "no"), "--out", str(out)]
+        )
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):  # fmt: skip
+        (bad / stem).write_bytes(b"\x00\x00\x08\x03" + bytes(7))
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        cli.main(["--experiment", "mnist_ve", "--data-dir", str(bad), "--out", str(out)])
+    assert not out.exists()
+
+
+def test_unfinished_run_is_not_mistaken_for_a_finished_one(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="not a finished run"):
+        sgm.load_run(run)
