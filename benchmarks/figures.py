@@ -1,0 +1,102 @@
+"""Makes the README's figures in figs/.
+
+    python benchmarks/figures.py --digits-run runs/digits_vp/STAMP --mnist-run runs/mnist_ve/STAMP
+
+Closed-form figures (2-D samplers, SDE marginals, likelihood check) are computed here; sample
+grids of trained models are copied from the given run directories, which `main.py` wrote.
+"""
+
+import argparse
+import math
+import shutil
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+import sgm  # noqa: E402
+
+FIGS = Path(__file__).resolve().parents[1] / "figs"
+
+
+def eight_gaussians():
+    angles = jnp.arange(8) * math.pi / 4
+    centres = 1.5 * jnp.stack([jnp.cos(angles), jnp.sin(angles)], 1)
+    return sgm.GaussianMixture(jnp.ones(8), centres, jnp.full(8, 0.01))
+
+
+def toy_samplers():
+    mix, sde = eight_gaussians(), sgm.VPSDE()
+    panels = [
+        ("data", None),
+        ("Euler-Maruyama, 1000 steps", sgm.EulerMaruyama()),
+        ("predictor-corrector, 1000", sgm.PredictorCorrector()),
+        ("probability-flow ODE (Tsit5)", sgm.ProbabilityFlowODE()),
+        ("DPM-Solver++ 2M, 19 steps", sgm.DPMSolver(steps=19)),
+        ("Heun (EDM), 10 levels", sgm.HeunSampler(steps=10)),
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.2))
+    for ax, (title, sampler) in zip(axes, panels, strict=True):
+        if sampler is None:
+            x, nfe = mix.sample(jr.key(1), 2000), None
+        else:
+            x, nfe = sgm.sample(mix.score(sde), sde, sampler, key=jr.key(0), shape=(2000, 2),
+                                return_nfe=True)  # fmt: skip
+        ax.scatter(x[:, 0], x[:, 1], s=1)
+        ax.set_xlim(-2.3, 2.3)
+        ax.set_ylim(-2.3, 2.3)
+        ax.set_aspect("equal")
+        ax.set_title(title + ("" if nfe is None else f"\nNFE {float(nfe.mean()):.0f}"), fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("Eight Gaussians, exact score, VP SDE", fontsize=9)
+    fig.savefig(FIGS / "toy_samplers.png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def likelihood_check():
+    g = sgm.Gaussian(jnp.array([0.3, -0.2, 0.5]), jnp.array([[0.3, 0.1, 0], [0.1, 0.2, 0.05],
+                                                             [0, 0.05, 0.1]]))  # fmt: skip
+    sde = sgm.VPSDE()
+    x = g.sample(jr.key(0), 64)
+    exact = sgm.log_likelihood(g.score(sde), sde, x, exact=True)
+    hutch = sgm.log_likelihood(g.score(sde), sde, x, key=jr.key(1))
+    truth = jax.vmap(lambda x: sde.prior_log_prob(g.flow(sde, sde.t0, sde.t1, x)))(x)
+    truth = truth + g.flow_log_det(sde, sde.t0, sde.t1)
+    fig, ax = plt.subplots(figsize=(3.8, 3.6))
+    ax.plot(truth, exact, "o", ms=3, label="exact trace")
+    ax.plot(truth, hutch, "x", ms=3, label="Hutchinson, 1 probe")
+    lo, hi = float(truth.min()), float(truth.max())
+    ax.plot([lo, hi], [lo, hi], "k-", lw=0.7)
+    ax.set_xlabel("closed-form log p (nats)")
+    ax.set_ylabel("sgm.log_likelihood (nats)")
+    err = float(jnp.abs(exact - truth).max())
+    ax.set_title(f"3-D Gaussian, VP SDE: max |exact - closed form| = {err:.1e}", fontsize=8)
+    ax.legend(fontsize=7)
+    fig.savefig(FIGS / "likelihood_check.png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--digits-run")
+    p.add_argument("--mnist-run")
+    args = p.parse_args()
+    FIGS.mkdir(exist_ok=True)
+    toy_samplers()
+    likelihood_check()
+    for name, sde in {"vp": sgm.VPSDE(), "subvp": sgm.SubVPSDE(), "ve": sgm.VESDE()}.items():
+        sgm.plot.save_marginals(sde, FIGS / f"marginals_{name}.png")
+    for prefix, run in (("digits", args.digits_run), ("mnist", args.mnist_run)):
+        if run:
+            for png in sorted(Path(run).glob("*.png")):
+                shutil.copy(png, FIGS / f"{prefix}_{png.name}")
+
+
+if __name__ == "__main__":
+    main()
