@@ -36,6 +36,11 @@ def parse_args(argv):
     p.add_argument("--run-dir", help="an existing run directory (sample, likelihood, resume)")
     p.add_argument("--resume", action="store_true", help="continue the latest or given run")
     p.add_argument("--list", action="store_true", help="list the experiments and exit")
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="call jax.distributed.initialize() first (multi-host: run once per host)",
+    )
     args, rest = p.parse_known_args(argv)
     overrides = {}
     it = iter(rest)
@@ -178,6 +183,8 @@ def phase_likelihood(cfg, ds, run, metrics):
 
 def main(argv=None) -> int:
     parser, args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.distributed:
+        jax.distributed.initialize()
     if args.list:
         for name, cfg in EXPERIMENTS.items():
             print(f"{name:20s} {cfg.description}")
