@@ -16,6 +16,12 @@ from ._config import (
     SDEConfig as SDEConfig,
     TrainConfig as TrainConfig,
 )
+from ._control import (
+    ClassifierFreeGuidance as ClassifierFreeGuidance,
+    ClassifierGuidance as ClassifierGuidance,
+    colorize as colorize,
+    inpaint as inpaint,
+)
 from ._fast_samplers import (
     DPMSolver as DPMSolver,
     HeunSampler as HeunSampler,

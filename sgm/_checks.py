@@ -57,8 +57,11 @@ def check_score(score, sde: AbstractSDE, data_shape: tuple[int, ...], y=None) ->
         raise ValueError(f"score must be a callable score(t, x), got {type(score).__name__}.")
     t = jax.ShapeDtypeStruct((), jnp.result_type(float))
     x = jax.ShapeDtypeStruct(data_shape, jnp.result_type(float))
-    kwargs = {} if y is None else {"y": jax.ShapeDtypeStruct(y.shape[1:], y.dtype)}
-    out = jax.eval_shape(lambda t, x: score(t, x, **kwargs), t, x)
+    if y is None:
+        out = jax.eval_shape(score, t, x)
+    else:
+        y_one = jax.ShapeDtypeStruct(y.shape[1:], y.dtype)
+        out = jax.eval_shape(lambda t, x, y: score(t, x, y=y), t, x, y_one)
     if getattr(out, "shape", None) != tuple(data_shape):
         raise ValueError(
             f"score(t, x) must return an array shaped like one example {tuple(data_shape)}, "
