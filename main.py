@@ -24,7 +24,7 @@ from sgm import plot
 from sgm._config import build_loss, build_model, build_samplers, build_sde
 from sgm._run import CONFIG, INFO, METRICS, MODEL, load_run, save_model, write_json
 
-MODES = ("train", "sample", "likelihood", "all")
+MODES = ("train", "sample", "likelihood", "all", "inpaint", "classes")
 
 
 def parse_args(argv):
@@ -181,6 +181,78 @@ def phase_likelihood(cfg, ds, run, metrics):
     print(f"{name}: {values.mean():.4f} +- {metrics[name]['stderr'] or 0:.4f} (n={len(values)})")
 
 
+def phase_inpaint(cfg, ds, run, metrics):
+    """Fills in the bottom half of test images (or the second half of series) given the rest."""
+    if len(ds.data_shape) < 2:
+        raise SystemExit("--mode inpaint needs images or series")
+    x = jnp.asarray(ds.test[:8])
+    mask = np.ones(ds.data_shape, bool)
+    mask[..., ds.data_shape[-2 if len(ds.data_shape) == 3 else -1] // 2 :, :] = False
+    if len(ds.data_shape) == 2:
+        mask = np.ones(ds.data_shape, bool)
+        mask[:, ds.data_shape[-1] // 2 :] = False
+    s = cfg.sample
+    start = time.perf_counter()
+    out = sgm.inpaint(
+        run.model,
+        run.sde,
+        sgm.EulerMaruyama(steps=s.inpaint_steps),
+        key=jr.key(4),
+        x=x,
+        mask=jnp.asarray(mask),
+        method=s.inpaint_method,
+        n_particles=s.inpaint_particles,
+    )
+    metrics["inpaint"] = {
+        "seconds": time.perf_counter() - start,
+        "method": s.inpaint_method,
+        "particles": s.inpaint_particles,
+        "steps": s.inpaint_steps,
+    }
+    if len(ds.data_shape) == 3:
+        shown = jnp.where(mask, x, -1.0)
+        grid = jnp.concatenate([shown, out, x])
+        plot.save_image_grid(
+            to_unit(ds, grid),
+            run.path / "inpaint.png",
+            ncol=8,
+            title="rows: known half / inpainted / original",
+        )
+    else:
+        plot.save_series(
+            np.asarray(out).reshape(8, -1),
+            run.path / "inpaint.png",
+            reference=np.asarray(x).reshape(8, -1),
+            title="imputed second half",
+        )
+    print(f"inpainted 8 examples in {metrics['inpaint']['seconds']:.1f} s")
+
+
+def phase_classes(cfg, ds, run):
+    """A grid with one row per class, sampled with classifier-free guidance."""
+    if not (cfg.model.conditional and ds.num_classes):
+        raise SystemExit(
+            "--mode classes needs a class-conditional model (--model.conditional true)"
+        )
+    k = ds.num_classes
+    y = jnp.repeat(jnp.arange(k), 8)
+    score = sgm.ClassifierFreeGuidance(run.model, cfg.sample.guidance_scale, null_label=k)
+    x = sgm.sample(
+        score,
+        run.sde,
+        sgm.EulerMaruyama(steps=cfg.sample.steps),
+        key=jr.key(5),
+        shape=(len(y), *ds.data_shape),
+        y=y,
+    )
+    plot.save_image_grid(
+        to_unit(ds, x),
+        run.path / "classes.png",
+        ncol=8,
+        title=f"classes 0-{k - 1}, guidance {cfg.sample.guidance_scale}",
+    )
+
+
 def main(argv=None) -> int:
     parser, args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     if args.distributed:
@@ -198,7 +270,7 @@ def main(argv=None) -> int:
         parser.error(str(e))
     base = Path(args.out)
     run_dir = Path(args.run_dir) if args.run_dir else None
-    if args.mode in ("sample", "likelihood") or args.resume:
+    if args.mode in ("sample", "likelihood", "inpaint", "classes") or args.resume:
         run_dir = run_dir or latest_run(base, cfg.name)
         if run_dir is None:
             parser.error(f"no run of {cfg.name} in {base}; train one first or pass --run-dir")
@@ -236,6 +308,10 @@ def main(argv=None) -> int:
         phase_sample(cfg, ds, run, metrics)
     if args.mode in ("likelihood", "all"):
         phase_likelihood(cfg, ds, run, metrics)
+    if args.mode == "inpaint":
+        phase_inpaint(cfg, ds, run, metrics)
+    if args.mode == "classes":
+        phase_classes(cfg, ds, run)
     write_json(run_dir / METRICS, metrics)
     print(f"metrics written to {run_dir / METRICS}")
     return 0

@@ -73,6 +73,10 @@ class SampleConfig:
     samplers: tuple[str, ...] = ("em", "pc", "ode")
     steps: int = 1000
     snr: float = 0.16
+    guidance_scale: float = 1.0  # classifier-free guidance for --mode classes
+    inpaint_steps: int = 200
+    inpaint_particles: int = 8
+    inpaint_method: Literal["smc", "replace"] = "smc"
 
 
 @dataclass(frozen=True)

@@ -119,3 +119,18 @@ def test_unfinished_run_is_not_mistaken_for_a_finished_one(tmp_path):
     (run / "config.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match="not a finished run"):
         sgm.load_run(run)
+
+
+def test_inpaint_and_classes_modes(tmp_path):
+    """A tiny class-conditional digits model: --mode classes draws a class grid with
+    classifier-free guidance; --mode inpaint fills in half images, known pixels unchanged."""
+    args = ["--experiment", "digits_vp", "--out", str(tmp_path), *TINY_UNET,
+            "--model.conditional", "true", "--sample.inpaint_steps", "5",
+            "--sample.inpaint_particles", "2"]  # fmt: skip
+    assert cli.main(args) == 0
+    run = run_dir_of(tmp_path, "digits_vp")
+    assert cli.main([*args, "--mode", "classes", "--run-dir", str(run)]) == 0
+    assert (run / "classes.png").exists()
+    assert cli.main([*args, "--mode", "inpaint", "--run-dir", str(run)]) == 0
+    assert (run / "inpaint.png").exists()
+    assert "inpaint" in json.loads((run / "metrics.json").read_text())
