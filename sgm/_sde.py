@@ -152,7 +152,36 @@ class _VPSchedule(eqx.Module):
         return self._cosine_integral(tc) + self.beta_max * jnp.maximum(t - knee, 0.0)
 
 
-class VPSDE(AbstractSDE):
+class _AbstractVPFamily(AbstractSDE):
+    """The VP and subVP SDEs: drift `-beta(t) x / 2`, prior `N(0, I)`, one noise schedule."""
+
+    beta_min: eqx.AbstractVar[float]
+    beta_max: eqx.AbstractVar[float]
+    schedule: eqx.AbstractVar[str]
+
+    def __check_init__(self):
+        _VPSchedule(self.beta_min, self.beta_max, self.schedule)
+        _check_interval(type(self).__name__, self.t0, self.t1)
+
+    @property
+    def _schedule(self) -> _VPSchedule:
+        return _VPSchedule(self.beta_min, self.beta_max, self.schedule)
+
+    def _integral(self, t):
+        return self._schedule.integral(_check_time(self, t))
+
+    def drift_coeff(self, t):
+        return -0.5 * self._schedule.beta(_check_time(self, t))
+
+    def prior_std(self):
+        return 1.0
+
+    @property
+    def sampling_eps(self):
+        return 1e-3
+
+
+class VPSDE(_AbstractVPFamily):
     """Variance-preserving SDE `dx = -beta(t) x / 2 dt + sqrt(beta(t)) dw` (Song et al. 2021,
     eq. 11), the continuous limit of DDPM.
 
@@ -175,39 +204,19 @@ class VPSDE(AbstractSDE):
     t0: float = eqx.field(static=True, default=1e-5)
     t1: float = eqx.field(static=True, default=1.0)
 
-    def __check_init__(self):
-        _VPSchedule(self.beta_min, self.beta_max, self.schedule)
-        _check_interval("VPSDE", self.t0, self.t1)
-
-    @property
-    def _schedule(self) -> _VPSchedule:
-        return _VPSchedule(self.beta_min, self.beta_max, self.schedule)
-
-    def drift_coeff(self, t):
-        return -0.5 * self._schedule.beta(_check_time(self, t))
-
     def diffusion(self, t):
         return jnp.sqrt(self._schedule.beta(_check_time(self, t)))
 
     def marginal(self, t):
-        big_b = self._schedule.integral(_check_time(self, t))
+        big_b = self._integral(t)
         return jnp.exp(-0.5 * big_b), jnp.sqrt(-jnp.expm1(-big_b))
 
     def transition(self, s, t):
-        delta = self._schedule.integral(_check_time(self, t)) - self._schedule.integral(
-            _check_time(self, s)
-        )
+        delta = self._integral(t) - self._integral(s)
         return jnp.exp(-0.5 * delta), jnp.sqrt(-jnp.expm1(-delta))
 
-    def prior_std(self):
-        return 1.0
 
-    @property
-    def sampling_eps(self):
-        return 1e-3
-
-
-class SubVPSDE(AbstractSDE):
+class SubVPSDE(_AbstractVPFamily):
     """Sub-variance-preserving SDE (Song et al. 2021, eq. 29):
     `dx = -beta(t) x / 2 dt + sqrt(beta(t) (1 - exp(-2 B(t)))) dw`.
 
@@ -223,39 +232,19 @@ class SubVPSDE(AbstractSDE):
     t0: float = eqx.field(static=True, default=1e-5)
     t1: float = eqx.field(static=True, default=1.0)
 
-    def __check_init__(self):
-        _VPSchedule(self.beta_min, self.beta_max, self.schedule)
-        _check_interval("SubVPSDE", self.t0, self.t1)
-
-    @property
-    def _schedule(self) -> _VPSchedule:
-        return _VPSchedule(self.beta_min, self.beta_max, self.schedule)
-
-    def drift_coeff(self, t):
-        return -0.5 * self._schedule.beta(_check_time(self, t))
-
     def diffusion(self, t):
         t = _check_time(self, t)
-        big_b = self._schedule.integral(t)
-        return jnp.sqrt(self._schedule.beta(t) * -jnp.expm1(-2 * big_b))
+        return jnp.sqrt(self._schedule.beta(t) * -jnp.expm1(-2 * self._schedule.integral(t)))
 
     def marginal(self, t):
-        big_b = self._schedule.integral(_check_time(self, t))
+        big_b = self._integral(t)
         return jnp.exp(-0.5 * big_b), -jnp.expm1(-big_b)
 
     def transition(self, s, t):
         # b^2 = int_s^t (m_t/m_u)^2 g(u)^2 du = (1 - e^{-(B_t - B_s)}) (1 - e^{-(B_t + B_s)}).
-        bs = self._schedule.integral(_check_time(self, s))
-        bt = self._schedule.integral(_check_time(self, t))
+        bs, bt = self._integral(s), self._integral(t)
         var = -jnp.expm1(-(bt - bs)) * -jnp.expm1(-(bt + bs))
         return jnp.exp(-0.5 * (bt - bs)), jnp.sqrt(var)
-
-    def prior_std(self):
-        return 1.0
-
-    @property
-    def sampling_eps(self):
-        return 1e-3
 
 
 class VESDE(AbstractSDE):
