@@ -91,3 +91,13 @@ def test_bad_settings_raise():
         sgm.ReverseSDESolver(solver=diffrax.Tsit5())
     with pytest.raises(ValueError, match="steps >= 2"):
         sgm.HeunSampler(steps=1)
+
+
+def test_known_poor_combinations_warn():
+    mix = four_gaussians()
+    vp, ve = SDES["vp"], SDES["ve"]
+    for sde, sampler in [(vp, sgm.HeunSampler(steps=10)), (vp, sgm.DPMSolver(steps=10)),
+                         (ve, sgm.ProbabilityFlowODE(steps=20))]:  # fmt: skip
+        with pytest.warns(UserWarning, match="measured|fixed steps"):
+            sgm.sample(mix.score(sde), sde, sampler, key=jr.key(0), shape=(2, 2))
+    assert sgm._sampling.poor_combination(vp, sgm.DPMSolver(steps=19)) is None
