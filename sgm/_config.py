@@ -1,14 +1,12 @@
 """Typed, frozen experiment configurations and the one path from a config to objects."""
 
 import dataclasses
-import json
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
-import jax.random as jr
-
+from ._fast_samplers import DPMSolver, HeunSampler
 from ._losses import DSMLoss
 from ._samplers import AbstractSampler, EulerMaruyama, PredictorCorrector, ProbabilityFlowODE
 from ._score import ScoreModel
@@ -231,16 +229,10 @@ def build_samplers(cfg: SampleConfig) -> dict[str, AbstractSampler]:
         "em": lambda: EulerMaruyama(steps=cfg.steps),
         "pc": lambda: PredictorCorrector(steps=cfg.steps, snr=cfg.snr),
         "ode": lambda: ProbabilityFlowODE(),
+        "dpm": lambda: DPMSolver(steps=20),
+        "heun": lambda: HeunSampler(steps=18),
     }
     unknown = [s for s in cfg.samplers if s not in table]
     if unknown:
         raise ValueError(f"unknown samplers {unknown}; choose from {sorted(table)}.")
     return {name: table[name]() for name in cfg.samplers}
-
-
-def model_key(cfg: TrainConfig):
-    return jr.split(jr.key(cfg.seed))
-
-
-def dumps(cfg: ExperimentConfig) -> str:
-    return json.dumps(cfg.to_dict(), indent=1)
