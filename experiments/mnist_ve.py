@@ -15,7 +15,7 @@ CONFIG = ExperimentConfig(
     data=DataConfig(name="mnist"),
     sde=SDEConfig(kind="ve", sigma_min=0.01, sigma_max=50.0),
     model=ModelConfig(kind="unet", channels=32, channel_mults=(1, 2, 2), attention_levels=(2,)),
-    train=TrainConfig(steps=1500, batch_size=64, lr=1e-3, warmup=100),
-    sample=SampleConfig(n_samples=64, samplers=("em", "pc", "ode"), steps=500),
-    eval=EvalConfig(n_images=64, n_probes=1),
+    train=TrainConfig(steps=1000, batch_size=64, lr=1e-3, warmup=100),
+    sample=SampleConfig(n_samples=36, samplers=("em", "pc", "ode", "heun"), steps=500),
+    eval=EvalConfig(n_images=32, n_probes=1),
 )

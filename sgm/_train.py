@@ -54,6 +54,14 @@ def init_state(model: ScoreModel, optimizer, *, key: PRNGKeyArray) -> TrainState
     )
 
 
+def ema_warmup(ema_decay: float, step):
+    """The EMA decay used at `step`: `min(ema_decay, (1 + step) / (10 + step))`, the warm-up
+    of TensorFlow's `ExponentialMovingAverage(num_updates=step)`. Without it the average of a
+    short run keeps `ema_decay**steps` of the random initial weights (22% after 1500 steps at
+    0.999)."""
+    return jnp.minimum(ema_decay, (1.0 + step) / (10.0 + step))
+
+
 @eqx.filter_jit(donate="all-except-first")
 def train_step(batch, state: TrainState, labels, loss: DSMLoss, optimizer, ema_decay: float):
     """One step: loss and gradients, optax update, EMA update. A non-finite loss leaves the
@@ -70,7 +78,8 @@ def train_step(batch, state: TrainState, labels, loss: DSMLoss, optimizer, ema_d
     updates, opt_state = optimizer.update(grads, state.opt_state, params)
     new_params = eqx.apply_updates(params, updates)
     ema_params = eqx.filter(state.ema, eqx.is_inexact_array)
-    new_ema = jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p, ema_params, new_params)
+    decay = ema_warmup(ema_decay, state.step)
+    new_ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, ema_params, new_params)
     ok = jnp.isfinite(value)
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
     new_state = TrainState(
@@ -174,7 +183,7 @@ def train(
     return_history: bool = False,
 ):
     """Trains `model` by denoising score matching and returns it (the EMA weights when
-    `ema_decay > 0`).
+    `ema_decay > 0`; the decay warms up as `min(ema_decay, (1 + n) / (10 + n))` at step `n`).
 
     **Arguments:**
 

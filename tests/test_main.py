@@ -134,3 +134,24 @@ def test_inpaint_and_classes_modes(tmp_path):
     assert cli.main([*args, "--mode", "inpaint", "--run-dir", str(run)]) == 0
     assert (run / "inpaint.png").exists()
     assert "inpaint" in json.loads((run / "metrics.json").read_text())
+
+
+def test_colorize_mode_on_rgb_data_offline(tmp_path):
+    """cifar10_vp on tfds mock data (random RGB images, offline): a tiny model, then --mode
+    colorize writes its grid; the grey level of the result is the input's."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    args = ["--experiment", "cifar10_vp", "--out", str(tmp_path), *TINY_UNET,
+            "--sample.inpaint_steps", "5", "--sample.inpaint_particles", "2"]  # fmt: skip
+    with tfds.testing.mock_data(num_examples=16):
+        assert cli.main([*args, "--mode", "train"]) == 0
+        run = run_dir_of(tmp_path, "cifar10_vp")
+        assert cli.main([*args, "--mode", "colorize", "--run-dir", str(run)]) == 0
+    assert (run / "colorize.png").exists()
+    assert "colorize" in json.loads((run / "metrics.json").read_text())
+
+
+def test_colorize_mode_needs_rgb_data(tmp_path):
+    args = ["--experiment", "digits_vp", "--out", str(tmp_path), *TINY_UNET]
+    assert cli.main([*args, "--mode", "train"]) == 0
+    with pytest.raises(SystemExit, match="needs RGB images"):
+        cli.main([*args, "--mode", "colorize", "--run-dir", str(run_dir_of(tmp_path, "digits_vp"))])

@@ -182,3 +182,20 @@ def test_mlp_learns_a_gaussian_mixture():
     assert float(jax.vmap(mix.log_prob)(after).mean()) > data_lp - 1.0
     weights = jnp.bincount(jax.vmap(mix.assign)(after), length=4) / 2000
     np.testing.assert_allclose(weights, mix.weights, atol=0.1)
+
+
+def test_ema_warms_up():
+    """The EMA decay at step n is min(ema_decay, (1 + n) / (10 + n)): after one step the
+    average is 0.1 init + 0.9 new, after two it mixes in the second step with weight 9/11."""
+    kw = dict(batch_size=64, key=jr.key(1), progress=False)
+    raw = [tiny_model()] + [
+        sgm.train(tiny_model(), SDE, data(), OPT, steps=n, ema_decay=0.0, **kw) for n in (1, 2)
+    ]
+    ema = [sgm.train(tiny_model(), SDE, data(), OPT, steps=n, ema_decay=0.999, **kw)
+           for n in (1, 2)]  # fmt: skip
+    p0, p1, p2 = (params(m) for m in raw)
+    e1 = [0.1 * a + 0.9 * b for a, b in zip(p0, p1, strict=True)]
+    e2 = [(2 / 11) * a + (9 / 11) * b for a, b in zip(e1, p2, strict=True)]
+    for got, want in ((ema[0], e1), (ema[1], e2)):
+        for x, y in zip(params(got), want, strict=True):
+            np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
