@@ -104,10 +104,25 @@ def phase_train(cfg, ds, run_dir: Path, resume: bool):
         return_history=True,
     )
     save_model(run_dir / MODEL, model)
+    if resume and (run_dir / "history.json").exists():
+        history = merge_history(json.loads((run_dir / "history.json").read_text()), history)
     if history["step"]:
         write_json(run_dir / "history.json", history)
         plot.save_loss_curve(history, run_dir / "loss.png")
     return history
+
+
+def merge_history(before: dict, after: dict) -> dict:
+    """The history of a resumed run: the earlier run's records up to where this one resumed,
+    then this one's (records logged after the last checkpoint are replaced, not repeated)."""
+    out = {}
+    for key, values in after.items():
+        steps = "eval_step" if key.startswith("eval") else "step"  # what `key` is logged against
+        start = after[steps][0] if after[steps] else float("inf")
+        old = before.get(key, [])
+        out[key] = [v for v, s in zip(old, before.get(steps, []), strict=False) if s < start]
+        out[key] += list(values)
+    return out
 
 
 def save_samples(ds, x, path, title):
@@ -144,7 +159,8 @@ def phase_sample(cfg, ds, run, metrics):
         x = jax.block_until_ready(x)
         seconds = time.perf_counter() - start
         finite = bool(jnp.all(jnp.isfinite(x)))
-        out[name] = {"nfe": float(nfe.mean()), "seconds": seconds, "finite": finite}
+        # NFE is counted in float32 per example: its mean is rounded to what it can resolve
+        out[name] = {"nfe": round(float(nfe.mean()), 2), "seconds": seconds, "finite": finite}
         save_samples(
             ds,
             x,
@@ -280,7 +296,7 @@ def main(argv=None) -> int:
         jax.distributed.initialize()
     if args.list:
         for name, cfg in EXPERIMENTS.items():
-            print(f"{name:20s} {cfg.description}")
+            print(f"{name:20s} {cfg.description}\n{'':20s} budget: {cfg.budget}")
         return 0
     if args.experiment not in EXPERIMENTS:
         parser.error(f"unknown experiment {args.experiment!r}; one of: {', '.join(EXPERIMENTS)}")
@@ -322,7 +338,9 @@ def main(argv=None) -> int:
     if args.mode in ("train", "all"):
         start = time.perf_counter()
         phase_train(cfg, ds, run_dir, resume=args.resume)
-        metrics["train_seconds"] = time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        earlier = metrics.get("train_seconds", 0.0) if args.resume else 0.0
+        metrics["train_seconds"] = earlier + seconds
         plot.save_marginals(build_sde(cfg.sde), run_dir / "marginals.png")
     run = load_run(run_dir)
     if args.mode in ("sample", "all"):

@@ -11,7 +11,7 @@ from sgm import (
 CONFIG = ExperimentConfig(
     name="digits_vp",
     description="8x8 scikit-learn digits, VP SDE, class-conditional UNet: the first run on a CPU",
-    budget="BUDGET_TBD",
+    budget="1500 steps x 128: 18 min training, 3 min sampling, 1.5 min bits/dim (2-core CPU)",
     data=DataConfig(name="digits"),
     sde=SDEConfig(kind="vp"),
     model=ModelConfig(

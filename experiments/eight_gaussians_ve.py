@@ -11,7 +11,7 @@ from sgm import (
 CONFIG = ExperimentConfig(
     name="eight_gaussians_ve",
     description="eight Gaussians on a circle in 2-D, VE SDE (sigma_max 4), residual MLP",
-    budget="BUDGET_TBD",
+    budget="3000 steps x 256: 73 s training, 3 min with sampling and likelihood (2-core CPU)",
     data=DataConfig(name="eight_gaussians", n_train=20_000, n_test=2000),
     sde=SDEConfig(kind="ve", sigma_min=0.01, sigma_max=4.0),
     model=ModelConfig(kind="mlp", width=128, depth=3),

@@ -11,7 +11,7 @@ from sgm import (
 CONFIG = ExperimentConfig(
     name="moons_vp",
     description="two moons in 2-D, VP SDE, residual MLP",
-    budget="BUDGET_TBD",
+    budget="3000 steps x 256: 75 s training, 2.5 min with sampling and likelihood (2-core CPU)",
     data=DataConfig(name="two_moons", n_train=20_000, n_test=2000),
     sde=SDEConfig(kind="vp"),
     model=ModelConfig(kind="mlp", width=128, depth=3),

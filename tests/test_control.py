@@ -130,3 +130,26 @@ def test_bad_input_raises():
                     mask=jnp.ones(4, bool), method="repaint")  # fmt: skip
     with pytest.raises(ValueError, match=r"\(n, 1, H, W\)"):
         sgm.colorize(g.score(sde), sde, sgm.EulerMaruyama(), key=jr.key(0), grey=jnp.zeros((2, 3)))
+
+
+def test_model_conditioned_on_a_parameter_vector():
+    """A physics-emulator-style conditional model: x | theta ~ N((theta, -theta), 0.2^2 I) with
+    theta ~ U[-1, 1], an MLP conditioned on the vector (theta,) and trained for 1500 steps.
+    Samples at theta = -0.7 and 0.7 must sit at their own means (within 0.1; the spread between
+    the two is 2.0) with the conditional std (within 25%). Measured when written: mean errors
+    at most 0.032, stds 0.20-0.21."""
+    import optax
+
+    sde = sgm.VPSDE()
+    theta = np.asarray(jr.uniform(jr.key(0), (8192, 1), minval=-1.0, maxval=1.0))
+    x = np.concatenate([theta, -theta], 1) + 0.2 * np.asarray(jr.normal(jr.key(1), (8192, 2)))
+    net = sgm.nets.MLP((2,), key=jr.key(2), width=128, depth=3, cond_dim=1)
+    model = sgm.train(sgm.ScoreModel(net, sde), sde, x.astype(np.float32), optax.adam(2e-3),
+                      steps=1500, batch_size=256, key=jr.key(3), labels=theta.astype(np.float32),
+                      progress=False, ema_decay=0.99)  # fmt: skip
+    for value in (-0.7, 0.7):
+        y = jnp.full((1000, 1), value)
+        out = np.asarray(sgm.sample(model, sde, sgm.EulerMaruyama(steps=300), key=jr.key(4),
+                                    shape=(1000, 2), y=y))  # fmt: skip
+        np.testing.assert_allclose(out.mean(0), [value, -value], atol=0.1)
+        np.testing.assert_allclose(out.std(0), [0.2, 0.2], rtol=0.25)

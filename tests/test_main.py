@@ -79,6 +79,7 @@ def test_list(capsys):
     for name in ("mnist_ve", "mnist_vp", "mnist_subvp", "cifar10_vp", "flowers_ve", "digits_vp",
                  "moons_vp", "eight_gaussians_ve", "ou_vp"):  # fmt: skip
         assert name in out
+    assert out.count("budget: ") == 9 and "BUDGET" not in out
 
 
 @pytest.mark.parametrize(
@@ -155,3 +156,17 @@ def test_colorize_mode_needs_rgb_data(tmp_path):
     assert cli.main([*args, "--mode", "train"]) == 0
     with pytest.raises(SystemExit, match="needs RGB images"):
         cli.main([*args, "--mode", "colorize", "--run-dir", str(run_dir_of(tmp_path, "digits_vp"))])
+
+
+def test_resumed_history_keeps_the_earlier_records():
+    # Records after the last checkpoint (step 150 here) were logged by the interrupted run and
+    # are logged again by the resumed one: they appear once, the resumed run's value.
+    before = {"step": [50, 100, 150], "loss": [1.0, 2.0, 3.0], "eval_step": [100, 200],
+              "eval_loss": [5.0, 6.0]}  # fmt: skip
+    after = {"step": [150, 200], "loss": [30.0, 40.0], "eval_step": [200], "eval_loss": [60.0]}
+    assert cli.merge_history(before, after) == {
+        "step": [50, 100, 150, 200],
+        "loss": [1.0, 2.0, 30.0, 40.0],
+        "eval_step": [100, 200],
+        "eval_loss": [5.0, 60.0],
+    }

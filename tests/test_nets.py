@@ -114,3 +114,19 @@ def test_bad_shapes_and_arguments():
         UNet((8,), key=jr.key(0))
     with pytest.raises(ValueError, match="images"):
         DiT((2,), key=jr.key(0))
+
+
+@pytest.mark.parametrize(
+    "ndim, kernel, stride, size", [(2, 3, 1, 9), (2, 3, 2, 9), (2, 1, 1, 8), (1, 3, 2, 11)]
+)
+def test_channel_last_conv_equals_equinox_conv(ndim, kernel, stride, size):
+    # The UNet computes every convolution channel-last (fast inside loops on XLA:CPU); it must
+    # give exactly what the equinox layer it holds gives.
+    from sgm.nets._unet import conv
+
+    layer = eqx.nn.Conv(ndim, 5, 7, kernel, stride=stride, padding=kernel // 2, key=jr.key(0))
+    x = jr.normal(jr.key(1), (5,) + (size,) * ndim)
+    expected = layer(x)
+    got = conv(layer, x)
+    assert got.shape == expected.shape
+    assert jnp.allclose(got, expected, atol=1e-5, rtol=1e-5)
