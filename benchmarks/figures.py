@@ -120,6 +120,8 @@ def main():
     for prefix, run in (("digits", args.digits_run), ("mnist", args.mnist_run)):
         if run:
             for png in sorted(Path(run).glob("*.png")):
+                if png.name == "marginals.png":
+                    continue  # the same as figs/marginals_{vp,subvp,ve}.png
                 shutil.copy(png, FIGS / f"{prefix}_{png.name}")
 
 
