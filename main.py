@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
+from tqdm.auto import tqdm
 
 import sgm
 from experiments import EXPERIMENTS
@@ -145,7 +146,11 @@ def phase_sample(cfg, ds, run, metrics):
     if cfg.model.conditional and ds.num_classes:
         y = jnp.arange(n) % ds.num_classes
     out = {}
-    for name, sampler in build_samplers(cfg.sample).items():
+    samplers = build_samplers(cfg.sample)
+    # Each sampler is one jitted loop: progress is shown per sampler, with its elapsed time.
+    bar = tqdm(samplers.items(), desc="sample", unit="sampler", total=len(samplers))
+    for name, sampler in bar:
+        bar.set_postfix_str(name)
         start = time.perf_counter()
         x, nfe = sgm.sample(
             run.model,
@@ -167,7 +172,7 @@ def phase_sample(cfg, ds, run, metrics):
             run.path / f"samples_{name}.png",
             f"{cfg.name}: {name}, NFE {float(nfe.mean()):.0f}",
         )
-        print(f"sampled with {name}: NFE {float(nfe.mean()):.0f}, {seconds:.1f} s")
+        bar.write(f"sampled with {name}: NFE {float(nfe.mean()):.0f}, {seconds:.1f} s")
     metrics["samplers"] = out
 
 
