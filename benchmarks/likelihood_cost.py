@@ -19,6 +19,7 @@ import time
 import jax
 import jax.random as jr
 import numpy as np
+from _report import report
 
 import sgm
 
@@ -107,10 +108,7 @@ def main():
                     "devices": [str(d) for d in jax.devices()], "jax": jax.__version__},
         "rows": rows,
     }  # fmt: skip
-    print(json.dumps(result, indent=1))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
+    report(result, args.out)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import optax
+from _report import report
 
 import sgm
 
@@ -134,10 +135,7 @@ def main():
         "run": str(args.run_dir), "experiment": run.config.name, "n": n,
         "classifier_test_accuracy": accuracy, "real_vs_real": floor, "rows": rows,
     }  # fmt: skip
-    print(json.dumps(result, indent=1))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
+    report(result, args.out)
 
 
 if __name__ == "__main__":

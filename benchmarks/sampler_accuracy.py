@@ -17,6 +17,7 @@ import diffrax
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+from _report import report
 
 import sgm
 
@@ -75,10 +76,7 @@ def main():
                 })  # fmt: skip
                 print(json.dumps(rows[-1]), flush=True)
     result = {"benchmark": "sampler_accuracy", "n": n, "quick": args.quick, "rows": rows}
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
-    print(json.dumps(result))
+    report(result, args.out)
 
 
 if __name__ == "__main__":
