@@ -68,9 +68,20 @@ def load_data(cfg, data_dir, key):
         data_dir=data_dir,
         key=key,
         **({"resolution": cfg.data.resolution} if cfg.data.name == "flowers" else {}),
-        **({"length": cfg.data.series_length} if cfg.data.name == "ou" else {}),
+        **({"length": cfg.data.series_length} if cfg.data.name in ("ou", "ou_theta") else {}),
     )
+    if cfg.data.lowres_factor:
+        ds = sgm.data.with_lowres_condition(ds, cfg.data.lowres_factor)
     return ds.subset(n_train=cfg.data.n_train, n_test=cfg.data.n_test)
+
+
+def condition_inputs(cfg, ds, split: str):
+    """What a conditional model is given for `split`: the dataset's parameter vectors or maps
+    when it has them, else its labels; None for unconditional models."""
+    if not cfg.model.conditional:
+        return None
+    cond = getattr(ds, f"{split}_cond")
+    return cond if cond is not None else getattr(ds, f"{split}_labels")
 
 
 def to_unit(ds, x):
@@ -81,7 +92,9 @@ def to_unit(ds, x):
 def phase_train(cfg, ds, run_dir: Path, resume: bool):
     sde = build_sde(cfg.sde)
     mkey, tkey = jr.split(jr.key(cfg.train.seed))
-    model = build_model(cfg.model, sde, ds.data_shape, ds.num_classes, key=mkey)
+    model = build_model(
+        cfg.model, sde, ds.data_shape, ds.num_classes, key=mkey, cond_shape=ds.cond_shape
+    )
     print(f"model: {sgm.nets.param_count(model.net):,} parameters; data {ds.train.shape}")
     t = cfg.train
     model, history = sgm.train(
@@ -93,10 +106,10 @@ def phase_train(cfg, ds, run_dir: Path, resume: bool):
         batch_size=t.batch_size,
         key=tkey,
         ema_decay=t.ema_decay,
-        loss=build_loss(t, cfg.model, ds.num_classes),
-        labels=ds.train_labels if cfg.model.conditional else None,
+        loss=build_loss(t, cfg.model, ds.num_classes, ds.cond_shape),
+        labels=condition_inputs(cfg, ds, "train"),
         eval_data=ds.test,
-        eval_labels=ds.test_labels if cfg.model.conditional else None,
+        eval_labels=condition_inputs(cfg, ds, "test"),
         eval_every=t.eval_every,
         log_every=t.log_every,
         checkpoint_dir=run_dir / "checkpoint",
@@ -140,11 +153,41 @@ def save_samples(ds, x, path, title):
         )
 
 
+def sampling_condition(cfg, ds, n: int):
+    """`y` for `n` conditional samples: labels 0, 1, ..., or the first test examples' parameters
+    or maps (cycled); None for unconditional models."""
+    if not cfg.model.conditional:
+        return None
+    if ds.test_cond is not None:
+        return jnp.asarray(ds.test_cond[np.arange(n) % len(ds.test_cond)])
+    return jnp.arange(n) % ds.num_classes
+
+
+def save_conditional(ds, x, y, path, title):
+    """Figures of samples drawn given parameters or maps (classes use the sample grid)."""
+    if ds.condition == "map":
+        k = min(8, len(x))
+        idx = np.arange(k) % len(ds.test)
+        rows = np.concatenate([np.asarray(y[:k]), np.asarray(x[:k]), ds.test[idx]])
+        plot.save_image_grid(to_unit(ds, rows), path, ncol=k,
+                             title=f"{title}\nrows: condition, sample, truth")  # fmt: skip
+    elif ds.condition == "vector" and len(ds.data_shape) == 2 and y.shape[1] == 1:
+        lag1 = lambda s: np.sum(s[:, 1:] * s[:, :-1], 1) / np.sum(s[:, :-1] ** 2, 1)  # noqa: E731
+        flat = lambda a: np.asarray(a).reshape(len(a), -1)  # noqa: E731
+        plot.save_parameter_response(
+            np.asarray(y[:, 0]),
+            lag1(flat(x)),
+            path,
+            reference=(ds.test_cond[:, 0], lag1(flat(ds.test))),
+            xlabel="conditioning parameter y[0]",
+            ylabel="lag-1 autocorrelation",
+            title=title,
+        )
+
+
 def phase_sample(cfg, ds, run, metrics):
     n = cfg.sample.n_samples
-    y = None
-    if cfg.model.conditional and ds.num_classes:
-        y = jnp.arange(n) % ds.num_classes
+    y = sampling_condition(cfg, ds, n)
     out = {}
     samplers = build_samplers(cfg.sample)
     # Each sampler is one jitted loop: progress is shown per sampler, with its elapsed time.
@@ -166,19 +209,22 @@ def phase_sample(cfg, ds, run, metrics):
         finite = bool(jnp.all(jnp.isfinite(x)))
         # NFE is counted in float32 per example: its mean is rounded to what it can resolve
         out[name] = {"nfe": round(float(nfe.mean()), 2), "seconds": seconds, "finite": finite}
-        save_samples(
-            ds,
-            x,
-            run.path / f"samples_{name}.png",
-            f"{cfg.name}: {name}, NFE {float(nfe.mean()):.0f}",
-        )
-        bar.write(f"sampled with {name}: NFE {float(nfe.mean()):.0f}, {seconds:.1f} s")
+        title = f"{cfg.name}: {name}, NFE {float(nfe.mean()):.0f}"
+        save_samples(ds, x, run.path / f"samples_{name}.png", title)
+        if y is not None and ds.test_cond is not None:
+            save_conditional(ds, x, y, run.path / f"conditional_{name}.png", title)
+            if ds.check_conditional is not None and finite:
+                out[name]["check"] = ds.check_conditional(np.asarray(x), np.asarray(y))
+        bar.write(f"sampled with {name}: NFE {float(nfe.mean()):.0f}, {seconds:.1f} s"
+                  + (f", check {out[name]['check']}" if "check" in out[name] else ""))  # fmt: skip
     metrics["samplers"] = out
 
 
 def phase_likelihood(cfg, ds, run, metrics):
     e = cfg.eval
     kw = dict(exact=e.exact, n_probes=e.n_probes, batch_size=e.batch_size, progress=True)
+    if cfg.model.conditional and ds.test_cond is not None:
+        kw["y"] = jnp.asarray(ds.test_cond[: e.n_images])  # log p(x | y)
     start = time.perf_counter()
     if ds.test_int is not None:
         images = ds.test_int[: e.n_images]
@@ -198,6 +244,7 @@ def phase_likelihood(cfg, ds, run, metrics):
         "n": len(values),
         "seconds": time.perf_counter() - start,
         "exact_trace": e.exact,
+        "given": ds.condition if "y" in kw else None,  # log p(x | y) when conditioned
     }
     print(f"{name}: {values.mean():.4f} +- {metrics[name]['stderr'] or 0:.4f} (n={len(values)})")
 
@@ -328,6 +375,7 @@ def main(argv=None) -> int:
         {
             "data_shape": list(ds.data_shape),
             "num_classes": ds.num_classes,
+            "cond_shape": list(ds.cond_shape) if ds.cond_shape else None,
             "data": ds.name,
             "devices": jax.device_count(),
         },
@@ -352,6 +400,12 @@ def main(argv=None) -> int:
         phase_sample(cfg, ds, run, metrics)
     if args.mode in ("likelihood", "all"):
         phase_likelihood(cfg, ds, run, metrics)
+    if args.mode in ("inpaint", "colorize", "classes") and run.cond_shape and cfg.model.conditional:
+        raise SystemExit(
+            f"--mode {args.mode} is for unconditional or class-conditional models; {cfg.name} "
+            f"is conditioned on {ds.condition}s (its samples, drawn given the test examples' "
+            "conditions, come from --mode sample)."
+        )
     if args.mode == "inpaint":
         phase_inpaint(cfg, ds, run, metrics)
     if args.mode == "classes":

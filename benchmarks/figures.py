@@ -1,6 +1,7 @@
 """Makes the README's figures in figs/.
 
-    python benchmarks/figures.py --digits-run runs/digits_vp/STAMP --mnist-run runs/mnist_ve/STAMP
+    python benchmarks/figures.py --digits-run runs/digits_vp/STAMP --mnist-run runs/mnist_ve/STAMP \
+        --ou-theta-run runs/ou_theta_vp/STAMP --digits-sr-run runs/digits_sr_vp/STAMP
 
 Closed-form figures (2-D samplers, SDE marginals, likelihood check) are computed here; sample
 grids of trained models are copied from the given run directories, which `main.py` wrote.
@@ -110,16 +111,23 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--digits-run")
     p.add_argument("--mnist-run")
+    p.add_argument("--ou-theta-run", help="its conditional_*.png only")
+    p.add_argument("--digits-sr-run", help="its conditional_*.png only")
+    p.add_argument("--runs-only", action="store_true", help="skip the closed-form figures")
     args = p.parse_args()
     FIGS.mkdir(exist_ok=True)
-    toy_samplers()
-    likelihood_check()
-    colorization()
-    for name, sde in {"vp": sgm.VPSDE(), "subvp": sgm.SubVPSDE(), "ve": sgm.VESDE()}.items():
-        sgm.plot.save_marginals(sde, FIGS / f"marginals_{name}.png")
-    for prefix, run in (("digits", args.digits_run), ("mnist", args.mnist_run)):
+    if not args.runs_only:
+        toy_samplers()
+        likelihood_check()
+        colorization()
+        for name, sde in {"vp": sgm.VPSDE(), "subvp": sgm.SubVPSDE(), "ve": sgm.VESDE()}.items():
+            sgm.plot.save_marginals(sde, FIGS / f"marginals_{name}.png")
+    runs = [("digits", args.digits_run, "*.png"), ("mnist", args.mnist_run, "*.png"),
+            ("ou_theta", args.ou_theta_run, "conditional_*.png"),
+            ("digits_sr", args.digits_sr_run, "conditional_*.png")]  # fmt: skip
+    for prefix, run, pattern in runs:
         if run:
-            for png in sorted(Path(run).glob("*.png")):
+            for png in sorted(Path(run).glob(pattern)):
                 if png.name == "marginals.png":
                     continue  # the same as figs/marginals_{vp,subvp,ve}.png
                 shutil.copy(png, FIGS / f"{prefix}_{png.name}")

@@ -39,6 +39,7 @@ def samplers(quick: bool):
     out += [(f"pc-{n}", sgm.PredictorCorrector(steps=n)) for n in ([500] if quick else [100, 500])]
     out += [("ode-tsit5", sgm.ProbabilityFlowODE())]
     out += [(f"dpm2-{n}", sgm.DPMSolver(steps=n)) for n in few]
+    out += [(f"unipc3-{n}", sgm.UniPC(steps=n)) for n in ([10, 20] if quick else [10, 15, 20, 30])]
     out += [(f"heun-{n}", sgm.HeunSampler(steps=n)) for n in ([10] if quick else [5, 10, 18])]
     out += [(f"sra1-{n}", sgm.ReverseSDESolver(solver=diffrax.SRA1(), steps=n))
             for n in ([50] if quick else [20, 50, 100])]  # fmt: skip

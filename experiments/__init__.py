@@ -3,6 +3,7 @@
 
 from . import (
     cifar10_vp,
+    digits_sr_vp,
     digits_vp,
     eight_gaussians_ve,
     flowers_ve,
@@ -10,6 +11,7 @@ from . import (
     mnist_ve,
     mnist_vp,
     moons_vp,
+    ou_theta_vp,
     ou_vp,
 )
 
@@ -25,5 +27,7 @@ EXPERIMENTS = {
         moons_vp,
         eight_gaussians_ve,
         ou_vp,
+        ou_theta_vp,
+        digits_sr_vp,
     )
 }

@@ -26,6 +26,7 @@ from ._fast_samplers import (
     DPMSolver as DPMSolver,
     HeunSampler as HeunSampler,
     ReverseSDESolver as ReverseSDESolver,
+    UniPC as UniPC,
 )
 from ._likelihood import (
     LogLikelihood as LogLikelihood,

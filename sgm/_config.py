@@ -6,7 +6,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ._fast_samplers import DPMSolver, HeunSampler
+from ._fast_samplers import DPMSolver, HeunSampler, UniPC
 from ._losses import DSMLoss
 from ._samplers import AbstractSampler, EulerMaruyama, PredictorCorrector, ProbabilityFlowODE
 from ._score import ScoreModel
@@ -19,7 +19,8 @@ class DataConfig:
     n_train: int | None = None  # None: all
     n_test: int | None = None
     resolution: int = 64  # flowers only
-    series_length: int = 64  # ou only
+    series_length: int = 64  # ou, ou_theta
+    lowres_factor: int | None = None  # images: condition on block means (super-resolution)
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,9 @@ class ModelConfig:
     depth: int = 4  # mlp, dit
     hidden: int = 128  # dit
     patch_size: int = 2  # dit
-    conditional: bool = False  # class labels with label dropout (classifier-free guidance)
+    # Condition on what the dataset carries: its parameter vectors or maps when it has them
+    # (Dataset.train_cond), else its class labels (with label dropout: classifier-free guidance).
+    conditional: bool = False
 
 
 @dataclass(frozen=True)
@@ -181,14 +184,38 @@ def build_sde(cfg: SDEConfig) -> AbstractSDE:
     return family(beta_min=cfg.beta_min, beta_max=cfg.beta_max, schedule=cfg.schedule)
 
 
+def conditioning(cfg: ModelConfig, num_classes, cond_shape) -> dict:
+    """The network keywords of a model conditioned as `cfg` asks on data carrying
+    `num_classes` labels or conditioning inputs of shape `cond_shape` (those win)."""
+    if not cfg.conditional:
+        return {}
+    if cond_shape is not None:
+        if len(cond_shape) == 1:
+            return {"cond_dim": cond_shape[0]}
+        if cfg.kind != "unet":
+            raise ValueError(f"conditioning on maps {cond_shape} needs model.kind unet, "
+                             f"not {cfg.kind!r}.")  # fmt: skip
+        return {"cond_channels": cond_shape[0]}
+    if num_classes is None:
+        raise ValueError("model.conditional needs data with labels, parameters or maps; this "
+                         "dataset has none.")  # fmt: skip
+    return {"num_classes": num_classes}
+
+
 def build_model(
-    cfg: ModelConfig, sde: AbstractSDE, data_shape: tuple[int, ...], num_classes, *, key
+    cfg: ModelConfig,
+    sde: AbstractSDE,
+    data_shape: tuple[int, ...],
+    num_classes,
+    *,
+    key,
+    cond_shape: tuple[int, ...] | None = None,
 ) -> ScoreModel:
     from . import nets
 
-    classes = num_classes if cfg.conditional else None
+    cond = conditioning(cfg, num_classes, cond_shape)
     if cfg.kind == "mlp":
-        net = nets.MLP(data_shape, key=key, width=cfg.width, depth=cfg.depth, num_classes=classes)
+        net = nets.MLP(data_shape, key=key, width=cfg.width, depth=cfg.depth, **cond)
     elif cfg.kind == "dit":
         net = nets.DiT(
             data_shape,
@@ -196,8 +223,8 @@ def build_model(
             patch_size=cfg.patch_size,
             hidden=cfg.hidden,
             depth=cfg.depth,
-            num_classes=classes,
             dropout=cfg.dropout,
+            **cond,
         )
     else:
         net = nets.UNet(
@@ -209,13 +236,14 @@ def build_model(
             attention_levels=cfg.attention_levels,
             num_groups=cfg.num_groups,
             dropout=cfg.dropout,
-            num_classes=classes,
+            **cond,
         )
     return ScoreModel(net, sde)
 
 
-def build_loss(cfg: TrainConfig, model_cfg: ModelConfig, num_classes) -> DSMLoss:
-    conditional = model_cfg.conditional and num_classes is not None
+def build_loss(cfg: TrainConfig, model_cfg: ModelConfig, num_classes, cond_shape=None) -> DSMLoss:
+    """Label dropout (for classifier-free guidance) applies to class labels only."""
+    conditional = model_cfg.conditional and num_classes is not None and cond_shape is None
     return DSMLoss(
         weighting=cfg.weighting,
         importance_sampling=cfg.importance_sampling,
@@ -231,6 +259,7 @@ def build_samplers(cfg: SampleConfig) -> dict[str, AbstractSampler]:
         "ode": lambda: ProbabilityFlowODE(),
         "dpm": lambda: DPMSolver(steps=20),
         "heun": lambda: HeunSampler(steps=18),
+        "unipc": lambda: UniPC(steps=20),
     }
     unknown = [s for s in cfg.samplers if s not in table]
     if unknown:

@@ -34,6 +34,7 @@ class Run:
     model: ScoreModel
     data_shape: tuple[int, ...]
     num_classes: int | None
+    cond_shape: tuple[int, ...] | None = None
 
 
 def load_run(run_dir: str | Path) -> Run:
@@ -51,9 +52,12 @@ def load_run(run_dir: str | Path) -> Run:
     info = json.loads((run_dir / INFO).read_text())
     sde = build_sde(config.sde)
     shape = tuple(info["data_shape"])
-    like = build_model(config.model, sde, shape, info["num_classes"], key=jr.key(0))
+    cond_shape = tuple(info["cond_shape"]) if info.get("cond_shape") else None
+    like = build_model(
+        config.model, sde, shape, info["num_classes"], key=jr.key(0), cond_shape=cond_shape
+    )
     try:
         model = eqx.tree_deserialise_leaves(run_dir / MODEL, like)
     except Exception as e:
         raise ValueError(f"{run_dir / MODEL} is corrupt or does not match its config: {e}") from e
-    return Run(run_dir, config, sde, model, shape, info["num_classes"])
+    return Run(run_dir, config, sde, model, shape, info["num_classes"], cond_shape)

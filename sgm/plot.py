@@ -115,3 +115,23 @@ def save_marginals(sde, path, *, x0=(-1.0, 0.0, 1.0)) -> Path:
     b.set_xlabel("t")
     b.legend(fontsize=7)
     return _save(fig, path)
+
+
+def save_parameter_response(
+    param, stat, path, *, reference=None, exact=None, xlabel="y", ylabel="statistic", title=None
+) -> Path:
+    """A statistic of conditional samples against the parameter they were drawn at: `stat`
+    (one per sample) and `reference` `(param, stat)` of real data as points, `exact`
+    `(param_grid, values)` as a line."""
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    if reference is not None:
+        ax.scatter(*reference, s=6, c="0.6", label="data")
+    ax.scatter(param, stat, s=6, c="C0", label="samples")
+    if exact is not None:
+        ax.plot(*exact, c="k", lw=1.2, label="exact")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return _save(fig, path)

@@ -141,3 +141,54 @@ def test_bad_dataset_input():
         sgm.data.load("imagenet")
     with pytest.raises(ValueError, match="NaN"):
         sgm.data.Dataset("x", (2,), np.full((3, 2), np.nan, np.float32), np.zeros((1, 2)))
+
+
+def test_ou_family_against_its_exact_law():
+    """Each series of the OU family is N(0, Sigma_theta): the closed-form check scores exact
+    series as exact (log-density gap ~0, lag-1 error like the estimator's own) and flags series
+    with the wrong scale or the wrong rate."""
+    ds = sgm.data.load("ou_theta")
+    assert ds.condition == "vector" and ds.cond_shape == (1,) and ds.data_shape == (1, 64)
+    theta = np.exp(ds.train_cond[:, 0])
+    assert 0.5 <= theta.min() and theta.max() <= 4.0
+    exact = ds.check_conditional(ds.train, ds.train_cond)
+    assert abs(exact["delta_log_density_per_dim"]) < 0.01
+    assert exact["variance"] == pytest.approx(1.0, abs=0.03)
+    assert abs(exact["lag1_mean_error"] - exact["lag1_mean_error_exact"]) < 0.005
+    assert exact["lag1_rms_error"] == pytest.approx(exact["lag1_rms_error_exact"], rel=0.1)
+    scaled = ds.check_conditional(1.2 * ds.train, ds.train_cond)
+    assert scaled["delta_log_density_per_dim"] < -0.15
+    for wrong in (ds.train_cond - np.log(2), ds.train_cond + np.log(2)):  # theta halved, doubled
+        off = ds.check_conditional(ds.train, wrong)
+        assert abs(off["delta_log_density_per_dim"]) > 0.15
+        assert abs(off["lag1_mean_error"] - off["lag1_mean_error_exact"]) > 0.02
+    with pytest.raises(ValueError, match="theta_range"):
+        sgm.data.ou_family(key=jr.key(0), theta_range=(2.0, 1.0))
+
+
+def test_lowres_maps_condition_images():
+    ds = sgm.data.with_lowres_condition(sgm.data.load("digits"), 2)
+    assert ds.condition == "map" and ds.cond_shape == (1, 8, 8)
+    blocks = ds.train[:, :, :2, :2].mean(axis=(2, 3))
+    np.testing.assert_allclose(ds.train_cond[:, :, 0, 0], blocks, atol=1e-6)
+    np.testing.assert_array_equal(ds.train_cond[:, :, 1, 1], ds.train_cond[:, :, 0, 0])
+    check = ds.check_conditional(ds.test, ds.test_cond)
+    assert check["lowres_rmse"] < 1e-6 < 0.2 < check["lowres_rmse_unmatched"]
+    sub = ds.shuffled(jr.key(0)).subset(n_train=10, n_test=5)
+    np.testing.assert_allclose(sgm.data.with_lowres_condition(sub, 2).train_cond, sub.train_cond)
+    with pytest.raises(ValueError, match="divisible"):
+        sgm.data.with_lowres_condition(ds, 3)
+    with pytest.raises(ValueError, match="needs images"):
+        sgm.data.with_lowres_condition(sgm.data.load("ou"), 2)
+
+
+def test_bad_conditioning_inputs():
+    x = np.zeros((4, 1, 8), np.float32)
+    with pytest.raises(ValueError, match="both train_cond and test_cond"):
+        sgm.data.Dataset("s", (1, 8), x, x, train_cond=np.zeros((4, 2), np.float32))
+    with pytest.raises(ValueError, match=r"expected \(4, p\)"):
+        sgm.data.Dataset("s", (1, 8), x, x, train_cond=np.zeros((4, 1, 7), np.float32),
+                         test_cond=np.zeros((4, 1, 7), np.float32))  # fmt: skip
+    with pytest.raises(ValueError, match="finite float32"):
+        sgm.data.Dataset("s", (1, 8), x, x, train_cond=np.full((4, 2), np.nan, np.float32),
+                         test_cond=np.zeros((4, 2), np.float32))  # fmt: skip

@@ -1,7 +1,7 @@
 """Datasets: MNIST (tfds or local IDX), CIFAR-10, Oxford Flowers, sklearn digits, 2-D toys and
 time series. Every loader returns a `Dataset` in model scale."""
 
-from ._dataset import Dataset as Dataset
+from ._dataset import Dataset as Dataset, with_lowres_condition as with_lowres_condition
 from ._idx import read_idx as read_idx, read_mnist_idx as read_mnist_idx
 from ._images import (
     center_crop_resize as center_crop_resize,
@@ -18,6 +18,8 @@ from ._timeseries import (
     load_csv as load_csv,
     ornstein_uhlenbeck as ornstein_uhlenbeck,
     ou as ou,
+    ou_family as ou_family,
+    ou_family_check as ou_family_check,
     timeseries as timeseries,
 )
 from ._toys import (

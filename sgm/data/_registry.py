@@ -4,10 +4,10 @@ import jax.random as jr
 
 from ._dataset import Dataset
 from ._images import cifar10, digits, flowers, mnist
-from ._timeseries import ou
+from ._timeseries import ou, ou_family
 from ._toys import TOYS, toy
 
-NAMES = ("mnist", "cifar10", "flowers", "digits", *TOYS, "ou")
+NAMES = ("mnist", "cifar10", "flowers", "digits", *TOYS, "ou", "ou_theta")
 
 
 def load(name: str, *, data_dir=None, key=None, **kwargs) -> Dataset:
@@ -27,4 +27,6 @@ def load(name: str, *, data_dir=None, key=None, **kwargs) -> Dataset:
         return toy(name, key=key, **kwargs)
     if name == "ou":
         return ou(key=key, **kwargs)
+    if name == "ou_theta":
+        return ou_family(key=key, **kwargs)
     raise ValueError(f"unknown dataset {name!r}; one of {', '.join(NAMES)}.")
