@@ -2,6 +2,10 @@
 
 from . import data as data, nets as nets, plot as plot
 from ._checkpoint import load_checkpoint as load_checkpoint, save_checkpoint as save_checkpoint
+from ._classifier import (
+    NoisyClassifier as NoisyClassifier,
+    train_classifier as train_classifier,
+)
 from ._closed_form import (
     ClosedFormScore as ClosedFormScore,
     Gaussian as Gaussian,

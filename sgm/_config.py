@@ -75,6 +75,11 @@ class SampleConfig:
     steps: int = 1000
     snr: float = 0.16
     guidance_scale: float = 1.0  # classifier-free guidance for --mode classes
+    classifier_scale: float = 3.0  # classifier guidance for --mode guided
+    classifier_steps: int = 2000  # --mode guided: the time-dependent classifier's training
+    classifier_batch_size: int = 128
+    classifier_lr: float = 2e-3
+    classifier_width: int = 32
     inpaint_steps: int = 200
     inpaint_particles: int = 8
     inpaint_method: Literal["smc", "replace"] = "smc"

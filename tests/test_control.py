@@ -114,6 +114,41 @@ def test_classifier_guidance_with_the_exact_classifier():
     np.testing.assert_allclose(x.mean(0), comp.mean, atol=0.03)
 
 
+def test_trained_time_dependent_classifier_matches_the_exact_posterior():
+    """`train_classifier` on the 4-component mixture (labels = components): at every t the
+    learned p_t(y | x_t) is within 0.05 nats (KL) of the exact posterior (measured 0.001-0.019),
+    and it guides the exact unconditional score into the requested component (the least
+    likely one, weight 0.1): measured 96.8% of the samples (the exact classifier: over 99.5%,
+    unguided: 10%); asserted above 95%."""
+    import optax
+
+    mix, sde = four_gaussians(), SDES["vp"]
+    n = 8192
+    labels = jr.categorical(jr.key(0), mix.log_weights, shape=(n,))
+    noise = 0.15 * jr.normal(jr.key(1), (n, 2))
+    x = mix.components.mean[labels] + noise
+    net = sgm.nets.Classifier((2,), 4, key=jr.key(2), width=64, depth=3)
+    clf, losses = sgm.train_classifier(sgm.NoisyClassifier(net, sde), x, labels,
+                                       optax.adam(2e-3), steps=1500, batch_size=256,
+                                       key=jr.key(3))  # fmt: skip
+    assert np.mean(losses[-100:]) < np.mean(losses[:100])
+    for t in (0.01, 0.2, 0.5, 1.0):
+        m, s = sde.marginal(t)
+        xt = m * x[:4000] + s * jr.normal(jr.key(4), (4000, 2))
+        exact = jax.nn.log_softmax(
+            jax.vmap(lambda z, t=t: mix.component_log_probs(z, sde=sde, t=t))(xt), axis=1
+        )
+        model = jax.nn.log_softmax(jax.vmap(lambda z, t=t: clf.logits(t, z))(xt), axis=1)
+        assert float(jnp.sum(jnp.exp(exact) * (exact - model), 1).mean()) < 0.05, t
+    guided = sgm.ClassifierGuidance(mix.score(sde), clf, guidance_scale=1.0)
+    out = sgm.sample(guided, sde, sgm.EulerMaruyama(steps=300), key=jr.key(5), shape=(1000, 2),
+                     y=jnp.zeros(1000, int))  # fmt: skip
+    assert float(jnp.mean(jax.vmap(mix.assign)(out) == 0)) > 0.95
+    with pytest.raises(ValueError, match="labels must be"):
+        sgm.train_classifier(clf, x, np.zeros(3, int), optax.adam(1e-3), steps=1, batch_size=2,
+                             key=jr.key(0))  # fmt: skip
+
+
 def test_bad_input_raises():
     g, sde = sgm.Gaussian(MU, COV), sgm.VPSDE()
     x = jnp.zeros((2, 4))

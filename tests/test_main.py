@@ -124,7 +124,8 @@ def test_unfinished_run_is_not_mistaken_for_a_finished_one(tmp_path):
 
 def test_inpaint_and_classes_modes(tmp_path):
     """A tiny class-conditional digits model: --mode classes draws a class grid with
-    classifier-free guidance; --mode inpaint fills in half images, known pixels unchanged."""
+    classifier-free guidance, --mode guided one with a trained classifier; --mode inpaint
+    fills in half images, known pixels unchanged."""
     args = ["--experiment", "digits_vp", "--out", str(tmp_path), *TINY_UNET,
             "--model.conditional", "true", "--sample.inpaint_steps", "5",
             "--sample.inpaint_particles", "2"]  # fmt: skip
@@ -132,6 +133,11 @@ def test_inpaint_and_classes_modes(tmp_path):
     run = run_dir_of(tmp_path, "digits_vp")
     assert cli.main([*args, "--mode", "classes", "--run-dir", str(run)]) == 0
     assert (run / "classes.png").exists()
+    assert cli.main([*args, "--mode", "guided", "--sample.classifier_steps", "5",
+                     "--run-dir", str(run)]) == 0  # fmt: skip
+    assert (run / "guided.png").exists() and (run / "classifier.eqx").exists()
+    guided = json.loads((run / "metrics.json").read_text())["guided"]
+    assert 0 <= guided["classifier_test_accuracy_at_t_end"] <= 1
     assert cli.main([*args, "--mode", "inpaint", "--run-dir", str(run)]) == 0
     assert (run / "inpaint.png").exists()
     assert "inpaint" in json.loads((run / "metrics.json").read_text())

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import pytest
 
-from sgm.nets import MLP, DiT, UNet, param_count
+from sgm.nets import MLP, Classifier, DiT, UNet, param_count
 
 SMALL = dict(channels=8, num_groups=4, channel_mults=(1, 2), attention_levels=(1,))
 
@@ -130,3 +130,15 @@ def test_channel_last_conv_equals_equinox_conv(ndim, kernel, stride, size):
     got = conv(layer, x)
     assert got.shape == expected.shape
     assert jnp.allclose(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (2, 16), (3,)])
+def test_classifier_shapes_and_errors(shape):
+    net = Classifier(shape, 5, key=jr.key(0), width=16, depth=2)
+    x = jr.normal(jr.key(1), (4, *shape))
+    logits = jax.vmap(lambda x: net(0.3, x))(x)
+    assert logits.shape == (4, 5) and bool(jnp.all(jnp.isfinite(logits)))
+    with pytest.raises(ValueError, match="expects one example"):
+        net(0.3, x)
+    with pytest.raises(ValueError, match="num_classes >= 2"):
+        Classifier(shape, 1, key=jr.key(0))

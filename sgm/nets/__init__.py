@@ -1,6 +1,7 @@
 """Score networks: each an `eqx.Module` called `net(t, x, *, y=None, key=None)` on one
 example, returning a noise prediction shaped like `x`."""
 
+from ._classifier import Classifier as Classifier
 from ._dit import DiT as DiT
 from ._embedding import (
     Conditioning as Conditioning,
