@@ -76,10 +76,11 @@ def test_mnist_from_idx_end_to_end(tmp_path):
 def test_list(capsys):
     assert cli.main(["--list"]) == 0
     out = capsys.readouterr().out
-    for name in ("mnist_ve", "mnist_vp", "mnist_subvp", "cifar10_vp", "flowers_ve", "digits_vp",
-                 "moons_vp", "eight_gaussians_ve", "ou_vp"):  # fmt: skip
+    names = ("mnist_ve", "mnist_vp", "mnist_subvp", "cifar10_vp", "flowers_ve", "digits_vp",
+             "moons_vp", "eight_gaussians_ve", "ou_vp", "ou_theta_vp", "digits_sr_vp")  # fmt: skip
+    for name in names:
         assert name in out
-    assert out.count("budget: ") == 9 and "BUDGET" not in out
+    assert out.count("budget: ") == len(names) and "BUDGET" not in out
 
 
 @pytest.mark.parametrize(
