@@ -17,7 +17,13 @@ import jax.random as jr
 import lineax as lx
 
 from ._losses import _invert_rho
-from ._samplers import AbstractSampler, _check_steps, _check_t_end, end_time, time_grid
+from ._samplers import (
+    AbstractSampler,
+    _check_steps,
+    _check_t_end,
+    end_time,
+    tweedie_denoise,
+)
 from ._sde import AbstractSDE
 
 
@@ -44,16 +50,53 @@ def karras_sigmas(sde: AbstractSDE, n: int, t_end: float, rho: float):
     return (hi + jnp.linspace(0, 1, n) * (lo - hi)) ** rho
 
 
+def _finish_at(sampler, score, sde, x, nfe: int):
+    """The sample at the solver's end time `t`: the scaled state `x / m(t)`, that is the data
+    plus noise of std `sigma(t)` whatever the SDE (under subVP, `m = 0.995` where
+    `sigma = 0.01`); with `sampler.denoise`, Tweedie's estimate `E[x_0 | x_t]`."""
+    t = ode_end_time(sde, sampler.t_end, sampler.sigma_end)
+    if sampler.denoise:
+        return tweedie_denoise(score, sde, t, x), nfe + 1
+    return x / sde.marginal(t)[0], nfe
+
+
+SIGMA_END = 0.01
 TimeGrid = Literal["logsnr", "karras", "time_uniform", "time_quadratic"]
 _GRIDS = ("logsnr", "karras", "time_uniform", "time_quadratic")
 
 
-def solver_times(sde: AbstractSDE, steps: int, t_end: float | None, grid: str, rho: float = 7.0):
-    """`steps + 1` times from `t1` down to the end time: uniform in the half log-SNR `lambda`
-    (`"logsnr"`), in Karras et al.'s `sigma^(1/rho)` (`"karras"`), in `t` or in `sqrt(t)`."""
-    t_end_ = end_time(sde, t_end)
+def _check_sigma_end(name: str, sigma_end) -> None:
+    if sigma_end is not None and not (isinstance(sigma_end, float | int) and sigma_end > 0):
+        raise ValueError(f"{name}: sigma_end must be a positive float or None, got {sigma_end!r}.")
+
+
+def ode_end_time(sde: AbstractSDE, t_end: float | None, sigma_end: float | None):
+    """Where a deterministic solver stops: the later of the end time (`t_end`, or the SDE's
+    `sampling_eps`) and the time at which the noise level `sigma = s/m` has fallen to
+    `sigma_end`. The solvers act in `(lambda, x / m)`, where every linear SDE has the same
+    flow; only the noise levels matter, and below about 1% of the data's scale a step buys
+    nothing (the subVP SDE reaches `sigma = 1e-4` at `t = 1e-3`, the VP SDE `0.0105`)."""
+    t = end_time(sde, t_end)
+    if sigma_end is None:
+        return jnp.asarray(t)
+    m, s = sde.marginal(t)
+    return jnp.where(s / m >= sigma_end, t, _time_at_sigma(sde, sigma_end, t))
+
+
+def solver_times(
+    sde: AbstractSDE,
+    steps: int,
+    t_end: float | None,
+    grid: str,
+    rho: float = 7.0,
+    sigma_end: float | None = None,
+):
+    """`steps + 1` times from `t1` down to `ode_end_time`: uniform in the half log-SNR
+    `lambda` (`"logsnr"`), in Karras et al.'s `sigma^(1/rho)` (`"karras"`), in `t` or in
+    `sqrt(t)`."""
+    t_end_ = ode_end_time(sde, t_end, sigma_end)
     if grid == "time_uniform":
-        return time_grid(sde, steps, t_end)
+        return jnp.linspace(sde.t1, t_end_, steps + 1)
     if grid == "time_quadratic":
         return jnp.linspace(jnp.sqrt(sde.t1), jnp.sqrt(t_end_), steps + 1) ** 2
     if grid == "karras":
@@ -83,6 +126,11 @@ class DPMSolver(AbstractSampler):
       stabilising choice).
     - `denoise`: finish with Tweedie's formula at the end time.
     - `t_end`: end time; `None` uses `sde.sampling_eps`.
+    - `sigma_end`: stop no lower than this noise level `s/m` (see `ode_end_time`; `None`:
+      at `t_end`). The default 0.01 leaves VP (`sigma = 0.0105` at `t = 1e-3`) unchanged and
+      makes subVP give VP's samples; measured in `benchmarks/sampler_accuracy.py`.
+
+    Returns the scaled state `x / m` at the end time (see `_finish_at`).
     """
 
     steps: int = eqx.field(static=True, default=20)
@@ -92,17 +140,22 @@ class DPMSolver(AbstractSampler):
     lower_order_final: bool = eqx.field(static=True, default=True)
     denoise: bool = eqx.field(static=True, default=False)
     t_end: float | None = eqx.field(static=True, default=None)
+    sigma_end: float | None = eqx.field(static=True, default=SIGMA_END)
 
     def __check_init__(self):
         _check_steps("DPMSolver", self.steps)
         _check_t_end("DPMSolver", self.t_end)
+        _check_sigma_end("DPMSolver", self.sigma_end)
         if self.order not in (1, 2):
             raise ValueError(f"DPMSolver order must be 1 or 2, got {self.order!r}.")
         if self.time_grid not in _GRIDS:
             raise ValueError(f"unknown time_grid {self.time_grid!r}; one of {_GRIDS}.")
 
     def times(self, sde: AbstractSDE):
-        return solver_times(sde, self.steps, self.t_end, self.time_grid, self.rho)
+        return solver_times(sde, self.steps, self.t_end, self.time_grid, self.rho, self.sigma_end)
+
+    def _finish(self, score, sde, x, nfe: int):
+        return _finish_at(self, score, sde, x, nfe)
 
     def sample_one(self, score, sde, key, data_shape):
         ts = self.times(sde)
@@ -159,7 +212,7 @@ class UniPC(AbstractSampler):
     - `time_grid`, `rho`: as for `DPMSolver`; uniform in log-SNR by default, measured the
       most robust with this solver in `benchmarks/sampler_accuracy.py`.
     - `lower_order_final`: lower the order over the last steps (to 1 in the last).
-    - `denoise`, `t_end`: as for the other samplers.
+    - `denoise`, `t_end`, `sigma_end`: as for `DPMSolver`.
     """
 
     steps: int = eqx.field(static=True, default=20)
@@ -170,10 +223,12 @@ class UniPC(AbstractSampler):
     lower_order_final: bool = eqx.field(static=True, default=True)
     denoise: bool = eqx.field(static=True, default=False)
     t_end: float | None = eqx.field(static=True, default=None)
+    sigma_end: float | None = eqx.field(static=True, default=SIGMA_END)
 
     def __check_init__(self):
         _check_steps("UniPC", self.steps)
         _check_t_end("UniPC", self.t_end)
+        _check_sigma_end("UniPC", self.sigma_end)
         if self.order not in (1, 2, 3):
             raise ValueError(f"UniPC order must be 1, 2 or 3, got {self.order!r}.")
         if self.variant not in ("bh1", "bh2"):
@@ -182,7 +237,10 @@ class UniPC(AbstractSampler):
             raise ValueError(f"unknown time_grid {self.time_grid!r}; one of {_GRIDS}.")
 
     def times(self, sde: AbstractSDE):
-        return solver_times(sde, self.steps, self.t_end, self.time_grid, self.rho)
+        return solver_times(sde, self.steps, self.t_end, self.time_grid, self.rho, self.sigma_end)
+
+    def _finish(self, score, sde, x, nfe: int):
+        return _finish_at(self, score, sde, x, nfe)
 
     def _order_at(self, i):
         p = jnp.minimum(self.order, i + 1)
@@ -248,7 +306,9 @@ class HeunSampler(AbstractSampler):
     - `churn`, `churn_tmin`, `churn_tmax`, `churn_noise`: `S_churn`, `S_tmin`, `S_tmax`,
       `S_noise`; `churn = 0` is deterministic.
     - `denoise`: take the final step to `sigma = 0` (otherwise stop at `sigma_min`).
-    - `t_end`: the time of `sigma_min`; `None` uses `sde.sampling_eps`.
+    - `t_end`, `sigma_end`: the last level `sigma_min` is the noise level at
+      `ode_end_time(sde, t_end, sigma_end)`; see `DPMSolver`. Without `denoise` the sample is
+      the scaled state `x / m` there.
     """
 
     steps: int = eqx.field(static=True, default=18)
@@ -259,20 +319,24 @@ class HeunSampler(AbstractSampler):
     churn_noise: float = eqx.field(static=True, default=1.0)
     denoise: bool = eqx.field(static=True, default=True)
     t_end: float | None = eqx.field(static=True, default=None)
+    sigma_end: float | None = eqx.field(static=True, default=SIGMA_END)
 
     def __check_init__(self):
         _check_steps("HeunSampler", self.steps)
         _check_t_end("HeunSampler", self.t_end)
+        _check_sigma_end("HeunSampler", self.sigma_end)
         if self.steps < 2:
             raise ValueError("HeunSampler needs steps >= 2.")
         if self.churn < 0 or self.rho <= 0:
             raise ValueError(f"need churn >= 0 and rho > 0, got {self.churn}, {self.rho}.")
 
     def sigmas(self, sde: AbstractSDE):
-        return karras_sigmas(sde, self.steps, end_time(sde, self.t_end), self.rho)
+        return karras_sigmas(
+            sde, self.steps, ode_end_time(sde, self.t_end, self.sigma_end), self.rho
+        )
 
     def sample_one(self, score, sde, key, data_shape):
-        t_end = end_time(sde, self.t_end)
+        t_end = ode_end_time(sde, self.t_end, self.sigma_end)
         sigmas = self.sigmas(sde)
         pkey, ckey = jr.split(key)
         m1 = sde.marginal(sde.t1)[0]
@@ -303,7 +367,7 @@ class HeunSampler(AbstractSampler):
         nfe = 2 * (self.steps - 1)
         if self.denoise:
             return denoised(sigmas[-1], x), jnp.asarray(nfe + 1)
-        return x * sde.marginal(t_end)[0], jnp.asarray(nfe)
+        return x, jnp.asarray(nfe)
 
 
 class ReverseSDESolver(AbstractSampler):
