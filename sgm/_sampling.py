@@ -3,6 +3,7 @@
 import functools
 import warnings
 
+import diffrax
 import equinox as eqx
 import jax
 import jax.random as jr
@@ -46,13 +47,21 @@ def poor_combination(sde: AbstractSDE, sampler: AbstractSampler) -> str | None:
             "(-0.8 nats of mean log-density at 10 steps on a 2-D mixture); use 15-20 steps."
         )
     if isinstance(sampler, ProbabilityFlowODE) and ve and sampler.steps is not None:
-        if sampler.steps < 100:
+        low_order = isinstance(sampler.solver, _LOW_ORDER)
+        if sampler.steps < 10 or (low_order and sampler.steps < 100):
             return (
-                f"the VE probability-flow ODE with {sampler.steps} fixed steps: its dynamics span "
-                "several decades of noise, so fixed steps waste evaluations at large sigma and "
-                "miss the small ones; use adaptive steps (steps=None) or DPMSolver."
+                f"the VE probability-flow ODE with {sampler.steps} fixed steps of "
+                f"{type(sampler.solver).__name__}: its dynamics span several decades of noise, "
+                "so fixed steps waste evaluations at large sigma and miss the small ones "
+                "(measured on a 2-D mixture: Euler -9.4 nats of mean log-density at 10 steps, "
+                "-0.36 at 20, +0.14 at 50; Tsit5 -74 at 5); use adaptive steps (steps=None), "
+                "Tsit5 with 10 or more steps, or HeunSampler."
             )
     return None
+
+
+# Explicit solvers of order 1 and 2, which need many fixed steps on the VE ODE.
+_LOW_ORDER = (diffrax.Euler, diffrax.Heun, diffrax.Midpoint, diffrax.Ralston)
 
 
 def sample(

@@ -163,7 +163,11 @@ def test_known_poor_combinations_warn():
     mix = four_gaussians()
     vp, ve = SDES["vp"], SDES["ve"]
     for sde, sampler in [(vp, sgm.HeunSampler(steps=10)), (vp, sgm.DPMSolver(steps=10)),
-                         (ve, sgm.ProbabilityFlowODE(steps=20))]:  # fmt: skip
+                         (ve, sgm.ProbabilityFlowODE(solver=diffrax.Euler(), steps=20)),
+                         (ve, sgm.ProbabilityFlowODE(steps=5))]:  # fmt: skip
         with pytest.warns(UserWarning, match="measured|fixed steps"):
             sgm.sample(mix.score(sde), sde, sampler, key=jr.key(0), shape=(2, 2))
-    assert sgm._sampling.poor_combination(vp, sgm.DPMSolver(steps=19)) is None
+    fine = [(vp, sgm.DPMSolver(steps=19)), (ve, sgm.ProbabilityFlowODE(steps=20)),
+            (ve, sgm.ProbabilityFlowODE(solver=diffrax.Euler(), steps=200))]  # fmt: skip
+    for sde, sampler in fine:
+        assert sgm._sampling.poor_combination(sde, sampler) is None
