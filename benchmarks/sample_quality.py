@@ -97,6 +97,7 @@ def samplers(sde, quick: bool):
         out += [
             (f"dpm2-{n}", sgm.DPMSolver(steps=n)) for n in ([10, 20] if quick else [10, 20, 50])
         ]
+    out += [(f"unipc3-{n}", sgm.UniPC(steps=n)) for n in ([20] if quick else [10, 20])]
     out += [(f"heun-{n}", sgm.HeunSampler(steps=n)) for n in ([18] if quick else [18, 35])]
     return out
 

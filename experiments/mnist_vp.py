@@ -11,7 +11,7 @@ from sgm import (
 CONFIG = ExperimentConfig(
     name="mnist_vp",
     description="MNIST 28x28, VP SDE (linear beta 0.1 to 20), UNet; tfds or --data-dir IDX",
-    budget="not run yet: same UNet and cost per step as mnist_ve (about 2 h on 2 CPU cores)",
+    budget="2000 steps x 64: 33 min training on 2 CPU cores (shared)",
     data=DataConfig(name="mnist"),
     sde=SDEConfig(kind="vp"),
     model=ModelConfig(kind="unet", channels=32, channel_mults=(1, 2, 2), attention_levels=(2,)),
