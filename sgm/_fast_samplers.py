@@ -50,11 +50,10 @@ def karras_sigmas(sde: AbstractSDE, n: int, t_end: float, rho: float):
     return (hi + jnp.linspace(0, 1, n) * (lo - hi)) ** rho
 
 
-def _finish_at(sampler, score, sde, x, nfe: int):
+def _finish_at(sampler, score, sde, t, x, nfe: int):
     """The sample at the solver's end time `t`: the scaled state `x / m(t)`, that is the data
     plus noise of std `sigma(t)` whatever the SDE (under subVP, `m = 0.995` where
     `sigma = 0.01`); with `sampler.denoise`, Tweedie's estimate `E[x_0 | x_t]`."""
-    t = ode_end_time(sde, sampler.t_end, sampler.sigma_end)
     if sampler.denoise:
         return tweedie_denoise(score, sde, t, x), nfe + 1
     return x / sde.marginal(t)[0], nfe
@@ -130,7 +129,7 @@ class DPMSolver(AbstractSampler):
       at `t_end`). The default 0.01 leaves VP (`sigma = 0.0105` at `t = 1e-3`) unchanged and
       makes subVP give VP's samples; measured in `benchmarks/sampler_accuracy.py`.
 
-    Returns the scaled state `x / m` at the end time (see `_finish_at`).
+    Returns the scaled state `x / m` at the end time (`_finish_at`).
     """
 
     steps: int = eqx.field(static=True, default=20)
@@ -154,9 +153,6 @@ class DPMSolver(AbstractSampler):
     def times(self, sde: AbstractSDE):
         return solver_times(sde, self.steps, self.t_end, self.time_grid, self.rho, self.sigma_end)
 
-    def _finish(self, score, sde, x, nfe: int):
-        return _finish_at(self, score, sde, x, nfe)
-
     def sample_one(self, score, sde, key, data_shape):
         ts = self.times(sde)
         lam = jax.vmap(lambda t: _half_log_snr(sde, t))(ts)
@@ -179,7 +175,7 @@ class DPMSolver(AbstractSampler):
         x0 = sde.prior_sample(key, data_shape)
         init = (x0, jnp.zeros(data_shape), jnp.ones(()))
         (x, _, _), _ = lax.scan(step, init, jnp.arange(self.steps))
-        return self._finish(score, sde, x, self.steps)
+        return _finish_at(self, score, sde, ts[-1], x, self.steps)
 
 
 def _unipc_coefficients(p: int, rks, hh, variant: str):
@@ -239,9 +235,6 @@ class UniPC(AbstractSampler):
     def times(self, sde: AbstractSDE):
         return solver_times(sde, self.steps, self.t_end, self.time_grid, self.rho, self.sigma_end)
 
-    def _finish(self, score, sde, x, nfe: int):
-        return _finish_at(self, score, sde, x, nfe)
-
     def _order_at(self, i):
         p = jnp.minimum(self.order, i + 1)
         return jnp.minimum(p, self.steps - i) if self.lower_order_final else p
@@ -289,7 +282,7 @@ class UniPC(AbstractSampler):
         m = (d, jnp.zeros_like(d), jnp.zeros_like(d))
         (x, m), _ = lax.scan(step, (x, m), jnp.arange(self.steps - 1))
         x = self._update(sde, ts, lam, self.steps - 1, x, m)  # the last step: no evaluation
-        return self._finish(score, sde, x, self.steps)
+        return _finish_at(self, score, sde, ts[-1], x, self.steps)
 
 
 class HeunSampler(AbstractSampler):
@@ -337,7 +330,7 @@ class HeunSampler(AbstractSampler):
 
     def sample_one(self, score, sde, key, data_shape):
         t_end = ode_end_time(sde, self.t_end, self.sigma_end)
-        sigmas = self.sigmas(sde)
+        sigmas = karras_sigmas(sde, self.steps, t_end, self.rho)
         pkey, ckey = jr.split(key)
         m1 = sde.marginal(sde.t1)[0]
         x = sde.prior_sample(pkey, data_shape) / m1  # Karras et al.'s scaled state x / m
