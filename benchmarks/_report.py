@@ -2,7 +2,7 @@
 
 import json
 
-from sgm._run import write_json
+from sgm import write_json
 
 
 def report(result: dict, out: str | None) -> None:

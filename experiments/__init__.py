@@ -1,5 +1,5 @@
-"""One named, frozen configuration per experiment. `EXPERIMENTS[name]` is an
-`sgm.ExperimentConfig`; `python main.py --list` prints them."""
+"""One named experiment per module, each an `sgm.Experiment` made of the library's own
+objects. `EXPERIMENTS[name]`; `python main.py --list` prints them."""
 
 from . import (
     cifar10_vp,
@@ -16,7 +16,7 @@ from . import (
 )
 
 EXPERIMENTS = {
-    m.CONFIG.name: m.CONFIG
+    m.EXPERIMENT.name: m.EXPERIMENT
     for m in (
         digits_vp,
         mnist_ve,

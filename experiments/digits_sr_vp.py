@@ -1,25 +1,26 @@
-from sgm import (
-    DataConfig,
-    EvalConfig,
-    ExperimentConfig,
-    ModelConfig,
-    SampleConfig,
-    SDEConfig,
-    TrainConfig,
-)
+"""8x8 digits given their low-resolution version: super-resolution."""
 
-CONFIG = ExperimentConfig(
+import sgm
+from sgm.nets import UNet
+
+EXPERIMENT = sgm.Experiment(
     name="digits_sr_vp",
     description="8x8 digits conditioned on their 4x4 block means (a map, concatenated as an "
     "extra channel): super-resolution, VP SDE, UNet",
     budget="1000 steps x 128: 12 min training, 1.2 min sampling, 1.4 min bits/dim "
     "(2-core CPU, shared)",
-    data=DataConfig(name="digits", lowres_factor=2),
-    sde=SDEConfig(kind="vp"),
-    model=ModelConfig(
-        kind="unet", channels=32, channel_mults=(1, 2), attention_levels=(1,), conditional=True
+    data=sgm.Data("digits", lowres_factor=2),
+    sde=sgm.VPSDE(),
+    net=sgm.Net(UNet, conditional=True, channels=32, channel_mults=(1, 2), attention_levels=(1,)),
+    optimizer=sgm.Adam(lr=1e-3, warmup=100),
+    train=sgm.Train(steps=1000, batch_size=128),
+    sample=sgm.Sample(
+        n_samples=64,
+        samplers={
+            "em": sgm.EulerMaruyama(steps=500),
+            "dpm": sgm.DPMSolver(steps=20),
+            "unipc": sgm.UniPC(steps=20),
+        },
     ),
-    train=TrainConfig(steps=1000, batch_size=128, lr=1e-3, warmup=100),
-    sample=SampleConfig(n_samples=64, samplers=("em", "dpm", "unipc"), steps=500),
-    eval=EvalConfig(n_images=64, n_probes=1),
+    eval=sgm.Eval(n_images=64),
 )

@@ -1,28 +1,27 @@
-from sgm import (
-    DataConfig,
-    EvalConfig,
-    ExperimentConfig,
-    ModelConfig,
-    SampleConfig,
-    SDEConfig,
-    TrainConfig,
-)
+"""Oxford Flowers 102 at 64x64 (tfds) under the VE SDE."""
 
-CONFIG = ExperimentConfig(
+import sgm
+from sgm.nets import UNet
+
+EXPERIMENT = sgm.Experiment(
     name="flowers_ve",
     description="Oxford Flowers 102 at 64x64 via tfds, VE SDE, UNet (needs prepared tfds data)",
     budget="not run here: needs the tfds data set and an accelerator",
-    data=DataConfig(name="flowers", resolution=64),
-    sde=SDEConfig(kind="ve", sigma_min=0.01, sigma_max=100.0),
-    model=ModelConfig(
-        kind="unet",
+    data=sgm.Data("flowers", resolution=64),
+    sde=sgm.VESDE(sigma_min=0.01, sigma_max=100.0),
+    net=sgm.Net(
+        UNet,
         channels=64,
         channel_mults=(1, 2, 2, 2),
         attention_levels=(3,),
         num_res_blocks=2,
         dropout=0.1,
     ),
-    train=TrainConfig(steps=200_000, batch_size=64, lr=2e-4, warmup=5000),
-    sample=SampleConfig(n_samples=36, samplers=("pc", "ode"), steps=1000),
-    eval=EvalConfig(n_images=128, n_probes=1),
+    optimizer=sgm.Adam(lr=2e-4, warmup=5000),
+    train=sgm.Train(steps=200_000, batch_size=64),
+    sample=sgm.Sample(
+        n_samples=36,
+        samplers={"pc": sgm.PredictorCorrector(steps=1000), "ode": sgm.ProbabilityFlowODE()},
+    ),
+    eval=sgm.Eval(n_images=128),
 )

@@ -1,25 +1,26 @@
-from sgm import (
-    DataConfig,
-    EvalConfig,
-    ExperimentConfig,
-    ModelConfig,
-    SampleConfig,
-    SDEConfig,
-    TrainConfig,
-)
+"""A simulator emulator: Ornstein-Uhlenbeck series given their rate."""
 
-CONFIG = ExperimentConfig(
+import sgm
+from sgm.nets import UNet
+
+EXPERIMENT = sgm.Experiment(
     name="ou_theta_vp",
     description="Ornstein-Uhlenbeck family conditioned on its rate (y = log theta), VP SDE, "
     "1-D UNet: a simulator emulator checked against the exact conditional law",
     budget="2000 steps x 64: 13 min training, 2.5 min sampling (256 series), 1.3 min "
     "likelihood (2-core CPU, shared)",
-    data=DataConfig(name="ou_theta", n_train=4000, n_test=500, series_length=64),
-    sde=SDEConfig(kind="vp"),
-    model=ModelConfig(
-        kind="unet", channels=32, channel_mults=(1, 2), attention_levels=(1,), conditional=True
+    data=sgm.Data("ou_theta", n_train=4000, n_test=500, length=64),
+    sde=sgm.VPSDE(),
+    net=sgm.Net(UNet, conditional=True, channels=32, channel_mults=(1, 2), attention_levels=(1,)),
+    optimizer=sgm.Adam(lr=1e-3, warmup=100),
+    train=sgm.Train(steps=2000, batch_size=64),
+    sample=sgm.Sample(
+        n_samples=256,
+        samplers={
+            "em": sgm.EulerMaruyama(steps=500),
+            "dpm": sgm.DPMSolver(steps=20),
+            "unipc": sgm.UniPC(steps=20),
+        },
     ),
-    train=TrainConfig(steps=2000, batch_size=64, lr=1e-3, warmup=100),
-    sample=SampleConfig(n_samples=256, samplers=("em", "dpm", "unipc"), steps=500),
-    eval=EvalConfig(n_images=64, n_probes=1),
+    eval=sgm.Eval(n_images=64),
 )

@@ -1,7 +1,17 @@
 """sgm: score-based generative modelling with SDEs, in JAX and Equinox."""
 
-from . import data as data, nets as nets, plot as plot
-from ._checkpoint import load_checkpoint as load_checkpoint, save_checkpoint as save_checkpoint
+from . import (
+    data as data,
+    nets as nets,
+    phases as phases,  # noqa: E402  (uses the names above)
+    plot as plot,
+)
+from ._checkpoint import (
+    CheckpointError as CheckpointError,
+    checkpoint_meta as checkpoint_meta,
+    load_checkpoint as load_checkpoint,
+    save_checkpoint as save_checkpoint,
+)
 from ._classifier import (
     NoisyClassifier as NoisyClassifier,
     train_classifier as train_classifier,
@@ -11,20 +21,19 @@ from ._closed_form import (
     Gaussian as Gaussian,
     GaussianMixture as GaussianMixture,
 )
-from ._config import (
-    DataConfig as DataConfig,
-    EvalConfig as EvalConfig,
-    ExperimentConfig as ExperimentConfig,
-    ModelConfig as ModelConfig,
-    SampleConfig as SampleConfig,
-    SDEConfig as SDEConfig,
-    TrainConfig as TrainConfig,
-)
 from ._control import (
     ClassifierFreeGuidance as ClassifierFreeGuidance,
     ClassifierGuidance as ClassifierGuidance,
     colorize as colorize,
     inpaint as inpaint,
+)
+from ._experiment import (
+    Data as Data,
+    Eval as Eval,
+    Experiment as Experiment,
+    Net as Net,
+    Sample as Sample,
+    Train as Train,
 )
 from ._fast_samplers import (
     DPMSolver as DPMSolver,
@@ -32,13 +41,17 @@ from ._fast_samplers import (
     ReverseSDESolver as ReverseSDESolver,
     UniPC as UniPC,
 )
+from ._io import save_model as save_model, write_json as write_json
 from ._likelihood import (
     LogLikelihood as LogLikelihood,
     bits_per_dim as bits_per_dim,
     log_likelihood as log_likelihood,
 )
 from ._losses import DSMLoss as DSMLoss
-from ._run import Run as Run, load_run as load_run
+from ._optimizer import Adam as Adam
+from ._overrides import override as override, valid_keys as valid_keys
+from ._registry import register as register
+from ._run import Run as Run, RunDir as RunDir, load_run as load_run
 from ._samplers import (
     AbstractSampler as AbstractSampler,
     EulerMaruyama as EulerMaruyama,
@@ -54,7 +67,10 @@ from ._sde import (
     AbstractSDE as AbstractSDE,
     SubVPSDE as SubVPSDE,
 )
+from ._serial import from_json as from_json, to_json as to_json
 from ._train import (
+    TrainingDiverged as TrainingDiverged,
+    TrainingInterrupted as TrainingInterrupted,
     TrainState as TrainState,
     default_optimizer as default_optimizer,
     train as train,

@@ -1,16 +1,36 @@
-"""Checkpoints: the whole train state, written atomically, read back with clear errors."""
+"""Checkpoints: the whole train state, the last few kept, each checksummed, written so that a
+crash at any moment leaves every complete checkpoint readable.
 
+Layout: `directory/step_00001000/{state.eqx, meta.json}`. A checkpoint is written into a
+temporary folder and renamed into place, then the oldest beyond `keep` are removed. `meta.json`
+holds the step, the SHA-256 of `state.eqx`, the shapes and dtypes of its arrays, and whatever
+the trainer adds (the loss history up to the step, the configuration's fingerprint). Reading
+takes the newest checkpoint that verifies and warns about each newer one that does not.
+"""
+
+import hashlib
+import io
 import json
 import os
-import tempfile
+import secrets
+import shutil
+import warnings
+from datetime import UTC, datetime
 from pathlib import Path
 
 import equinox as eqx
 import jax
 import numpy as np
 
+from ._io import fsync_dir, remove_temporaries
+
 _STATE = "state.eqx"
 _META = "meta.json"
+_PREFIX = "step_"
+
+
+class CheckpointError(ValueError):
+    """No checkpoint in a directory verifies (missing, incomplete, corrupt or mismatched)."""
 
 
 def _signature(tree) -> list[str]:
@@ -19,64 +39,157 @@ def _signature(tree) -> list[str]:
     return [f"{leaf.dtype}{list(leaf.shape)}" for leaf in leaves]
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Writes through a temporary file in the same directory, then renames: a crash leaves
-    either the old file or the new one, never half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _nonfinite(tree) -> bool:
+    leaves = jax.tree.leaves(eqx.filter(tree, eqx.is_inexact_array))
+    return any(not np.all(np.isfinite(np.asarray(x))) for x in leaves)
 
 
-def save_checkpoint(directory: str | os.PathLike, state, meta: dict | None = None) -> None:
-    """Saves `state` (any PyTree of arrays) and JSON `meta` into `directory`. The state file is
-    replaced first, the metadata (which records the step) last, each atomically."""
+def _write_file(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode & ~umask
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def slots(directory: str | os.PathLike) -> list[tuple[int, Path]]:
+    """The checkpoint folders in `directory`, newest first (a run written before checkpoints
+    were kept per step has one, `directory` itself)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    out = []
+    for p in directory.iterdir():
+        if p.is_dir() and p.name.startswith(_PREFIX) and p.name[len(_PREFIX) :].isdigit():
+            out.append((int(p.name[len(_PREFIX) :]), p))
+    if not out and (directory / _META).exists():  # the earlier single-slot layout
+        try:
+            out.append((int(json.loads((directory / _META).read_text())["step"]), directory))
+        except (OSError, ValueError, KeyError, TypeError):
+            out.append((-1, directory))
+    return sorted(out, reverse=True)
+
+
+def save_checkpoint(
+    directory: str | os.PathLike, state, meta: dict | None = None, *, keep: int = 2
+) -> Path:
+    """Saves `state` (a PyTree of arrays) and JSON `meta` as the checkpoint of step
+    `meta["step"]` (default `state.step`) in `directory`, keeping the newest `keep`. Refuses a
+    state holding NaN or infinity, so that every checkpoint is one to go back to."""
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}.")
     directory = Path(directory)
     state = jax.device_get(state)
-    _atomic_write(directory / _STATE, lambda f: eqx.tree_serialise_leaves(f, state))
-    record = {"signature": _signature(state), **(meta or {})}
-    _atomic_write(directory / _META, lambda f: f.write(json.dumps(record, indent=1).encode()))
+    if _nonfinite(state):
+        raise FloatingPointError("refusing to checkpoint a state with non-finite values.")
+    meta = dict(meta or {})
+    step = int(meta.pop("step")) if "step" in meta else int(state.step)
+    buffer = io.BytesIO()
+    eqx.tree_serialise_leaves(buffer, state)
+    data = buffer.getvalue()
+    record = {
+        "step": step,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "signature": _signature(state),
+        "written": datetime.now(UTC).isoformat(timespec="seconds"),
+        **meta,
+    }
+    slot = directory / f"{_PREFIX}{step:08d}"
+    tmp = directory / f".tmp-{slot.name}-{secrets.token_hex(4)}"
+    try:
+        tmp.mkdir(parents=True)
+        _write_file(tmp / _STATE, data)
+        _write_file(tmp / _META, json.dumps(record, indent=1).encode())
+        fsync_dir(tmp)
+        if slot.exists():  # the same step again (a stop request right after a save)
+            old = directory / f".tmp-old-{secrets.token_hex(4)}"
+            os.rename(slot, old)
+            os.rename(tmp, slot)
+            shutil.rmtree(old)
+        else:
+            os.rename(tmp, slot)
+        fsync_dir(directory)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        kept = [s for s, p in slots(directory) if p != slot]
+        raise OSError(
+            e.errno,
+            f"could not write the checkpoint of step {step} to {directory}: {e.strerror or e}"
+            + (f"; the checkpoint of step {kept[0]} is kept" if kept else ""),
+        ) from e
+    for _, old in [s for s in slots(directory) if s[1] != directory][keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+    return slot
 
 
 def has_checkpoint(directory: str | os.PathLike) -> bool:
+    """Whether `directory` holds any checkpoint (valid or not)."""
+    return bool(slots(directory))
+
+
+def _read_meta(slot: Path) -> dict:
+    """The metadata of one checkpoint folder after verifying its state file."""
+    if not (slot / _STATE).exists() or not (slot / _META).exists():
+        raise CheckpointError(f"{slot} is incomplete (needs {_STATE} and {_META})")
+    try:
+        meta = json.loads((slot / _META).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{slot / _META} is corrupt: {e}") from e
+    if "sha256" in meta:
+        digest = hashlib.sha256((slot / _STATE).read_bytes()).hexdigest()
+        if digest != meta["sha256"]:
+            raise CheckpointError(f"{slot / _STATE} is corrupt or truncated (checksum mismatch)")
+    return meta
+
+
+def verified(directory: str | os.PathLike) -> tuple[Path, dict]:
+    """The newest checkpoint in `directory` that verifies (complete, checksum), with its
+    metadata; warns about newer ones that do not. Raises `CheckpointError` if none does."""
     directory = Path(directory)
-    return (directory / _STATE).exists() and (directory / _META).exists()
+    found = slots(directory)
+    if not found:
+        what = "does not exist" if not directory.exists() else "holds no checkpoint"
+        raise CheckpointError(f"{directory} {what}.")
+    problems = []
+    for _, slot in found:
+        try:
+            meta = _read_meta(slot)
+        except CheckpointError as e:
+            problems.append(str(e))
+            continue
+        for p in problems:
+            warnings.warn(f"skipping a bad checkpoint: {p}; using {slot.name}", stacklevel=2)
+        return slot, meta
+    raise CheckpointError(f"no checkpoint in {directory} can be read: {'; '.join(problems)}.")
 
 
 def load_checkpoint(directory: str | os.PathLike, like):
-    """Reads the state saved in `directory` into the structure of `like`; returns
-    `(state, meta)`. A missing, corrupt or mismatched checkpoint raises a ValueError saying
-    which, never a silent fresh start."""
+    """Reads the newest good checkpoint in `directory` into the structure of `like`; returns
+    `(state, meta)`. A corrupt newest checkpoint falls back to the one before it, with a
+    warning; none readable, or one that does not match `like`, is a `CheckpointError` (a
+    ValueError) saying which, never a silent fresh start."""
     directory = Path(directory)
-    if not has_checkpoint(directory):
-        raise FileNotFoundError(f"no checkpoint in {directory} (expected {_STATE} and {_META}).")
-    try:
-        meta = json.loads((directory / _META).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"checkpoint metadata {directory / _META} is corrupt: {e}") from e
+    remove_temporaries(directory)
+    slot, meta = verified(directory)
     expected = _signature(like)
     if meta.get("signature") != expected:
         saved = meta.get("signature") or []
         pairs = zip(saved, expected, strict=False)
         diffs = [f"leaf {i}: saved {a}, model has {b}" for i, (a, b) in enumerate(pairs) if a != b]
         diff = diffs[0] if diffs else f"{len(saved)} saved arrays, model has {len(expected)}"
-        raise ValueError(
-            f"checkpoint in {directory} does not match this model and optimizer ({diff}); "
+        raise CheckpointError(
+            f"checkpoint {slot} does not match this model and optimizer ({diff}); "
             "use the configuration it was trained with, or a fresh output directory."
         )
     try:
-        state = eqx.tree_deserialise_leaves(directory / _STATE, like)
+        state = eqx.tree_deserialise_leaves(slot / _STATE, like)
     except Exception as e:  # numpy raises several kinds on truncated files
-        raise ValueError(f"checkpoint {directory / _STATE} is corrupt or truncated: {e}") from e
-    leaves = jax.tree.leaves(eqx.filter(state, eqx.is_inexact_array))
-    bad = [x for x in leaves if not np.all(np.isfinite(np.asarray(x)))]
-    if bad:
-        raise ValueError(f"checkpoint {directory / _STATE} holds non-finite values.")
+        raise CheckpointError(f"checkpoint {slot / _STATE} is corrupt or truncated: {e}") from e
+    if _nonfinite(state):
+        raise CheckpointError(f"checkpoint {slot / _STATE} holds non-finite values.")
     return state, meta
+
+
+def checkpoint_meta(directory: str | os.PathLike) -> dict:
+    """The metadata (step, loss history, ...) of the newest good checkpoint in `directory`."""
+    return verified(directory)[1]

@@ -1,27 +1,177 @@
-"""Run directories: what a finished run holds, and loading it back without retraining."""
+"""Run directories: created exclusively, configured once, resumed only from a checkpoint that
+verifies, and loaded back without retraining.
+
+A run directory holds `config.json` (the experiment it was created with, never rewritten),
+`run.json` (the data's shape, the settings changed since and every invocation with its time
+and overrides), `checkpoint/` (the last few checkpoints), `model.eqx` (the trained EMA model),
+`history.json` and `metrics.json`.
+"""
 
 import dataclasses
 import json
+import secrets
+from datetime import UTC, datetime
 from pathlib import Path
 
 import equinox as eqx
-import jax.random as jr
 
-from ._checkpoint import _atomic_write
-from ._config import ExperimentConfig, build_model, build_sde
+from ._checkpoint import CheckpointError, verified
+from ._experiment import Experiment
+from ._io import write_json
+from ._legacy import from_legacy
+from ._overrides import apply_settings, refused_changes, training_changes
 from ._score import ScoreModel
 from ._sde import AbstractSDE
+from ._serial import from_json, to_json
 
 CONFIG, INFO, MODEL, METRICS = "config.json", "run.json", "model.eqx", "metrics.json"
+HISTORY, CHECKPOINTS = "history.json", "checkpoint"
 
 
-def write_json(path: Path, obj) -> None:
-    _atomic_write(Path(path), lambda f: f.write(json.dumps(obj, indent=1).encode()))
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def save_model(path: Path, model: ScoreModel) -> None:
-    """Writes the model's arrays atomically (a temporary file, then a rename)."""
-    _atomic_write(Path(path), lambda f: eqx.tree_serialise_leaves(f, model))
+def read_config(path: Path) -> Experiment:
+    """The experiment in a `config.json`, written by this version or an earlier one."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} cannot be read as a configuration: {e}") from e
+    exp = from_json(data) if "__class__" in data else from_legacy(data)
+    if not isinstance(exp, Experiment):
+        raise ValueError(f"{path} holds a {type(exp).__name__}, not an Experiment.")
+    return exp
+
+
+@dataclasses.dataclass(frozen=True)
+class RunDir:
+    """A run directory being created, resumed or evaluated.
+
+    `config` is the run's configuration: `config.json` with the training settings changed
+    since (recorded in `run.json`); `info` is `run.json`."""
+
+    path: Path
+    config: Experiment
+    info: dict
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / CHECKPOINTS
+
+    @property
+    def finished(self) -> bool:
+        return (self.path / MODEL).exists()
+
+    @classmethod
+    def create(cls, base: str | Path, config: Experiment, info: dict) -> "RunDir":
+        """A new run of `config` under `base/<name>/<UTC time>-<random suffix>`, created
+        exclusively (runs started at the same moment never share a folder)."""
+        parent = Path(base) / config.name
+        parent.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        while True:
+            path = parent / f"{stamp}-{secrets.token_hex(3)}"
+            try:
+                path.mkdir()
+                break
+            except FileExistsError:
+                continue
+        return cls.create_at(path, config, info)
+
+    @classmethod
+    def create_at(cls, path: str | Path, config: Experiment, info: dict) -> "RunDir":
+        """A new run in `path`, which must not exist yet."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(exist_ok=path.is_dir() and not any(path.iterdir()))
+        except FileExistsError:
+            raise FileExistsError(
+                f"{path} already exists; continue a run there with --resume, or choose a new "
+                "directory."
+            ) from None
+        write_json(path / CONFIG, to_json(config))
+        info = {"experiment": config.name, "created": _now(), **info, "settings": {},
+                "invocations": []}  # fmt: skip
+        write_json(path / INFO, info)
+        return cls(path, config, info)
+
+    @classmethod
+    def open(cls, path: str | Path) -> "RunDir":
+        """An existing run; a clear error if `path` is missing or not a run."""
+        path = Path(path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"run directory {path} does not exist.")
+        missing = [n for n in (CONFIG, INFO) if not (path / n).exists()]
+        if missing:
+            raise FileNotFoundError(f"{path} is not a run directory (no {', '.join(missing)}).")
+        info = json.loads((path / INFO).read_text())
+        config = apply_settings(read_config(path / CONFIG), info.get("settings", {}))
+        return cls(path, config, info)
+
+    def record(self, mode: str, overrides: dict, settings: dict) -> "RunDir":
+        """Records an invocation (its time, mode and overrides) and the training settings it
+        changed in `run.json`; returns the run with those settings applied."""
+        info = dict(self.info)
+        info["settings"] = {**info.get("settings", {}), **settings}
+        invocation = {"time": _now(), "mode": mode, "overrides": dict(overrides)}
+        info["invocations"] = [*info.get("invocations", []), invocation]
+        write_json(self.path / INFO, info)
+        return RunDir(self.path, apply_settings(self.config, settings), info)
+
+    def settings_from(self, config: Experiment) -> dict:
+        """The run settings `config` changes (training length, cadences), after checking that
+        it changes nothing else of this run: a ValueError names what it would change."""
+        refused = refused_changes(self.config, config)
+        if refused:
+            raise ValueError(
+                f"{self.path} was trained with other values of {', '.join(refused)}; an "
+                "existing run takes only training length, logging and checkpoint cadence, "
+                "sampling and evaluation settings. Start a new run (without --resume or "
+                "--run-dir) to change them."
+            )
+        return training_changes(self.config, config)
+
+    @classmethod
+    def latest(cls, base: str | Path, name: str, *, resumable: bool) -> "RunDir | None":
+        """The newest run of experiment `name` under `base` with a checkpoint that verifies
+        (`resumable`) or with a trained model; folders that are not runs are ignored."""
+        for run in reversed(runs_of(base, name)):
+            if not resumable and run.finished:
+                return run
+            if resumable:
+                try:
+                    run.checkpoint_step()
+                    return run
+                except CheckpointError:
+                    continue
+        return None
+
+    def checkpoint_step(self) -> int:
+        """The step of the newest checkpoint that verifies; a `CheckpointError` saying what was
+        found when there is none."""
+        try:
+            _, meta = verified(self.checkpoint_dir)
+        except CheckpointError as e:
+            raise CheckpointError(
+                f"run {self.path} has no checkpoint to resume ({e}); start a new run without "
+                "--resume."
+            ) from None
+        return int(meta["step"])
+
+
+def runs_of(base: str | Path, name: str) -> list[RunDir]:
+    """The runs of experiment `name` under `base`, oldest first; folders that are not runs
+    (no configuration, unreadable) are ignored."""
+    parent = Path(base) / name
+    found = []
+    for p in sorted(parent.iterdir()) if parent.is_dir() else []:
+        try:
+            found.append(RunDir.open(p))
+        except (OSError, ValueError):
+            continue
+    return sorted(found, key=lambda r: (r.info.get("created", ""), r.path.name))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +179,7 @@ class Run:
     """A finished training run: `.model` is a score usable by every sampler and likelihood."""
 
     path: Path
-    config: ExperimentConfig
+    config: Experiment
     sde: AbstractSDE
     model: ScoreModel
     data_shape: tuple[int, ...]
@@ -38,7 +188,8 @@ class Run:
 
 
 def load_run(run_dir: str | Path) -> Run:
-    """Loads `run_dir` (written by `main.py`): its config, SDE and trained (EMA) model."""
+    """Loads `run_dir` (written by `main.py`, by this version or an earlier one): its
+    configuration, SDE and trained (EMA) model."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory {run_dir} does not exist.")
@@ -46,18 +197,15 @@ def load_run(run_dir: str | Path) -> Run:
     if missing:
         raise FileNotFoundError(
             f"{run_dir} is not a finished run (missing {', '.join(missing)}); finish its "
-            "training with `python main.py --experiment NAME --run-dir DIR --resume`."
+            "training with `python main.py --run-dir DIR --resume`."
         )
-    config = ExperimentConfig.from_dict(json.loads((run_dir / CONFIG).read_text()))
-    info = json.loads((run_dir / INFO).read_text())
-    sde = build_sde(config.sde)
+    run = RunDir.open(run_dir)
+    config, info = run.config, run.info
     shape = tuple(info["data_shape"])
     cond_shape = tuple(info["cond_shape"]) if info.get("cond_shape") else None
-    like = build_model(
-        config.model, sde, shape, info["num_classes"], key=jr.key(0), cond_shape=cond_shape
-    )
+    like = config.build_model(shape, num_classes=info["num_classes"], cond_shape=cond_shape)
     try:
         model = eqx.tree_deserialise_leaves(run_dir / MODEL, like)
     except Exception as e:
         raise ValueError(f"{run_dir / MODEL} is corrupt or does not match its config: {e}") from e
-    return Run(run_dir, config, sde, model, shape, info["num_classes"], cond_shape)
+    return Run(run_dir, config, config.sde, model, shape, info["num_classes"], cond_shape)

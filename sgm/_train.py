@@ -15,19 +15,18 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from jaxtyping import Array, Int, PRNGKeyArray
 from tqdm.auto import tqdm
 
-from ._checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from ._checkpoint import CheckpointError, has_checkpoint, load_checkpoint, save_checkpoint
+from ._io import remove_temporaries
 from ._losses import DSMLoss
+from ._optimizer import Adam
 from ._score import ScoreModel
 from ._sde import AbstractSDE
 
 
-def default_optimizer(
-    lr: float = 2e-4, *, warmup: int = 5000, grad_clip: float = 1.0
-) -> optax.GradientTransformation:
-    """Adam with linear warm-up and global-norm gradient clipping (Song et al. 2021,
-    appendix H: lr 2e-4, 5000 warm-up steps, clip 1)."""
-    schedule = optax.linear_schedule(0.0, lr, max(warmup, 1))
-    return optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(schedule))
+def default_optimizer(lr: float = Adam.lr, **kwargs) -> optax.GradientTransformation:
+    """`sgm.Adam(lr, **kwargs).transform()`: Adam with linear warm-up and global-norm gradient
+    clipping (Song et al. 2021, appendix H: lr 2e-4, 5000 warm-up steps, clip 1)."""
+    return Adam(lr, **kwargs).transform()
 
 
 class TrainState(eqx.Module):
@@ -64,8 +63,8 @@ def ema_warmup(ema_decay: float, step):
 
 @eqx.filter_jit(donate="all-except-first")
 def train_step(batch, state: TrainState, labels, loss: DSMLoss, optimizer, ema_decay: float):
-    """One step: loss and gradients, optax update, EMA update. A non-finite loss leaves the
-    state as it was and counts the event, so the last good state survives. With the batch
+    """One step: loss and gradients, optax update, EMA update. A non-finite loss or update
+    leaves the state as it was and counts the event, so the last good state survives. With the batch
     sharded over the `'data'` axis and the state replicated, jit inserts the gradient
     all-reduce: the pmap pattern, written with shardings."""
     key = jr.fold_in(jr.wrap_key_data(state.key), state.step)
@@ -80,7 +79,9 @@ def train_step(batch, state: TrainState, labels, loss: DSMLoss, optimizer, ema_d
     ema_params = eqx.filter(state.ema, eqx.is_inexact_array)
     decay = ema_warmup(ema_decay, state.step)
     new_ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, ema_params, new_params)
-    ok = jnp.isfinite(value)
+    # A finite loss can still give non-finite parameters (an overflowing update): both count.
+    finite = jax.tree.leaves(jax.tree.map(lambda a: jnp.all(jnp.isfinite(a)), new_params))
+    ok = jnp.isfinite(value) & jnp.all(jnp.stack(finite))
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
     new_state = TrainState(
         model=eqx.combine(keep(new_params, params), static),
@@ -126,6 +127,24 @@ class _Batches:
         return put(self.x), None if self.labels is None else put(self.labels)
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on SIGINT/SIGTERM after saving a checkpoint at `step` (in
+    `checkpoint_dir`, None when there was none)."""
+
+    def __init__(self, message: str, step: int, checkpoint_dir: Path | None):
+        super().__init__(message)
+        self.step, self.checkpoint_dir = step, checkpoint_dir
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss or the parameters became non-finite, or the loss rose far above its running
+    median; `last_good_step` is the newest checkpoint's step (None without one)."""
+
+    def __init__(self, message: str, last_good_step: int | None):
+        super().__init__(message)
+        self.last_good_step = last_good_step
+
+
 class _StopRequest:
     """Turns SIGINT/SIGTERM into a flag checked between steps, so that an interrupted run
     saves the state of a completed step (a signal inside a step would hit donated buffers)."""
@@ -160,11 +179,55 @@ def _as_arrays(data, labels):
     )
 
 
+def _check_options(x, labels, steps, batch_size, ema_decay, log_every, eval_every,
+                   checkpoint_every, keep_checkpoints, divergence_factor):  # fmt: skip
+    def positive(name, value):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+
+    for name, value in (("steps", steps), ("batch_size", batch_size), ("log_every", log_every),
+                        ("checkpoint_every", checkpoint_every),
+                        ("keep_checkpoints", keep_checkpoints)):  # fmt: skip
+        positive(name, value)
+    if eval_every is not None:
+        positive("eval_every", eval_every)
+    if not 0 <= ema_decay < 1:
+        raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay!r}.")
+    if divergence_factor is not None and not divergence_factor > 1:
+        raise ValueError(f"divergence_factor must be > 1 or None, got {divergence_factor!r}.")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(
+            f"data must be floats in model scale, got dtype {x.dtype}: integer images go "
+            "through a scaler first (sgm.AffineScaler()(images / 255), or an sgm.data Dataset's "
+            "`train`)."
+        )
+    if x.ndim < 2 or not np.all(np.isfinite(x)):
+        raise ValueError(f"data must be a finite array (N, *data_shape), got shape {x.shape}.")
+    if labels is not None and len(labels) != len(x):
+        raise ValueError(
+            f"labels must have one entry per example: {len(labels)} labels for {len(x)} examples."
+        )
+
+
+def _diverged(losses: list[float], initial: float | None, factor: float | None) -> bool:
+    """Whether the newest logged loss is more than `factor` times the smaller of the initial
+    model's loss and the median of the earlier readings. The median ignores isolated spikes;
+    the initial loss catches a run that diverges before its first reading (a learning rate
+    far too high without warm-up)."""
+    if factor is None or not losses:
+        return False
+    references = [initial] if initial is not None else []
+    if len(losses) >= 2:
+        references.append(float(np.median(losses[:-1])))
+    reference = min(references, default=0.0)
+    return reference > 0 and not losses[-1] <= factor * reference
+
+
 def train(
     model: ScoreModel,
     sde: AbstractSDE,
     data,
-    optimizer: optax.GradientTransformation | None = None,
+    optimizer: optax.GradientTransformation | Adam | None = None,
     *,
     steps: int,
     key: PRNGKeyArray,
@@ -175,10 +238,13 @@ def train(
     eval_data=None,
     eval_labels=None,
     eval_every: int | None = None,
-    log_every: int = 100,
+    log_every: int = 50,
     checkpoint_dir: str | Path | None = None,
-    checkpoint_every: int = 1000,
+    checkpoint_every: int = 500,
+    keep_checkpoints: int = 2,
     resume: bool = False,
+    divergence_factor: float | None = 100.0,
+    fingerprint: str | None = None,
     progress: bool = True,
     return_history: bool = False,
 ):
@@ -188,8 +254,8 @@ def train(
     **Arguments:**
 
     - `model`: a `ScoreModel` whose `sde` is `sde`.
-    - `data`: an array `(N, *data_shape)` in model scale, or an `sgm.data.Dataset`.
-    - `optimizer`: an optax transformation; default `default_optimizer()` (Adam, warm-up, clip).
+    - `data`: a float array `(N, *data_shape)` in model scale, or an `sgm.data.Dataset`.
+    - `optimizer`: an optax transformation or an `sgm.Adam`; default `sgm.Adam()`.
     - `steps`: the total number of steps (a resumed run continues up to it).
     - `key`: seeds the batches, times, noise and dropout of every step.
     - `batch_size`: global batch, a multiple of the device count, split over all devices.
@@ -197,10 +263,17 @@ def train(
     - `eval_data`, `eval_labels`, `eval_every`: held-out loss of the EMA model on one fixed
       batch every `eval_every` steps.
     - `log_every`: steps between loss readings (the only host synchronisation).
-    - `checkpoint_dir`, `checkpoint_every`, `resume`: atomic checkpoints of the full state every
-      `checkpoint_every` steps, at the end, and on SIGINT/SIGTERM; `resume=True` continues from
-      the one in `checkpoint_dir`.
-    - `return_history`: also return `{"step", "loss", "eval_step", "eval_loss", "steps_per_s"}`.
+    - `checkpoint_dir`, `checkpoint_every`, `keep_checkpoints`, `resume`: checkpoints of the
+      full state (with the loss history so far) every `checkpoint_every` steps, at the end and
+      on SIGINT/SIGTERM, the newest `keep_checkpoints` kept; `resume=True` continues from the
+      newest good one (`TrainingInterrupted` is raised after a stop request's save).
+    - `divergence_factor`: stop with `TrainingDiverged` when a logged loss exceeds this many
+      times the smaller of the untrained model's loss and the median of the earlier readings
+      (`None`: off). Non-finite losses or updates are
+      skipped, and stop the run at the next reading.
+    - `fingerprint`: a hash of the configuration, recorded in checkpoints; resuming checks it.
+    - `return_history`: also return `{"step", "loss", "eval_step", "eval_loss", "steps_per_s"}`,
+      continuous across resumes.
     """
     if not isinstance(model, ScoreModel):
         raise ValueError(f"model must be an sgm.ScoreModel, got {type(model).__name__}.")
@@ -208,26 +281,42 @@ def train(
         raise ValueError(f"model.sde is {model.sde}, but train was given {sde}.")
     x, labels = _as_arrays(data, labels)
     x = np.asarray(x)
-    if x.ndim < 2 or not np.all(np.isfinite(x)):
-        raise ValueError(f"data must be a finite array (N, *data_shape), got shape {x.shape}.")
+    labels = None if labels is None else np.asarray(labels)
+    _check_options(x, labels, steps, batch_size, ema_decay, log_every, eval_every,
+                   checkpoint_every, keep_checkpoints, divergence_factor)  # fmt: skip
     mesh = Mesh(np.asarray(jax.devices()), ("data",))
     if batch_size % mesh.devices.size or batch_size > len(x) * jax.process_count():
         raise ValueError(
             f"batch_size={batch_size} must be a multiple of the {mesh.devices.size} devices and "
             f"at most the {len(x)} examples."
         )
-    optimizer = default_optimizer() if optimizer is None else optimizer
+    if optimizer is None or isinstance(optimizer, Adam):
+        optimizer = (optimizer or Adam()).transform()
     if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jr.wrap_key_data(key)  # a legacy uint32 key from jr.PRNGKey
     state = init_state(model, optimizer, key=key)
     ckpt = None if checkpoint_dir is None else Path(checkpoint_dir)
+    history = {"step": [], "loss": [], "eval_step": [], "eval_loss": [], "steps_per_s": []}
+    pending, initial_loss = [], None
+    if ckpt is not None:
+        remove_temporaries(ckpt)
     if ckpt is not None and has_checkpoint(ckpt):
         if not resume:
             raise ValueError(
                 f"{ckpt} already holds a checkpoint; pass resume=True to continue it, or use "
                 "another directory."
             )
-        state, _ = load_checkpoint(ckpt, like=state)
+        state, meta = load_checkpoint(ckpt, like=state)
+        if fingerprint and meta.get("fingerprint") not in (None, fingerprint):
+            raise CheckpointError(
+                f"the checkpoint in {ckpt} was written by another configuration (fingerprint "
+                f"{meta['fingerprint']}, now {fingerprint}); resume with the run's own settings."
+            )
+        history = {k: list(v) for k, v in meta.get("history", history).items()}
+        pending = [np.float32(v) for v in meta.get("pending_losses", [])]
+        initial_loss = meta.get("initial_loss")
+    elif resume and ckpt is not None:
+        raise CheckpointError(f"resume=True, but {ckpt} holds no checkpoint to resume.")
     # Own copies: the step donates its input buffers, which must not be the caller's arrays.
     arrays, static = eqx.partition(state, eqx.is_array)
     arrays = jax.device_put(jax.tree.map(jnp.copy, arrays), NamedSharding(mesh, P()))
@@ -238,13 +327,28 @@ def train(
     if evaluate:
         eval_x = jnp.asarray(np.asarray(eval_data)[:batch_size])
         eval_y = None if eval_labels is None else jnp.asarray(np.asarray(eval_labels)[:batch_size])
-    history = {"step": [], "loss": [], "eval_step": [], "eval_loss": [], "steps_per_s": []}
     start = int(state.step)
-    pending, tick, last_good = [], time.perf_counter(), start
+    tick = time.perf_counter()
+    last_good = start if ckpt is not None and has_checkpoint(ckpt) else None
 
-    def checkpoint(meta_step):
-        if ckpt is not None:
-            save_checkpoint(ckpt, state, {"step": meta_step})
+    def checkpoint(step):
+        nonlocal last_good
+        if ckpt is None:
+            return
+        meta = {
+            "step": step,
+            "history": history,
+            "fingerprint": fingerprint,
+            "initial_loss": initial_loss,
+            "pending_losses": [float(v) for v in pending],
+        }
+        save_checkpoint(ckpt, state, meta, keep=keep_checkpoints)
+        last_good = step
+
+    def diverged(message):
+        where = (f"; the last good checkpoint (step {last_good}) is kept in {ckpt}"
+                 if last_good is not None else "; no checkpoint was saved")  # fmt: skip
+        return TrainingDiverged(message + where, last_good)
 
     with (
         _StopRequest() as stop,
@@ -253,23 +357,26 @@ def train(
         for s in range(start, steps):
             if stop.requested:
                 checkpoint(s)
-                raise KeyboardInterrupt(
+                raise TrainingInterrupted(
                     f"training interrupted at step {s}"
-                    + (f"; checkpoint saved in {ckpt}, continue with resume=True" if ckpt else "")
+                    + (f"; checkpoint saved in {ckpt}, continue with resume=True" if ckpt else ""),
+                    s,
+                    ckpt,
                 )
             batch, batch_labels = batches(s)
             state, value = train_step(batch, state, batch_labels, loss, optimizer, ema_decay)
             pending.append(value)
+            if s == 0:  # the untrained model's loss: the scale divergence is judged against
+                initial_loss = float(value)
             done = s + 1
             if done % log_every == 0 or done == steps:
-                values = np.asarray(jnp.stack(pending))
+                values = np.asarray(jnp.stack(pending), np.float64)
                 pending = []
                 if int(state.nonfinite) > 0:
-                    where = f"; the last good checkpoint (step {last_good}) is kept in {ckpt}"
-                    raise FloatingPointError(
-                        f"the loss became non-finite by step {done} ({int(state.nonfinite)} "
-                        "steps skipped); lower the learning rate or check the data"
-                        + (where if ckpt else "")
+                    raise diverged(
+                        f"the loss or the parameters became non-finite by step {done} "
+                        f"({int(state.nonfinite)} steps skipped); lower the learning rate or "
+                        "check the data"
                     )
                 now = time.perf_counter()
                 history["step"].append(done)
@@ -277,6 +384,12 @@ def train(
                 history["steps_per_s"].append(len(values) / (now - tick))
                 tick = now
                 bar.set_postfix(loss=f"{values.mean():.4f}")
+                if _diverged(history["loss"], initial_loss, divergence_factor):
+                    raise diverged(
+                        f"the loss diverged: {history['loss'][-1]:.4g} at step {done}, more than "
+                        f"{divergence_factor:g} times the initial loss {initial_loss:.4g} or the "
+                        "median of the earlier readings; lower the learning rate"
+                    )
             if evaluate and (done % eval_every == 0 or done == steps):
                 ev = eval_loss(state.ema, eval_x, eval_y, loss, jr.key(0))
                 history["eval_step"].append(done)
@@ -284,7 +397,6 @@ def train(
             if ckpt is not None and (done % checkpoint_every == 0 or done == steps):
                 if int(state.nonfinite) == 0:
                     checkpoint(done)
-                    last_good = done
             bar.update(1)
     result = state.ema if ema_decay > 0 else state.model
     return (result, history) if return_history else result

@@ -99,19 +99,29 @@ def test_bad_arguments_are_clear_errors(args, message, tmp_path, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_missing_or_corrupt_data_dir_leaves_no_run(tmp_path):
+def test_missing_corrupt_or_unprepared_data_is_a_clear_error_and_leaves_no_run(
+    tmp_path, capsys, monkeypatch
+):
     out = tmp_path / "runs"
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(SystemExit):
         cli.main(
             ["--experiment", "mnist_ve", "--data-dir", str(tmp_path / "no"), "--out", str(out)]
         )
+    assert "does not exist" in capsys.readouterr().err
     bad = tmp_path / "bad"
     bad.mkdir()
     for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                  "t10k-labels-idx1-ubyte"):  # fmt: skip
         (bad / stem).write_bytes(b"\x00\x00\x08\x03" + bytes(7))
-    with pytest.raises(ValueError, match="truncated or corrupt"):
+    with pytest.raises(SystemExit):
         cli.main(["--experiment", "mnist_ve", "--data-dir", str(bad), "--out", str(out)])
+    assert "truncated or corrupt" in capsys.readouterr().err
+    # no --data-dir and no prepared tfds data: say how to get it
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+    with pytest.raises(SystemExit):
+        cli.main(["--experiment", "mnist_vp", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert "is not prepared" in err and "--data-dir" in err and "download_and_prepare" in err
     assert not out.exists()
 
 
@@ -163,20 +173,6 @@ def test_colorize_mode_needs_rgb_data(tmp_path):
     assert cli.main([*args, "--mode", "train"]) == 0
     with pytest.raises(SystemExit, match="needs RGB images"):
         cli.main([*args, "--mode", "colorize", "--run-dir", str(run_dir_of(tmp_path, "digits_vp"))])
-
-
-def test_resumed_history_keeps_the_earlier_records():
-    # Records after the last checkpoint (step 150 here) were logged by the interrupted run and
-    # are logged again by the resumed one: they appear once, the resumed run's value.
-    before = {"step": [50, 100, 150], "loss": [1.0, 2.0, 3.0], "eval_step": [100, 200],
-              "eval_loss": [5.0, 6.0]}  # fmt: skip
-    after = {"step": [150, 200], "loss": [30.0, 40.0], "eval_step": [200], "eval_loss": [60.0]}
-    assert cli.merge_history(before, after) == {
-        "step": [50, 100, 150, 200],
-        "loss": [1.0, 2.0, 30.0, 40.0],
-        "eval_step": [100, 200],
-        "eval_loss": [5.0, 60.0],
-    }
 
 
 def test_parameter_conditioned_experiment(tmp_path):

@@ -13,7 +13,7 @@ def load_tfds(name: str, split: str, *, data_dir=None) -> list[dict]:
 
     try:
         source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
-    except (NotImplementedError, FileNotFoundError, AssertionError, ValueError) as e:
+    except (NotImplementedError, FileNotFoundError, AssertionError, ValueError, KeyError) as e:
         raise RuntimeError(
             f"tfds dataset {name!r} is not prepared{f' in {data_dir}' if data_dir else ''}. "
             f"Prepare it once (needs TensorFlow and internet): pip install 'sgm[prepare]' then "

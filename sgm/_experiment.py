@@ -1,0 +1,290 @@
+"""An experiment: a small description made of sgm's own objects and their constructor
+arguments. The SDE, loss, optimizer and samplers are instances; the network, which needs the
+data's shape and a key, is a class with its arguments (`Net`); the data a name with options
+(`Data`). There is no second copy of any default: what is not given comes from the classes
+(and, for `Train`, from `sgm.train`'s own signature)."""
+
+import dataclasses
+import inspect
+from dataclasses import dataclass, field
+from typing import Literal
+
+import jax.random as jr
+
+from . import data as _data
+from ._fast_samplers import DPMSolver, HeunSampler, UniPC
+from ._losses import DSMLoss
+from ._optimizer import Adam
+from ._samplers import AbstractSampler, EulerMaruyama, PredictorCorrector, ProbabilityFlowODE
+from ._score import ScoreModel
+from ._sde import AbstractSDE
+from ._serial import AbstractSpec, registered, signature_hints
+from ._train import train as _train_fn
+
+# Short names of the samplers main.py offers (`--sample.samplers em,pc,dpm`); an experiment
+# may also name its own instances.
+SAMPLERS: dict[str, type[AbstractSampler]] = {
+    "em": EulerMaruyama,
+    "pc": PredictorCorrector,
+    "ode": ProbabilityFlowODE,
+    "dpm": DPMSolver,
+    "heun": HeunSampler,
+    "unipc": UniPC,
+}
+
+_DATA_OPTIONS = {
+    "flowers": {"resolution": int},
+    "ou": {"length": int, "n_series": int, "theta": float, "sigma": float, "dt": float},
+    "ou_theta": {"length": int, "n_series": int, "dt": float},
+}
+
+
+def _positive_int(name: str, value, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+
+
+class Data(AbstractSpec):
+    """Where the data come from: a dataset name of `sgm.data.load`, the number of training and
+    test examples kept (`None`: all), optional low-resolution maps to condition on, and the
+    loader's options (`length` for "ou", `resolution` for "flowers", ...)."""
+
+    def __init__(self, name: str, *, n_train=None, n_test=None, lowres_factor=None, **options):
+        if name not in _data.NAMES:
+            raise ValueError(f"unknown dataset {name!r}; one of {', '.join(_data.NAMES)}.")
+        allowed = _DATA_OPTIONS.get(name, {})
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise ValueError(
+                f"dataset {name!r} takes no option {unknown}; its options: {sorted(allowed)}."
+            )
+        _positive_int("data.n_train", n_train, allow_none=True)
+        _positive_int("data.n_test", n_test, allow_none=True)
+        if lowres_factor is not None and (not isinstance(lowres_factor, int) or lowres_factor < 2):
+            raise ValueError(
+                f"data.lowres_factor must be an int >= 2 or None, got {lowres_factor!r}."
+            )
+        self.name, self.n_train, self.n_test = name, n_train, n_test
+        self.lowres_factor, self.options = lowres_factor, dict(options)
+
+    def config_fields(self) -> dict:
+        return {"name": self.name, "n_train": self.n_train, "n_test": self.n_test,
+                "lowres_factor": self.lowres_factor, **self.options}  # fmt: skip
+
+    def config_hints(self) -> dict:
+        return {"name": str, "n_train": int | None, "n_test": int | None,
+                "lowres_factor": int | None, **_DATA_OPTIONS.get(self.name, {})}  # fmt: skip
+
+    def load(self, data_dir=None, *, key) -> "_data.Dataset":
+        ds = _data.load(self.name, data_dir=data_dir, key=key, **self.options)
+        if self.lowres_factor:
+            ds = _data.with_lowres_condition(ds, self.lowres_factor)
+        return ds.subset(n_train=self.n_train, n_test=self.n_test)
+
+
+# What the data decide when a network is built, never part of its configuration.
+_DATA_DECIDED = ("data_shape", "key", "num_classes", "cond_dim", "cond_channels")
+
+
+class Net(AbstractSpec):
+    """A network class and its constructor arguments, apart from what the data decide (shape,
+    key, conditioning sizes). `conditional=True` conditions it on what the dataset carries:
+    parameter vectors or maps when it has them, else class labels (with label dropout)."""
+
+    def __init__(self, cls, *, conditional: bool = False, **kwargs):
+        cls = registered(cls) if isinstance(cls, str) else cls
+        registered(cls.__name__)
+        params = self._parameters(cls)
+        unknown = sorted(set(kwargs) - set(params))
+        if unknown:
+            raise ValueError(
+                f"{cls.__name__} has no argument {unknown}; its arguments: {sorted(params)}."
+            )
+        self.cls, self.conditional, self.kwargs = cls, bool(conditional), dict(kwargs)
+
+    @staticmethod
+    def _parameters(cls) -> dict[str, inspect.Parameter]:
+        ps = inspect.signature(cls.__init__).parameters
+        return {n: p for n, p in ps.items() if n != "self" and n not in _DATA_DECIDED
+                and p.kind is not inspect.Parameter.VAR_KEYWORD}  # fmt: skip
+
+    def resolved(self) -> dict:
+        """Every constructor argument: the class's defaults updated with those given."""
+        defaults = {n: p.default for n, p in self._parameters(self.cls).items()}
+        return {**defaults, **self.kwargs}
+
+    def config_fields(self) -> dict:
+        return {"cls": self.cls, "conditional": self.conditional, **self.resolved()}
+
+    def config_hints(self) -> dict:
+        hints = signature_hints(self.cls.__init__)
+        return {"conditional": bool, **{n: hints.get(n) for n in self._parameters(self.cls)}}
+
+    def conditioning(self, num_classes, cond_shape) -> dict:
+        """The network keywords for data with `num_classes` labels or conditioning inputs of
+        shape `cond_shape` (those win)."""
+        if not self.conditional:
+            return {}
+        params = inspect.signature(self.cls.__init__).parameters
+        if cond_shape is not None:
+            name = "cond_dim" if len(cond_shape) == 1 else "cond_channels"
+            if name not in params:
+                what = "parameter vectors" if len(cond_shape) == 1 else f"maps {cond_shape}"
+                raise ValueError(f"{self.cls.__name__} cannot condition on {what}; use UNet.")
+            return {name: cond_shape[0]}
+        if num_classes is None:
+            raise ValueError("model.conditional needs data with labels, parameters or maps; this "
+                             "dataset has none.")  # fmt: skip
+        return {"num_classes": num_classes}
+
+    def build(self, sde: AbstractSDE, data_shape, *, key, num_classes=None, cond_shape=None):
+        """The `ScoreModel` of this network for data of `data_shape`."""
+        cond = self.conditioning(num_classes, cond_shape)
+        return ScoreModel(self.cls(tuple(data_shape), key=key, **self.resolved(), **cond), sde)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
+        cond = ", conditional=True" if self.conditional else ""
+        return f"Net({self.cls.__name__}{cond}{', ' if args else ''}{args})"
+
+
+_TRAIN = inspect.signature(_train_fn).parameters
+
+
+@dataclass(frozen=True)
+class Train:
+    """The training run: `steps`, the global `batch_size`, the EMA decay, label dropout for
+    class-conditional models (classifier-free guidance), the cadences of logging, held-out
+    evaluation and checkpoints, how many checkpoints to keep, and the seed. Unset values are
+    `sgm.train`'s defaults."""
+
+    steps: int
+    batch_size: int = _TRAIN["batch_size"].default
+    ema_decay: float = _TRAIN["ema_decay"].default
+    label_dropout: float = 0.1
+    log_every: int = _TRAIN["log_every"].default
+    eval_every: int | None = 500  # held-out loss (None: off; sgm.train's default is off)
+    checkpoint_every: int = _TRAIN["checkpoint_every"].default
+    keep_checkpoints: int = _TRAIN["keep_checkpoints"].default
+    divergence_factor: float | None = _TRAIN["divergence_factor"].default
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
+            _positive_int(f"train.{name}", getattr(self, name))
+        _positive_int("train.eval_every", self.eval_every, allow_none=True)
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"train.ema_decay must be in [0, 1), got {self.ema_decay!r}.")
+        if not 0 <= self.label_dropout < 1:
+            raise ValueError(f"train.label_dropout must be in [0, 1), got {self.label_dropout!r}.")
+        if self.divergence_factor is not None and not self.divergence_factor > 1:
+            raise ValueError(
+                f"train.divergence_factor must be > 1 or None, got {self.divergence_factor!r}."
+            )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"train.seed must be a non-negative int, got {self.seed!r}.")
+
+
+def _default_samplers():
+    return {name: SAMPLERS[name]() for name in ("em", "pc", "ode")}
+
+
+@dataclass(frozen=True)
+class Sample:
+    """What the sampling phases draw: `samplers` by name (each an sgm sampler), `n_samples`;
+    `controlled`, the sampler of inpainting, colorization and the class grids; and the
+    settings of guidance and of the time-dependent classifier of `--mode guided`."""
+
+    samplers: dict = field(default_factory=_default_samplers)
+    n_samples: int = 64
+    controlled: AbstractSampler = EulerMaruyama(steps=200)
+    inpaint_particles: int = 8
+    inpaint_method: Literal["smc", "replace"] = "smc"
+    guidance_scale: float = 1.0  # classifier-free guidance for --mode classes
+    classifier_scale: float = 3.0  # classifier guidance for --mode guided
+    classifier_steps: int = 2000
+    classifier_batch_size: int = 128
+    classifier_lr: float = 2e-3
+    classifier_width: int = 32
+
+    def __post_init__(self):
+        if not self.samplers:
+            raise ValueError("sample.samplers must name at least one sampler.")
+        for name, s in self.samplers.items():
+            if not isinstance(s, AbstractSampler):
+                raise ValueError(f"sample.samplers[{name!r}] must be an sgm sampler, got {s!r}.")
+        if not isinstance(self.controlled, AbstractSampler):
+            raise ValueError(f"sample.controlled must be an sgm sampler, got {self.controlled!r}.")
+        for name in ("n_samples", "inpaint_particles", "classifier_steps",
+                     "classifier_batch_size", "classifier_width"):  # fmt: skip
+            _positive_int(f"sample.{name}", getattr(self, name))
+        if self.inpaint_method not in ("smc", "replace"):
+            raise ValueError(f"sample.inpaint_method must be smc or replace, got "
+                             f"{self.inpaint_method!r}.")  # fmt: skip
+        if not self.classifier_lr > 0:
+            raise ValueError(f"sample.classifier_lr must be positive, got {self.classifier_lr}.")
+        if self.guidance_scale < 0 or self.classifier_scale < 0:
+            raise ValueError("sample.guidance_scale and classifier_scale must be >= 0.")
+
+
+@dataclass(frozen=True)
+class Eval:
+    """The likelihood phase: the first `n_images` test examples, the exact trace or Hutchinson's
+    estimate with `n_probes` probes, `n_dequant` dequantization draws, `batch_size` examples
+    solved together."""
+
+    n_images: int = 64
+    exact: bool = False
+    n_probes: int = 1
+    n_dequant: int = 1
+    batch_size: int = 32
+
+    def __post_init__(self):
+        for name in ("n_images", "n_probes", "n_dequant", "batch_size"):
+            _positive_int(f"eval.{name}", getattr(self, name))
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One experiment: data, SDE, network, loss, optimizer, training, sampling, evaluation.
+
+    `python main.py --experiment NAME` runs one; `sgm.load_run(dir).config` is the one a run
+    was trained with. Written to `config.json` generically (`sgm.to_json`)."""
+
+    name: str
+    data: Data
+    sde: AbstractSDE
+    net: Net
+    train: Train
+    loss: DSMLoss = DSMLoss()
+    optimizer: Adam = Adam()
+    sample: Sample = field(default_factory=Sample)
+    eval: Eval = field(default_factory=Eval)
+    description: str = ""
+    budget: str = ""  # the measured budget behind its defaults
+
+    def __post_init__(self):
+        expected = {"data": Data, "sde": AbstractSDE, "net": Net, "train": Train,
+                    "loss": DSMLoss, "optimizer": Adam, "sample": Sample, "eval": Eval}  # fmt: skip
+        for name, kind in expected.items():
+            if not isinstance(getattr(self, name), kind):
+                raise ValueError(f"Experiment.{name} must be a {kind.__name__}, got "
+                                 f"{type(getattr(self, name)).__name__}.")  # fmt: skip
+        if self.loss.label_dropout or self.loss.null_label is not None:
+            raise ValueError("set label dropout with Train(label_dropout=...); the null label "
+                             "is the data's number of classes.")  # fmt: skip
+
+    def build_model(self, data_shape, *, num_classes=None, cond_shape=None) -> ScoreModel:
+        """The untrained model, initialised from `train.seed`."""
+        key = jr.split(jr.key(self.train.seed))[0]
+        return self.net.build(self.sde, data_shape, key=key, num_classes=num_classes,
+                              cond_shape=cond_shape)  # fmt: skip
+
+    def build_loss(self, num_classes=None, cond_shape=None) -> DSMLoss:
+        """The loss; label dropout applies to class-conditional models only."""
+        if self.net.conditional and num_classes is not None and cond_shape is None:
+            return dataclasses.replace(self.loss, label_dropout=self.train.label_dropout,
+                                       null_label=num_classes)  # fmt: skip
+        return self.loss

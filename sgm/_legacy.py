@@ -1,0 +1,118 @@
+"""Reading the `config.json` of runs written before configurations were the library's objects
+(flat sections `data`, `sde`, `model`, `train`, `sample`, `eval` with `kind` switches)."""
+
+from ._experiment import SAMPLERS, Data, Eval, Experiment, Net, Sample, Train
+from ._losses import DSMLoss
+from ._optimizer import Adam
+from ._samplers import EulerMaruyama, PredictorCorrector
+from ._sde import VESDE, VPSDE, SubVPSDE
+from ._serial import registered
+
+# What the earlier `build_model` passed to each network (the rest were the class defaults).
+_NET_ARGS = {
+    "unet": (
+        "UNet",
+        (
+            "channels",
+            "channel_mults",
+            "num_res_blocks",
+            "attention_levels",
+            "num_groups",
+            "dropout",
+        ),
+    ),  # fmt: skip
+    "mlp": ("MLP", ("width", "depth")),
+    "dit": ("DiT", ("patch_size", "hidden", "depth", "dropout")),
+}
+
+
+def from_legacy(d: dict) -> Experiment:
+    """The `Experiment` an earlier `config.json` describes; a ValueError says what could not be
+    read."""
+    try:
+        data, sde, model, train = d["data"], d["sde"], d["model"], d["train"]
+        sample, ev = d.get("sample", {}), d.get("eval", {})
+        options = {}
+        if data["name"] == "flowers":
+            options["resolution"] = data["resolution"]
+        if data["name"] in ("ou", "ou_theta"):
+            options["length"] = data["series_length"]
+        if sde["kind"] == "ve":
+            sde_obj = VESDE(sigma_min=sde["sigma_min"], sigma_max=sde["sigma_max"])
+        else:
+            family = VPSDE if sde["kind"] == "vp" else SubVPSDE
+            sde_obj = family(beta_min=sde["beta_min"], beta_max=sde["beta_max"],
+                             schedule=sde.get("schedule", "linear"))  # fmt: skip
+        cls, names = _NET_ARGS[model["kind"]]
+        kwargs = {n: tuple(model[n]) if isinstance(model[n], list) else model[n] for n in names}
+        steps, snr = sample.get("steps", 1000), sample.get("snr", 0.16)
+        samplers = {}
+        for name in sample.get("samplers", ("em", "pc", "ode")):
+            if name == "em":
+                samplers[name] = EulerMaruyama(steps=steps)
+            elif name == "pc":
+                samplers[name] = PredictorCorrector(steps=steps, snr=snr)
+            else:  # the earlier fixed choices of the fast solvers
+                fixed = {"dpm": {"steps": 20}, "heun": {"steps": 18}, "unipc": {"steps": 20}}
+                samplers[name] = SAMPLERS[name](**fixed.get(name, {}))
+        return Experiment(
+            name=d["name"],
+            description=d.get("description", ""),
+            budget=d.get("budget", ""),
+            data=Data(
+                data["name"],
+                n_train=data.get("n_train"),
+                n_test=data.get("n_test"),
+                lowres_factor=data.get("lowres_factor"),
+                **options,
+            ),  # fmt: skip
+            sde=sde_obj,
+            net=Net(registered(cls), conditional=model.get("conditional", False), **kwargs),
+            loss=DSMLoss(
+                weighting=train.get("weighting", "sigma2"),
+                importance_sampling=train.get("importance_sampling", False),
+            ),  # fmt: skip
+            optimizer=Adam(lr=train["lr"], warmup=train["warmup"], grad_clip=train["grad_clip"]),
+            train=Train(
+                steps=train["steps"],
+                batch_size=train["batch_size"],
+                ema_decay=train["ema_decay"],
+                label_dropout=train.get("label_dropout", 0.1),
+                log_every=train["log_every"],
+                eval_every=train["eval_every"],
+                checkpoint_every=train["checkpoint_every"],
+                seed=train["seed"],
+            ),
+            sample=Sample(
+                samplers=samplers,
+                n_samples=sample.get("n_samples", 64),
+                controlled=EulerMaruyama(steps=sample.get("inpaint_steps", 200)),
+                **{
+                    k: sample[k]
+                    for k in (
+                        "inpaint_particles",
+                        "inpaint_method",
+                        "guidance_scale",
+                        "classifier_scale",
+                        "classifier_steps",
+                        "classifier_batch_size",
+                        "classifier_lr",
+                        "classifier_width",
+                    )
+                    if k in sample
+                },  # fmt: skip
+            ),
+            eval=Eval(
+                **{
+                    k: ev[k]
+                    for k in ("n_images", "exact", "n_probes", "n_dequant", "batch_size")
+                    if k in ev
+                }
+            ),  # fmt: skip
+        )
+    except (KeyError, TypeError) as e:
+        raise ValueError(
+            f"a configuration of an earlier version that cannot be read (missing or bad {e}); "
+            "its model can still be loaded with eqx.tree_deserialise_leaves and the network it "
+            "names."
+        ) from e

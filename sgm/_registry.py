@@ -1,0 +1,21 @@
+"""The classes a configuration may hold, by name. A new SDE, network or sampler becomes
+configurable (and readable back from `config.json`) with one line here."""
+
+import diffrax
+
+from . import nets
+from ._experiment import Data, Eval, Experiment, Net, Sample, Train
+from ._fast_samplers import DPMSolver, HeunSampler, ReverseSDESolver, UniPC
+from ._losses import DSMLoss
+from ._optimizer import Adam
+from ._samplers import EulerMaruyama, PredictorCorrector, ProbabilityFlowODE
+from ._sde import VESDE, VPSDE, SubVPSDE
+from ._serial import register as register
+
+register(VPSDE, SubVPSDE, VESDE)
+register(nets.MLP, nets.UNet, nets.DiT)
+register(EulerMaruyama, PredictorCorrector, ProbabilityFlowODE, DPMSolver, UniPC, HeunSampler,
+         ReverseSDESolver)  # fmt: skip
+register(diffrax.Euler, diffrax.Heun, diffrax.Midpoint, diffrax.Ralston, diffrax.Bosh3,
+         diffrax.Tsit5, diffrax.Dopri5, diffrax.Dopri8, diffrax.SRA1, diffrax.ShARK)  # fmt: skip
+register(DSMLoss, Adam, Data, Net, Train, Sample, Eval, Experiment)
