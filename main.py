@@ -17,7 +17,7 @@ import jax.random as jr
 
 import sgm
 from experiments import EXPERIMENTS
-from sgm import phases
+from sgm import distributed, phases
 
 AFTER_TRAINING = {
     "sample": phases.sample,
@@ -47,7 +47,13 @@ def parse_args(argv):
     p.add_argument(
         "--distributed",
         action="store_true",
-        help="call jax.distributed.initialize() first (multi-host: run once per host)",
+        help="join a multi-process job first (run once per process; see the README)",
+    )
+    p.add_argument(
+        "--distributed-timeout",
+        type=int,
+        default=300,
+        help="seconds to wait for every process of the job to arrive (default 300)",
     )
     args, rest = p.parse_known_args(argv)
     overrides = {}
@@ -115,7 +121,10 @@ def main(argv=None) -> int:
             print(f"{name:20s} {exp.description}\n{'':20s} budget: {exp.budget}")
         return 0
     if args.distributed:
-        jax.distributed.initialize()
+        try:
+            distributed.initialize(timeout=args.distributed_timeout)
+        except (ValueError, RuntimeError) as e:
+            parser.error(str(e))
     try:
         cfg, run, settings = configure(args, overrides)
         if cfg.train.batch_size % jax.device_count():
@@ -127,11 +136,14 @@ def main(argv=None) -> int:
         ds = cfg.data.load(args.data_dir, key=jr.key(cfg.train.seed + 1))
     except (OSError, RuntimeError, ValueError) as e:  # missing, corrupt or unprepared data
         parser.error(f"cannot load the data of {cfg.name}: {e}")
-    if run is None:
+    if run is None and distributed.is_main():  # process 0 creates the run, and names it
         info = phases.data_info(ds)
         run = (sgm.RunDir.create_at(args.run_dir, cfg, info) if args.run_dir
                else sgm.RunDir.create(args.out, cfg, info))  # fmt: skip
-    elif list(ds.data_shape) != run.info["data_shape"]:
+    path = distributed.broadcast_text(str(run.path) if distributed.is_main() else "")
+    if run is None or str(run.path) != path:
+        run = sgm.RunDir.open(path)
+    if list(ds.data_shape) != run.info["data_shape"]:
         parser.error(f"{run.path} was trained on data of shape {run.info['data_shape']}; "
                      f"these data have {list(ds.data_shape)}.")  # fmt: skip
     elif settings and args.mode not in ("train", "all"):
@@ -155,7 +167,9 @@ def main(argv=None) -> int:
             return 1
         earlier = metrics.get("train_seconds", 0.0) if args.resume else 0.0
         metrics["train_seconds"] = earlier + time.perf_counter() - start
-        sgm.plot.save_marginals(cfg.sde, run.path / "marginals.png")
+        if distributed.is_main():
+            sgm.plot.save_marginals(cfg.sde, run.path / "marginals.png")
+    distributed.barrier("trained")  # model.eqx is written
     trained = sgm.load_run(run.path)
     modes = ("sample", "likelihood") if args.mode == "all" else (args.mode,)
     try:
@@ -163,8 +177,9 @@ def main(argv=None) -> int:
             AFTER_TRAINING[mode](cfg, ds, trained, metrics)
     except phases.PhaseError as e:
         raise SystemExit(str(e)) from None
-    sgm.write_json(metrics_path, metrics)
-    print(f"metrics written to {metrics_path}")
+    if distributed.is_main():
+        sgm.write_json(metrics_path, metrics)
+        print(f"metrics written to {metrics_path}")
     return 0
 
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import equinox as eqx
+import jax
 
 from ._checkpoint import CheckpointError, verified
 from ._experiment import Experiment
@@ -23,6 +24,7 @@ from ._overrides import apply_settings, refused_changes, training_changes
 from ._score import ScoreModel
 from ._sde import AbstractSDE
 from ._serial import from_json, to_json
+from .distributed import is_main
 
 CONFIG, INFO, MODEL, METRICS = "config.json", "run.json", "model.eqx", "metrics.json"
 HISTORY, CHECKPOINTS = "history.json", "checkpoint"
@@ -115,9 +117,11 @@ class RunDir:
         changed in `run.json`; returns the run with those settings applied."""
         info = dict(self.info)
         info["settings"] = {**info.get("settings", {}), **settings}
-        invocation = {"time": _now(), "mode": mode, "overrides": dict(overrides)}
+        invocation = {"time": _now(), "mode": mode, "overrides": dict(overrides),
+                      "processes": jax.process_count()}  # fmt: skip
         info["invocations"] = [*info.get("invocations", []), invocation]
-        write_json(self.path / INFO, info)
+        if is_main():  # process 0 alone writes files
+            write_json(self.path / INFO, info)
         return RunDir(self.path, apply_settings(self.config, settings), info)
 
     def settings_from(self, config: Experiment) -> dict:

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import equinox as eqx
 import jax
+import jax.experimental.multihost_utils
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-from jaxtyping import Array, Int, PRNGKeyArray
+from jaxtyping import PRNGKeyArray
 from tqdm.auto import tqdm
 
 from ._checkpoint import CheckpointError, has_checkpoint, load_checkpoint, save_checkpoint
@@ -21,6 +22,8 @@ from ._losses import DSMLoss
 from ._optimizer import Adam
 from ._score import ScoreModel
 from ._sde import AbstractSDE
+from ._train_step import TrainState as TrainState, eval_loss, init_state, train_step
+from .distributed import allgather, any_process, global_mesh, is_main, to_local
 
 
 def default_optimizer(lr: float = Adam.lr, **kwargs) -> optax.GradientTransformation:
@@ -29,91 +32,22 @@ def default_optimizer(lr: float = Adam.lr, **kwargs) -> optax.GradientTransforma
     return Adam(lr, **kwargs).transform()
 
 
-class TrainState(eqx.Module):
-    """Everything a checkpoint holds: the model, its EMA, the optimizer state, the step and
-    the raw key data, so that a resumed run continues exactly."""
-
-    model: ScoreModel
-    ema: ScoreModel
-    opt_state: optax.OptState
-    step: Int[Array, ""]
-    key: Array
-    nonfinite: Int[Array, ""]
-
-
-def init_state(model: ScoreModel, optimizer, *, key: PRNGKeyArray) -> TrainState:
-    params = eqx.filter(model, eqx.is_inexact_array)
-    return TrainState(
-        model=model,
-        ema=jax.tree.map(lambda a: jnp.copy(a) if eqx.is_array(a) else a, model),
-        opt_state=optimizer.init(params),
-        step=jnp.zeros((), jnp.int32),
-        key=jr.key_data(key),
-        nonfinite=jnp.zeros((), jnp.int32),
-    )
-
-
-def ema_warmup(ema_decay: float, step):
-    """The EMA decay used at `step`: `min(ema_decay, (1 + step) / (10 + step))`, the warm-up
-    of TensorFlow's `ExponentialMovingAverage(num_updates=step)`. Without it the average of a
-    short run keeps `ema_decay**steps` of the random initial weights (22% after 1500 steps at
-    0.999)."""
-    return jnp.minimum(ema_decay, (1.0 + step) / (10.0 + step))
-
-
-@eqx.filter_jit(donate="all-except-first")
-def train_step(batch, state: TrainState, labels, loss: DSMLoss, optimizer, ema_decay: float):
-    """One step: loss and gradients, optax update, EMA update. A non-finite loss or update
-    leaves the state as it was and counts the event, so the last good state survives. With the batch
-    sharded over the `'data'` axis and the state replicated, jit inserts the gradient
-    all-reduce: the pmap pattern, written with shardings."""
-    key = jr.fold_in(jr.wrap_key_data(state.key), state.step)
-    params, static = eqx.partition(state.model, eqx.is_inexact_array)
-
-    def objective(params):
-        return loss.batch_loss(eqx.combine(params, static), batch, key=key, y=labels)
-
-    value, grads = jax.value_and_grad(objective)(params)
-    updates, opt_state = optimizer.update(grads, state.opt_state, params)
-    new_params = eqx.apply_updates(params, updates)
-    ema_params = eqx.filter(state.ema, eqx.is_inexact_array)
-    decay = ema_warmup(ema_decay, state.step)
-    new_ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, ema_params, new_params)
-    # A finite loss can still give non-finite parameters (an overflowing update): both count.
-    finite = jax.tree.leaves(jax.tree.map(lambda a: jnp.all(jnp.isfinite(a)), new_params))
-    ok = jnp.isfinite(value) & jnp.all(jnp.stack(finite))
-    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
-    new_state = TrainState(
-        model=eqx.combine(keep(new_params, params), static),
-        ema=eqx.combine(keep(new_ema, ema_params), static),
-        opt_state=keep(opt_state, state.opt_state),
-        step=state.step + 1,
-        key=state.key,
-        nonfinite=state.nonfinite + jnp.where(ok, 0, 1),
-    )
-    return new_state, value
-
-
-@eqx.filter_jit
-def eval_loss(model: ScoreModel, batch, labels, loss: DSMLoss, key) -> Array:
-    """Held-out loss with a fixed key, so that values are comparable over training."""
-    return loss.batch_loss(model, batch, key=key, y=labels)
-
-
 class _Batches:
     """Deterministic batches: epoch `e` is the permutation `default_rng([seed, e])` of this
     process's examples, so the batch at any step is known from the step alone (exact resume).
     Each batch becomes one global array sharded over the `'data'` mesh axis."""
 
-    def __init__(self, x, labels, batch_size: int, seed: list[int], mesh: Mesh):
-        n_proc, rank = jax.process_count(), jax.process_index()
+    def __init__(self, x, labels, batch_size, seed, mesh: Mesh, *, rank=None, n_proc=None):
+        rank = jax.process_index() if rank is None else rank
+        n_proc = jax.process_count() if n_proc is None else n_proc
         self.x = np.asarray(x)[rank::n_proc]
         self.labels = None if labels is None else np.asarray(labels)[rank::n_proc]
         self.local = batch_size // n_proc
         self.seed = seed
         self.sharding = NamedSharding(mesh, P("data"))
 
-    def __call__(self, step: int):
+    def indices(self, step: int) -> np.ndarray:
+        """The rows of this process's examples in its part of the batch of `step`."""
         n = len(self.x)
         start = step * self.local
         epoch, offset = divmod(start, n)
@@ -123,6 +57,10 @@ class _Batches:
             idx = np.concatenate([idx[offset:], nxt[: offset + self.local - n]])
         else:
             idx = idx[offset : offset + self.local]
+        return idx
+
+    def __call__(self, step: int):
+        idx = self.indices(step)
         put = lambda a: jax.make_array_from_process_local_data(self.sharding, a[idx])  # noqa: E731
         return put(self.x), None if self.labels is None else put(self.labels)
 
@@ -284,8 +222,9 @@ def train(
     labels = None if labels is None else np.asarray(labels)
     _check_options(x, labels, steps, batch_size, ema_decay, log_every, eval_every,
                    checkpoint_every, keep_checkpoints, divergence_factor)  # fmt: skip
-    mesh = Mesh(np.asarray(jax.devices()), ("data",))
-    if batch_size % mesh.devices.size or batch_size > len(x) * jax.process_count():
+    mesh = global_mesh()
+    n_proc = jax.process_count()
+    if batch_size % mesh.devices.size or batch_size // n_proc > len(x) // n_proc:
         raise ValueError(
             f"batch_size={batch_size} must be a multiple of the {mesh.devices.size} devices and "
             f"at most the {len(x)} examples."
@@ -298,7 +237,7 @@ def train(
     ckpt = None if checkpoint_dir is None else Path(checkpoint_dir)
     history = {"step": [], "loss": [], "eval_step": [], "eval_loss": [], "steps_per_s": []}
     pending, initial_loss = [], None
-    if ckpt is not None:
+    if ckpt is not None and is_main():
         remove_temporaries(ckpt)
     if ckpt is not None and has_checkpoint(ckpt):
         if not resume:
@@ -324,10 +263,18 @@ def train(
     seed = [int(v) for v in np.asarray(jr.key_data(key)).ravel()]
     batches = _Batches(x, labels, batch_size, seed, mesh)
     evaluate = eval_data is not None and eval_every
-    if evaluate:
-        eval_x = jnp.asarray(np.asarray(eval_data)[:batch_size])
-        eval_y = None if eval_labels is None else jnp.asarray(np.asarray(eval_labels)[:batch_size])
+    if evaluate:  # one fixed held-out batch, replicated like the state
+        put = lambda a: jax.device_put(np.asarray(a)[:batch_size], NamedSharding(mesh, P()))  # noqa: E731
+        eval_x = put(eval_data)
+        eval_y = None if eval_labels is None else put(eval_labels)
     start = int(state.step)
+    if n_proc > 1:  # every process must continue from the same checkpoint
+        starts = allgather(start)
+        if len(set(starts.tolist())) > 1:
+            raise CheckpointError(
+                f"the processes found checkpoints of different steps {starts.tolist()} in "
+                f"{ckpt}; every process must see the same checkpoint directory."
+            )
     tick = time.perf_counter()
     last_good = start if ckpt is not None and has_checkpoint(ckpt) else None
 
@@ -342,7 +289,10 @@ def train(
             "initial_loss": initial_loss,
             "pending_losses": [float(v) for v in pending],
         }
-        save_checkpoint(ckpt, state, meta, keep=keep_checkpoints)
+        if is_main():  # the state is replicated: one process writes it
+            save_checkpoint(ckpt, to_local(state), meta, keep=keep_checkpoints)
+        if n_proc > 1:
+            jax.experimental.multihost_utils.sync_global_devices(f"checkpoint {step}")
         last_good = step
 
     def diverged(message):
@@ -355,7 +305,8 @@ def train(
         tqdm(total=steps, initial=start, disable=not progress, desc="train", unit="step") as bar,
     ):
         for s in range(start, steps):
-            if stop.requested:
+            # A stop request on any process is decided by all, at the same step boundary.
+            if any_process(stop.requested) if n_proc > 1 else stop.requested:
                 checkpoint(s)
                 raise TrainingInterrupted(
                     f"training interrupted at step {s}"
@@ -398,5 +349,5 @@ def train(
                 if int(state.nonfinite) == 0:
                     checkpoint(done)
             bar.update(1)
-    result = state.ema if ema_decay > 0 else state.model
+    result = to_local(state.ema if ema_decay > 0 else state.model)
     return (result, history) if return_history else result

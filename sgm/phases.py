@@ -30,6 +30,7 @@ from ._sampling import sample as draw
 from ._serial import to_json
 from ._train import train as _train
 from .data import Dataset
+from .distributed import is_main
 
 
 class PhaseError(ValueError):
@@ -86,13 +87,16 @@ def train(cfg: Experiment, ds: Dataset, run: RunDir, *, resume: bool) -> dict:
     except (KeyboardInterrupt, FloatingPointError):
         save_history(run)
         raise
-    save_model(run.path / MODEL, model)
+    if is_main():
+        save_model(run.path / MODEL, model)
     save_history(run, history)
     return history
 
 
 def save_history(run: RunDir, history: dict | None = None) -> None:
     """Writes `history.json` and `loss.png`: `history`, or the newest checkpoint's."""
+    if not is_main():  # process 0 alone writes files
+        return
     if history is None:
         try:
             history = checkpoint_meta(run.checkpoint_dir).get("history")
@@ -113,6 +117,8 @@ def condition_inputs(cfg: Experiment, ds: Dataset, split: str):
 
 
 def save_samples(ds: Dataset, x, path, title: str) -> None:
+    if not is_main():  # process 0 alone writes files
+        return
     if len(ds.data_shape) == 3:
         plot.save_image_grid(to_unit(ds, x), path, title=title)
     elif ds.data_shape == (2,):
@@ -138,6 +144,8 @@ def sampling_condition(cfg: Experiment, ds: Dataset, n: int):
 
 def save_conditional(ds, x, y, path, title):
     """Figures of samples drawn given parameters or maps (classes use the sample grid)."""
+    if not is_main():
+        return
     if ds.condition == "map":
         k = min(8, len(x))
         idx = np.arange(k) % len(ds.test)
@@ -264,6 +272,8 @@ def inpaint(cfg: Experiment, ds: Dataset, run: Run, metrics: dict) -> None:
         "particles": s.inpaint_particles,
         "sampler": to_json(s.controlled),
     }
+    if not is_main():  # process 0 alone writes files
+        return
     if len(ds.data_shape) == 3:
         shown = jnp.where(mask, x, -1.0)
         grid = jnp.concatenate([shown, out, x])
@@ -299,6 +309,8 @@ def colorize(cfg: Experiment, ds: Dataset, run: Run, metrics: dict) -> None:
                        key=jr.key(6), grey=grey, method=s.inpaint_method,
                        n_particles=s.inpaint_particles)  # fmt: skip
     metrics["colorize"] = {"seconds": time.perf_counter() - start, "method": s.inpaint_method}
+    if not is_main():  # process 0 alone writes files
+        return
     grid = jnp.concatenate([jnp.repeat(grey, 3, axis=1), out, x])
     plot.save_image_grid(to_unit(ds, grid), run.path / "colorize.png", ncol=8,
                          title="rows: grey input / colourised / original")  # fmt: skip
@@ -323,6 +335,8 @@ def classes(cfg: Experiment, ds: Dataset, run: Run, metrics: dict) -> None:
         shape=(len(y), *ds.data_shape),
         y=y,
     )
+    if not is_main():  # process 0 alone writes files
+        return
     plot.save_image_grid(
         to_unit(ds, x),
         run.path / "classes.png",
@@ -351,7 +365,8 @@ def guided(cfg: Experiment, ds: Dataset, run: Run, metrics: dict) -> None:
         key=jr.key(8),
         progress=True,
     )
-    save_model(run.path / "classifier.eqx", clf)
+    if is_main():
+        save_model(run.path / "classifier.eqx", clf)
     t_small = run.sde.sampling_eps
     logits = jax.vmap(lambda x: clf.logits(t_small, x))(jnp.asarray(ds.test))
     test_acc = float(jnp.mean(jnp.argmax(logits, 1) == jnp.asarray(ds.test_labels)))
@@ -370,6 +385,8 @@ def guided(cfg: Experiment, ds: Dataset, run: Run, metrics: dict) -> None:
         "requested_class_rate_judged_by_the_same_classifier": float(jnp.mean(judged == y)),
         "seconds": time.perf_counter() - start,
     }
+    if not is_main():  # process 0 alone writes files
+        return
     plot.save_image_grid(to_unit(ds, x), run.path / "guided.png", ncol=8,
                          title=f"classifier guidance, scale {s.classifier_scale}")  # fmt: skip
     print(f"classifier guidance: {metrics['guided']}")
