@@ -114,6 +114,25 @@ def configure(args, overrides):
     return cfg, run, settings
 
 
+def open_run(args, overrides, cfg, run, settings, ds) -> sgm.RunDir:
+    """Creates the run (process 0, which names it to the others) or checks the data against
+    the existing one, and records this invocation."""
+    if run is None and distributed.is_main():
+        info = phases.data_info(ds)
+        run = (sgm.RunDir.create_at(args.run_dir, cfg, info) if args.run_dir
+               else sgm.RunDir.create(args.out, cfg, info))  # fmt: skip
+    path = distributed.broadcast_text(str(run.path) if distributed.is_main() else "")
+    if run is None or str(run.path) != path:
+        run = sgm.RunDir.open(path)
+    if list(ds.data_shape) != run.info["data_shape"]:
+        raise ValueError(f"{run.path} was trained on data of shape {run.info['data_shape']}; "
+                         f"these data have {list(ds.data_shape)}.")  # fmt: skip
+    if settings and args.mode not in ("train", "all"):
+        print(f"note: {', '.join(settings)} apply to training (--resume); not recorded.")
+        settings = {}
+    return run.record(args.mode, overrides, settings)
+
+
 def main(argv=None) -> int:
     parser, args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     if args.list:
@@ -136,20 +155,10 @@ def main(argv=None) -> int:
         ds = cfg.data.load(args.data_dir, key=jr.key(cfg.train.seed + 1))
     except (OSError, RuntimeError, ValueError) as e:  # missing, corrupt or unprepared data
         parser.error(f"cannot load the data of {cfg.name}: {e}")
-    if run is None and distributed.is_main():  # process 0 creates the run, and names it
-        info = phases.data_info(ds)
-        run = (sgm.RunDir.create_at(args.run_dir, cfg, info) if args.run_dir
-               else sgm.RunDir.create(args.out, cfg, info))  # fmt: skip
-    path = distributed.broadcast_text(str(run.path) if distributed.is_main() else "")
-    if run is None or str(run.path) != path:
-        run = sgm.RunDir.open(path)
-    if list(ds.data_shape) != run.info["data_shape"]:
-        parser.error(f"{run.path} was trained on data of shape {run.info['data_shape']}; "
-                     f"these data have {list(ds.data_shape)}.")  # fmt: skip
-    elif settings and args.mode not in ("train", "all"):
-        print(f"note: {', '.join(settings)} apply to training (--resume); not recorded.")
-        settings = {}
-    run = run.record(args.mode, overrides, settings)
+    try:
+        run = open_run(args, overrides, cfg, run, settings, ds)
+    except ValueError as e:
+        parser.error(str(e))
     print(f"run directory: {run.path}")
     metrics_path = run.path / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
