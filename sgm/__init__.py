@@ -32,6 +32,7 @@ from ._fast_samplers import (
     ReverseSDESolver as ReverseSDESolver,
     UniPC as UniPC,
 )
+from ._flow import ODEVariables as ODEVariables
 from ._likelihood import (
     LogLikelihood as LogLikelihood,
     bits_per_dim as bits_per_dim,
@@ -53,6 +54,12 @@ from ._sde import (
     VPSDE as VPSDE,
     AbstractSDE as AbstractSDE,
     SubVPSDE as SubVPSDE,
+)
+from ._trace import (
+    AbstractTraceEstimator as AbstractTraceEstimator,
+    Exact as Exact,
+    Hutchinson as Hutchinson,
+    HutchPlusPlus as HutchPlusPlus,
 )
 from ._train import (
     TrainState as TrainState,
