@@ -16,6 +16,8 @@ Sections (`--sections`, default all):
 - `model`: NFE, seconds and bits/dim per image, old against new, Hutchinson (one Rademacher
   probe, `--repeats` probe keys on the same dequantized images; variance per probe), Gaussian
   probes and Hutch++ (3 products) for their variance, and the exact trace on `--exact-images`.
+- `stability`: one example's value alone, among companions, with another `batch_size`, and on
+  two simulated devices.
 - `lockstep`: the old `vmap` over a batch (every member runs until the slowest finishes)
   against the per-example solves `sgm.log_likelihood` now does.
 
@@ -25,8 +27,11 @@ Prints JSON per section as it goes, then all of it (`--out` writes it too).
 import argparse
 import json
 import math
+import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,7 +43,7 @@ import numpy as np
 from _report import report
 
 import sgm
-from sgm._trace import exact_trace
+from sgm._trace import balanced_chunks, exact_trace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers import ImageGaussian, rotated_gaussian  # noqa: E402
@@ -150,7 +155,8 @@ def field(sde, model, x0, quick: bool):
     hutch = sgm.Hutchinson()
     fn = jax.jit(evaluate(hutch, hutch.draw(jr.key(0), x0.shape)))
     _, s = median_seconds(lambda: fn(x0), repeats=5)
-    out["hutchinson_s"] = s
+    flops = flops_of(fn, x0)
+    out["hutchinson"] = {"seconds": s, "gflop": flops / 1e9, "gflops": flops / s / 1e9}
     chunkings = {"128_padded_as_before": None, "128_balanced": 128, "196": 196, "392": 392}
     if quick:
         chunkings = {"128_balanced": 128}
@@ -164,11 +170,19 @@ def field(sde, model, x0, quick: bool):
         else:
             fn = jax.jit(evaluate(sgm.Exact(chunk), None))
         _, s = median_seconds(lambda fn=fn: fn(x0), repeats=1)
-        flops = flops_of(fn, x0)
-        out[f"exact_{label}"] = {"seconds": s, "gflop": flops / 1e9, "gflops": flops / s / 1e9}
+        # XLA's cost analysis counts a loop body once: times the number of chunks.
+        n_chunks = balanced_chunks(d, chunk)[0] if chunk else -(-d // 128)
+        flops = flops_of(fn, x0) * n_chunks
+        out[f"exact_{label}"] = {"seconds": s, "chunks": n_chunks, "gflop": flops / 1e9,
+                                 "gflops": flops / s / 1e9}  # fmt: skip
         print(json.dumps({label: out[f"exact_{label}"]}), flush=True)
     out["dimension"] = d
     return out
+
+
+def _is_option(argv, i, names) -> bool:
+    """Whether `argv[i]` is one of `names` or the value following one."""
+    return argv[i] in names or (i > 0 and argv[i - 1] in names)
 
 
 def timed(fn):
@@ -238,18 +252,39 @@ def lockstep(sde, model, x):
     }
 
 
+def stability(sde, model, x, argv):
+    """One example's value alone, among companions, with another `batch_size`, and on two
+    simulated devices (a subprocess): the largest differences in nats."""
+    ll = sgm.LogLikelihood(model, sde)
+    full = np.asarray(ll(x[:3], key=jr.key(3)))
+    alone = np.asarray(ll(x[:1], key=jr.key(3)))
+    batched = np.asarray(ll(x[:3], key=jr.key(3), batch_size=2))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "values.npy"
+        env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+        cmd = [sys.executable, __file__, *argv, "--sections", "values", "--values-out", str(out)]
+        subprocess.run(cmd, env=env, check=True, capture_output=True)
+        two = np.load(out)
+    return {
+        "alone_vs_with_companions_nats": float(np.abs(alone[0] - full[0])),
+        "batch_size_2_vs_3_nats": float(np.abs(batched - full).max()),
+        "two_devices_vs_one_nats": float(np.abs(two - full).max()),
+    }
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--run-dir", help="a run written by main.py (MNIST or digits)")
     p.add_argument("--data-dir", help="MNIST IDX files (for an MNIST run)")
     p.add_argument("--checkpoint", action="store_true", help="use an unfinished run's checkpoint")
     p.add_argument("--quick", action="store_true", help="2 images, 2 repeats, fewer tolerances")
-    p.add_argument("--sections", default="machine,closed_form,field,model,lockstep")
+    p.add_argument("--sections", default="machine,closed_form,field,model,stability,lockstep")
     p.add_argument("--n-images", type=int, default=8)
     p.add_argument("--repeats", type=int, default=4, help="probe keys per image")
     p.add_argument("--exact-images", type=int, default=1)
     p.add_argument("--exact-old", action="store_true", help="also the old exact solve")
     p.add_argument("--out")
+    p.add_argument("--values-out", help=argparse.SUPPRESS)
     args = p.parse_args()
     sections = args.sections.split(",")
     if args.quick:
@@ -260,7 +295,7 @@ def main():
         print(json.dumps({"machine": result["machine"]}), flush=True)
     if "closed_form" in sections:
         result["closed_form"] = closed_form(args.quick)
-    if args.run_dir and {"field", "model", "lockstep"} & set(sections):
+    if args.run_dir and {"field", "model", "stability", "values", "lockstep"} & set(sections):
         config, sde, model, shape = load_model(args.run_dir, args.checkpoint)
         result["run"], result["experiment"] = str(args.run_dir), config.name
         ds = sgm.data.load(config.data.name, data_dir=args.data_dir,
@@ -280,6 +315,18 @@ def main():
             result["field"] = field(sde, model, x[0], args.quick)
         if "model" in sections:
             result["model"] = model_rows(sde, model, x, to_bpd, args)
+        if "values" in sections:  # the two-device worker of `stability`
+            ll = sgm.LogLikelihood(model, sde)
+            assert jax.local_device_count() == 2, jax.devices()
+            np.save(args.values_out, np.asarray(ll(x[:3], key=jr.key(3))))
+            return
+        if "stability" in sections:
+            argv = [a for a in sys.argv[1:] if a not in ("--quick",)]
+            argv = [
+                a for i, a in enumerate(argv) if not _is_option(argv, i, ("--sections", "--out"))
+            ]
+            result["stability"] = stability(sde, model, x, argv)
+            print(json.dumps({"stability": result["stability"]}), flush=True)
         if "lockstep" in sections:
             result["lockstep"] = lockstep(sde, model, x)
             print(json.dumps({"lockstep": result["lockstep"]}), flush=True)

@@ -3,7 +3,7 @@ appendix D.2; Chen et al. 2018; Grathwohl et al. 2019).
 
 With `dx/dt = F(t, x)` the probability-flow ODE, `log p_t0(x(t0)) = log p_t1(x(t1)) +
 int_t0^t1 div F(t, x(t)) dt`. The ODE is solved in the coordinates of `ODEVariables` (by default
-the log noise level and a normalised state), carrying the change of variables' log-determinant
+the noise level `s/m` and a normalised state), carrying the change of variables' log-determinant
 exactly; the divergence of the SDE's linear drift is closed form, and only the score's part is
 traced, by a trace estimator (`Exact`, `Hutchinson`, `HutchPlusPlus`).
 
@@ -86,8 +86,10 @@ class LogLikelihood(eqx.Module):
       or `HutchPlusPlus(n_probes=3)`.
     - `rtol`, `atol`, `solver`: diffrax step-size control and solver (default `Tsit5`).
     - `max_steps`: the most steps of one solve.
-    - `variables`: the coordinates of the solve, `ODEVariables(...)`; `ODEVariables(time="t",
-      state="x")` is the flow in `t` as Song et al. write it.
+    - `variables`: the coordinates of the solve; by default `ODEVariables(time="sigma")`, the
+      noise level `s/m` and the normalised state (measured the cheapest at equal accuracy on
+      `mnist_vp`; `benchmarks/likelihood_cost.py`); `ODEVariables(time="t", state="x")` is the
+      flow in `t` as Song et al. write it.
     - `error_norm`: `"max"`, the larger of the state's RMS error and the log-density's, or
       `"rms"`, one RMS over both (the log-density one entry among `d + 1`, its tolerance in
       effect `sqrt(d)` times looser; sgm's behaviour before `"max"`).
