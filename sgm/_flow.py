@@ -97,10 +97,10 @@ class ODEVariables(eqx.Module):
         trace of `B = s^2 d score / dx` (see the module's docstring)."""
         t, n, dlog_n, dv = self._coefficients(sde, v)
         x = n * z
-        m, s = sde.marginal(t)
+        s = sde.marginal(t)[1]
         g2 = sde.diffusion(t) ** 2
         score_x, linear = jax.linearize(lambda x: score(t, x), x)
-        drift = (sde.drift_coeff(t) * x - 0.5 * g2 * score_x) / n - dlog_n * z
+        drift = sde.ode_drift(lambda t, x: score_x, t, x) / n - dlog_n * z
         # div_x F - d n'/n = d (f - n'/n) - g^2 / (2 s^2) tr(B)
         tr_b = trace(lambda u: s**2 * linear(u))
         div = z.size * (sde.drift_coeff(t) - dlog_n) - 0.5 * g2 / s**2 * tr_b
@@ -116,9 +116,6 @@ class ODEVariables(eqx.Module):
     def log_scale_change(self, sde: AbstractSDE, t_start, t_stop, d: int) -> Scalar:
         """`d log(n(t_stop) / n(t_start))`, the log-determinant of the change of state."""
         return d * (jnp.log(self.scale(sde, t_stop)) - jnp.log(self.scale(sde, t_start)))
-
-
-T_VARIABLES = ODEVariables(time="t", state="x")  # the flow as Song et al. write it
 
 
 def solver_evaluations(solver: diffrax.AbstractSolver) -> tuple[int, int]:
