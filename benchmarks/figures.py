@@ -105,7 +105,7 @@ def likelihood_check():
                                                              [0, 0.05, 0.1]]))  # fmt: skip
     sde = sgm.VPSDE()
     x = g.sample(jr.key(0), 64)
-    exact = sgm.log_likelihood(g.score(sde), sde, x, exact=True)
+    exact = sgm.log_likelihood(g.score(sde), sde, x, trace=sgm.Exact())
     hutch = sgm.log_likelihood(g.score(sde), sde, x, key=jr.key(1))
     truth = jax.vmap(lambda x: sde.prior_log_prob(g.flow(sde, sde.t0, sde.t1, x)))(x)
     truth = truth + g.flow_log_det(sde, sde.t0, sde.t1)

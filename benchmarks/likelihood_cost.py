@@ -1,149 +1,341 @@
-"""Likelihood cost and bits/dim of a trained image model: exact traces against Hutchinson.
+"""Likelihood cost and accuracy: the old parametrisation (the flow in `t`, RMS error norm)
+against the new default, exact traces against Hutchinson's, on closed forms and a trained model.
 
     python benchmarks/likelihood_cost.py --run-dir runs/mnist_vp/STAMP \
-        --data-dir ../shared/data/mnist-subset [--quick] [--out results.json]
+        --data-dir ../shared/data/mnist-subset [--quick] [--sections ...] [--out results.json]
 
-Also for the 8x8 digits: `--run-dir runs/digits_vp/STAMP` without `--data-dir`.
-For the first test images of the run's data set it reports, at rtol = atol = 1e-5, per method:
-NFE per image, seconds per image (after compilation), and bits/dim. Hutchinson (one Rademacher
-probe) is repeated with several probe keys on the same dequantized images, so the spread of the
-estimator is reported separately from the spread over images. Prints JSON.
+Sections (`--sections`, default all):
+
+- `machine`: this machine's float32 matmul and convolution throughput (the limits).
+- `closed_form`: the accuracy/cost curve, NFE and worst error in nats against the closed form
+  for a rotated 16-D Gaussian and a (1, 28, 28) Gaussian with a steep spectrum, under VP,
+  subVP and VE, at several tolerances, old and new parametrisation (exact trace).
+- `field`: the cost of one evaluation of the ODE's vector field with its trace on one model
+  image: exact traces in chunks (7 x 128 padded as before, 7 x 112 balanced, larger), achieved
+  GFLOP/s from XLA's cost analysis; Hutchinson.
+- `model`: NFE, seconds and bits/dim per image, old against new, Hutchinson (one Rademacher
+  probe, `--repeats` probe keys on the same dequantized images; variance per probe), Gaussian
+  probes and Hutch++ (3 products) for their variance, and the exact trace on `--exact-images`.
+- `stability`: one example's value alone, among companions, with another `batch_size`, and on
+  two simulated devices.
+- `lockstep`: the old `vmap` over a batch (every member runs until the slowest finishes)
+  against the per-example solves `sgm.log_likelihood` now does.
+
+Prints JSON per section as it goes, then all of it (`--out` writes it too).
 """
 
 import argparse
 import json
 import math
+import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
+import equinox as eqx
 import jax
+import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 from _report import report
 
 import sgm
-from sgm._likelihood import exact_trace
+from sgm._trace import balanced_chunks, exact_trace
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers import ImageGaussian, rotated_gaussian  # noqa: E402
+
+OLD = dict(variables=sgm.ODEVariables(time="t", state="x"), error_norm="rms")
+NEW: dict = {}  # the defaults of sgm.log_likelihood
+SDES = {"vp": sgm.VPSDE(), "subvp": sgm.SubVPSDE(), "ve": sgm.VESDE(sigma_min=0.01, sigma_max=10.0)}
+
+
+def median_seconds(fn, repeats: int = 3):
+    jax.block_until_ready(fn())  # compile and warm up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+    return out, float(np.median(times))
+
+
+def flops_of(fn, *args) -> float:
+    cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float(cost.get("flops", float("nan"))) if cost else float("nan")
+
+
+def machine(quick: bool):
+    """Float32 throughput of a large matmul and of a UNet-sized 3x3 convolution."""
+    n = 1024 if quick else 2048
+    a = jr.normal(jr.key(0), (n, n))
+    _, s = median_seconds(lambda: jnp.dot(a, a))
+    x = jr.normal(jr.key(1), (112, 28, 28, 64))
+    w = jr.normal(jr.key(2), (3, 3, 64, 64))
+    conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(
+        x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))  # fmt: skip
+    _, sc = median_seconds(lambda: conv(x, w))
+    return {
+        "matmul_gflops": 2 * n**3 / s / 1e9,
+        "conv3x3_64ch_28x28_batch112_gflops": flops_of(conv, x, w) / sc / 1e9,
+        "cpu": platform.processor() or platform.machine(),
+        "devices": [str(d) for d in jax.devices()],
+        "jax": jax.__version__,
+    }
+
+
+def _truth(target, g, sde, x):
+    if target == "image":
+        return jax.vmap(lambda x: g.model_log_prob(sde, x))(x)
+    flow = jax.vmap(lambda x: sde.prior_log_prob(g.flow(sde, sde.t0, sde.t1, x)))
+    return flow(x) + g.flow_log_det(sde, sde.t0, sde.t1)
+
+
+def closed_form(quick: bool):
+    tols = [1e-4, 1e-5] if quick else [1e-3, 1e-4, 1e-5, 1e-6]
+    targets = {"d16": (rotated_gaussian(d=16), 4), "image": (ImageGaussian(), 2)}
+    rows = []
+    for target, (g, n) in targets.items():
+        x = g.sample(jr.key(0), n)
+        for name, sde in SDES.items():
+            truth = _truth(target, g, sde, x)
+            for label, opts in (("old_t", OLD), ("new", NEW)):
+                for tol in tols:
+                    ll = sgm.LogLikelihood(g.score(sde), sde, trace=sgm.Exact(), rtol=tol, atol=tol,
+                                           **opts)  # fmt: skip
+                    lp, nfe = ll(x, return_nfe=True)
+                    row = {"target": target, "sde": name, "parametrisation": label, "tol": tol,
+                           "nfe_mean": float(nfe.mean()),
+                           "max_error_nats": float(jnp.abs(lp - truth).max())}  # fmt: skip
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+    return rows
+
+
+def load_model(run_dir: str, checkpoint: bool):
+    """The run's EMA model; with `checkpoint`, from the last checkpoint of an unfinished run."""
+    if not checkpoint:
+        run = sgm.load_run(run_dir)
+        return run.config, run.sde, run.model, run.data_shape
+    from sgm._config import build_model, build_sde
+
+    from sgm._checkpoint import load_checkpoint
+    from sgm._train import default_optimizer, init_state
+
+    run_dir = Path(run_dir)
+    config = sgm.ExperimentConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    info = json.loads((run_dir / "run.json").read_text())
+    sde, shape = build_sde(config.sde), tuple(info["data_shape"])
+    model = build_model(config.model, sde, shape, info["num_classes"], key=jr.key(0))
+    t = config.train
+    like = init_state(model, default_optimizer(t.lr, warmup=t.warmup, grad_clip=t.grad_clip),
+                      key=jr.key(0))  # fmt: skip
+    state, _ = load_checkpoint(run_dir / "checkpoint", like)
+    return config, sde, state.ema, shape
+
+
+def field(sde, model, x0, quick: bool):
+    """One evaluation of the vector field with its trace, as the solve makes it."""
+    var = sgm.ODEVariables(time="sigma")
+    v = var.coordinate(sde, 0.5)
+    d = x0.size
+    out = {}
+
+    def evaluate(trace, probes):
+        def fn(z):
+            return var.drift_and_divergence(
+                sde, model, v, z, lambda lin: trace(lin, z.shape, probes, shift=1.0)
+            )
+
+        return fn
+
+    hutch = sgm.Hutchinson()
+    fn = jax.jit(evaluate(hutch, hutch.draw(jr.key(0), x0.shape)))
+    _, s = median_seconds(lambda: fn(x0), repeats=5)
+    flops = flops_of(fn, x0)
+    out["hutchinson"] = {"seconds": s, "gflop": flops / 1e9, "gflops": flops / s / 1e9}
+    chunkings = {"128_padded_as_before": None, "128_balanced": 128, "196": 196, "392": 392}
+    if quick:
+        chunkings = {"128_balanced": 128}
+
+    def padded(lin, shape, probes, shift=0.0):  # the old scheme: 7 chunks of 128, 112 padded
+        return exact_trace(lin, shape, 128, balanced=False)
+
+    fns = {label: jax.jit(evaluate(padded if chunk is None else sgm.Exact(chunk), None))
+           for label, chunk in chunkings.items()}  # fmt: skip
+    for fn in fns.values():
+        jax.block_until_ready(fn(x0))  # compile
+    # Rounds over all chunkings, so that the load of a shared machine hits them alike.
+    times = {label: [] for label in fns}
+    for _ in range(1 if quick else 3):
+        for label, fn in fns.items():
+            times[label].append(timed(lambda fn=fn: fn(x0))[1])
+    for label, chunk in chunkings.items():
+        s = float(np.median(times[label]))
+        # XLA's cost analysis counts a loop body once: times the number of chunks.
+        n_chunks = balanced_chunks(d, chunk)[0] if chunk else -(-d // 128)
+        flops = flops_of(fns[label], x0) * n_chunks
+        out[f"exact_{label}"] = {"seconds": s, "seconds_each": times[label], "chunks": n_chunks,
+                                 "gflop": flops / 1e9, "gflops": flops / s / 1e9}  # fmt: skip
+        print(json.dumps({label: out[f"exact_{label}"]}), flush=True)
+    out["dimension"] = d
+    return out
+
+
+def _is_option(argv, i, names) -> bool:
+    """Whether `argv[i]` is one of `names` or the value following one."""
+    return argv[i] in names or (i > 0 and argv[i - 1] in names)
 
 
 def timed(fn):
-    fn()  # compile, and warm the caches
     start = time.perf_counter()
     out = jax.block_until_ready(fn())
     return out, time.perf_counter() - start
 
 
-def vector_field_once(run, x, exact: bool, t: float = 0.5):
-    """The probability-flow drift and its divergence at `(t, x)`, as `sgm.log_likelihood`
-    computes them: one linearisation, then `d` basis vectors in chunks of 128 (exact) or one
-    Rademacher probe (Hutchinson)."""
-    drift, linear = jax.linearize(lambda x: run.sde.ode_drift(run.model, t, x), x)
-    if exact:
-        return drift, exact_trace(linear, x.shape, 128)
-    v = jr.rademacher(jr.key(0), x.shape, dtype=x.dtype)
-    return drift, (v * linear(v)).sum()
+ESTIMATORS = {
+    "hutchinson": sgm.Hutchinson(),
+    "hutchinson_gaussian": sgm.Hutchinson(1, "gaussian"),
+    "hutch_plus_plus_3": sgm.HutchPlusPlus(3),
+}
+
+
+def model_rows(sde, model, x, to_bpd, args):
+    """NFE, s/image and bits/dim, old against new; the spread over probe keys. The first call
+    of each setting compiles (not timed); the others are timed."""
+    n, rows = len(x), {}
+    for label, opts in (("old_t", OLD), ("new", NEW)):
+        for est_name, est in ESTIMATORS.items():
+            if est_name != "hutchinson" and label == "old_t":
+                continue
+            ll = sgm.LogLikelihood(model, sde, trace=est, **opts)
+            ll(x, key=jr.key(99))  # compile
+            runs = [timed(lambda ll=ll, r=r: ll(x, key=jr.key(100 + r), return_nfe=True))
+                    for r in range(args.repeats)]  # fmt: skip
+            bpd = np.stack([to_bpd(lp) for (lp, _), _ in runs])  # (repeats, n)
+            spread = bpd.var(0, ddof=1).mean() if args.repeats > 1 else float("nan")
+            rows[f"{label}_{est_name}"] = row = {
+                "bits_per_dim_mean": float(bpd.mean()),
+                "probe_std_per_image_bpd": float(np.sqrt(spread)),
+                # the variance of one image's estimate times the products per evaluation
+                "variance_per_product_bpd2": float(spread * est.products(x[0].size)),
+                "nfe_per_image": float(np.mean([np.asarray(nfe) for (_, nfe), _ in runs])),
+                "seconds_per_image": float(np.median([s for _, s in runs])) / n,
+            }
+            print(json.dumps({f"{label}_{est_name}": row}), flush=True)
+    n_exact = min(args.exact_images, n)
+    for label, opts in (("old_t", OLD), ("new", NEW)):
+        if n_exact == 0 or (label == "old_t" and not args.exact_old):
+            continue
+        (lp, nfe), s = timed(lambda opts=opts: sgm.log_likelihood(
+            model, sde, x[:n_exact], trace=sgm.Exact(), return_nfe=True, **opts))  # fmt: skip
+        rows[f"{label}_exact"] = row = {
+            "bits_per_dim_mean": float(to_bpd(lp).mean()),
+            "nfe_per_image": float(np.mean(nfe)),
+            "seconds_per_image_incl_compile": s / n_exact,
+        }
+        print(json.dumps({f"{label}_exact": row}), flush=True)
+    return rows
+
+
+def lockstep(sde, model, x):
+    """Hutchinson on one batch: `vmap` over the batch (lock-step) against per-example solves."""
+    ll = sgm.LogLikelihood(model, sde)
+    keys = jax.vmap(lambda i: jr.fold_in(jr.key(7), i))(jnp.arange(len(x)))
+    vmapped = eqx.filter_jit(lambda x, k: jax.vmap(ll.one)(x, k))
+    (_, nfe_v), s_v = median_seconds(lambda: vmapped(x, keys), repeats=2)
+    (_, nfe_m), s_m = median_seconds(lambda: ll(x, key=jr.key(7), return_nfe=True), repeats=2)
+    return {
+        "batch": len(x),
+        "vmap_seconds_per_image": s_v / len(x),
+        "per_example_seconds_per_image": s_m / len(x),
+        "nfe_mean": float(np.mean(nfe_m)),
+        "nfe_max": float(np.max(nfe_m)),
+    }
+
+
+def stability(sde, model, x, argv):
+    """One example's value alone, among companions, with another `batch_size`, and on two
+    simulated devices (a subprocess): the largest differences in nats."""
+    ll = sgm.LogLikelihood(model, sde)
+    full = np.asarray(ll(x[:3], key=jr.key(3)))
+    alone = np.asarray(ll(x[:1], key=jr.key(3)))
+    batched = np.asarray(ll(x[:3], key=jr.key(3), batch_size=2))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "values.npy"
+        env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+        cmd = [sys.executable, __file__, *argv, "--sections", "values", "--values-out", str(out)]
+        subprocess.run(cmd, env=env, check=True, capture_output=True)
+        two = np.load(out)
+    return {
+        "alone_vs_with_companions_nats": float(np.abs(alone[0] - full[0])),
+        "batch_size_2_vs_3_nats": float(np.abs(batched - full).max()),
+        "two_devices_vs_one_nats": float(np.abs(two - full).max()),
+    }
 
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--run-dir", required=True, help="a finished MNIST run written by main.py")
+    p.add_argument("--run-dir", help="a run written by main.py (MNIST or digits)")
     p.add_argument("--data-dir", help="MNIST IDX files (for an MNIST run)")
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help="2 images, 2 repeats; the exact trace on 1 image only up to 256 dimensions",
-    )
+    p.add_argument("--checkpoint", action="store_true", help="use an unfinished run's checkpoint")
+    p.add_argument("--quick", action="store_true", help="2 images, 2 repeats, fewer tolerances")
+    p.add_argument("--sections", default="machine,closed_form,field,model,stability,lockstep")
     p.add_argument("--n-images", type=int, default=8)
-    p.add_argument("--repeats", type=int, default=4, help="Hutchinson probe keys per image")
-    p.add_argument(
-        "--exact-images",
-        type=int,
-        default=None,
-        help="images for the exact trace (default 1, with --quick 0 above 256 dimensions: "
-        "d Jacobian-vector products per evaluation, 15 min for a 784-D image here; "
-        "vector_field_seconds projects it either way)",
-    )
+    p.add_argument("--repeats", type=int, default=4, help="probe keys per image")
+    p.add_argument("--exact-images", type=int, default=1)
+    p.add_argument("--exact-old", action="store_true", help="also the old exact solve")
     p.add_argument("--out")
+    p.add_argument("--values-out", help=argparse.SUPPRESS)
     args = p.parse_args()
-    n, repeats = (2, 2) if args.quick else (args.n_images, args.repeats)
-    run = sgm.load_run(args.run_dir)
-    # the run's own test split (main.py draws the digits split with the key seed + 1)
-    ds = sgm.data.load(run.config.data.name, data_dir=args.data_dir,
-                       key=jr.key(run.config.train.seed + 1))  # fmt: skip
-    images = ds.test_int[:n].astype(np.float32)
-    dim = math.prod(ds.data_shape)
-    exact_images = args.exact_images
-    if exact_images is None:
-        exact_images = 0 if args.quick and dim > 256 else 1
-    n_exact = min(exact_images, n)
-    # One uniform dequantization shared by every method, so that only the trace differs; the
-    # change of variables to model scale as in sgm.bits_per_dim.
-    u = (images + np.asarray(jr.uniform(jr.key(0), images.shape))) / 256
-    x, slope = jax.jvp(ds.scaler, (u,), (np.ones_like(u),))
-    log_det = np.log(np.abs(np.asarray(slope))).reshape(n, -1).sum(1)
+    sections = args.sections.split(",")
+    if args.quick:
+        args.n_images, args.repeats, args.exact_images = 2, 2, 0
+    result = {"benchmark": "likelihood_cost", "rtol_atol": 1e-5}
+    if "machine" in sections:
+        result["machine"] = machine(args.quick)
+        print(json.dumps({"machine": result["machine"]}), flush=True)
+    if "closed_form" in sections:
+        result["closed_form"] = closed_form(args.quick)
+    if args.run_dir and {"field", "model", "stability", "values", "lockstep"} & set(sections):
+        config, sde, model, shape = load_model(args.run_dir, args.checkpoint)
+        result["run"], result["experiment"] = str(args.run_dir), config.name
+        ds = sgm.data.load(config.data.name, data_dir=args.data_dir,
+                           key=jr.key(config.train.seed + 1))  # fmt: skip
+        n, dim = args.n_images, math.prod(shape)
+        images = ds.test_int[:n].astype(np.float32)
+        # One dequantization shared by every method; the change of variables as in bits_per_dim.
+        u = (images + np.asarray(jr.uniform(jr.key(0), images.shape))) / 256
+        x, slope = jax.jvp(ds.scaler, (u,), (np.ones_like(u),))
+        log_det = np.log(np.abs(np.asarray(slope))).reshape(n, -1).sum(1)
 
-    def to_bpd(lp):
-        return -(np.asarray(lp) + log_det[: len(lp)] - dim * math.log(256)) / (dim * math.log(2))
+        def to_bpd(lp):
+            lp = np.asarray(lp)
+            return -(lp + log_det[: len(lp)] - dim * math.log(256)) / (dim * math.log(2))
 
-    kw = dict(rtol=1e-5, atol=1e-5, return_nfe=True)
-    rows = {}
-    hutch = []
-    for r in range(repeats):
-
-        def call(r=r):
-            return sgm.log_likelihood(run.model, run.sde, x, key=jr.key(100 + r), **kw)
-
-        (lp, nfe), seconds = timed(call)
-        hutch.append((to_bpd(lp), np.asarray(nfe), seconds / n))
-    bpd = np.stack([h[0] for h in hutch])  # (repeats, n)
-    rows["hutchinson"] = {
-        "bits_per_dim_mean": float(bpd.mean()),
-        "probe_std_per_image": float(bpd.std(0, ddof=1).mean()) if repeats > 1 else None,
-        "image_std": float(bpd.mean(0).std(ddof=1)) if n > 1 else None,
-        "nfe_per_image": float(np.mean([h[1].mean() for h in hutch])),
-        "seconds_per_image": float(np.median([h[2] for h in hutch])),
-    }
-    print(json.dumps({"hutchinson": rows["hutchinson"]}), flush=True)
-
-    # The cost of one evaluation of the ODE's vector field (drift and divergence) at one
-    # image, for both traces: the exact solve makes about as many evaluations as Hutchinson's
-    # (348 against 341 on the digits), so this projects the exact cost where running it is
-    # too long.
-    per_eval = {}
-    for name, exact in (("hutchinson", False), ("exact", True)):
-        field = jax.jit(lambda x, exact=exact: vector_field_once(run, x, exact))
-        _, per_eval[name] = timed(lambda field=field: field(x[0]))
-    rows["vector_field_seconds"] = {
-        **per_eval,
-        "exact_over_hutchinson": per_eval["exact"] / per_eval["hutchinson"],
-        "exact_projected_seconds_per_image": per_eval["exact"]
-        * rows["hutchinson"]["nfe_per_image"],
-    }
-    print(json.dumps({"vector_field_seconds": rows["vector_field_seconds"]}), flush=True)
-
-    if n_exact > 0:
-        start = time.perf_counter()
-        lp_exact, nfe_exact = jax.block_until_ready(
-            sgm.log_likelihood(run.model, run.sde, x[:n_exact], exact=True, **kw)
-        )
-        seconds = time.perf_counter() - start  # one call: compilation included (stated in the key)
-        rows["exact"] = {
-            "bits_per_dim_mean": float(to_bpd(lp_exact).mean()),
-            "hutchinson_same_images": float(bpd[:, :n_exact].mean()),
-            "nfe_per_image": float(np.mean(nfe_exact)),
-            "seconds_per_image_incl_compile": seconds / n_exact,
-            "dimension": dim,
-        }
-        print(json.dumps({"exact": rows["exact"]}), flush=True)
-    result = {
-        "benchmark": "likelihood_cost",
-        "run": str(args.run_dir),
-        "experiment": run.config.name,
-        "n_images": n,
-        "repeats": repeats,
-        "machine": {"cpu": platform.processor() or platform.machine(),
-                    "devices": [str(d) for d in jax.devices()], "jax": jax.__version__},
-        "rows": rows,
-    }  # fmt: skip
+        if "field" in sections:
+            result["field"] = field(sde, model, x[0], args.quick)
+        if "model" in sections:
+            result["model"] = model_rows(sde, model, x, to_bpd, args)
+        if "values" in sections:  # the two-device worker of `stability`
+            ll = sgm.LogLikelihood(model, sde)
+            assert jax.local_device_count() == 2, jax.devices()
+            np.save(args.values_out, np.asarray(ll(x[:3], key=jr.key(3))))
+            return
+        if "stability" in sections:
+            argv = [a for a in sys.argv[1:] if a not in ("--quick",)]
+            argv = [
+                a for i, a in enumerate(argv) if not _is_option(argv, i, ("--sections", "--out"))
+            ]
+            result["stability"] = stability(sde, model, x, argv)
+            print(json.dumps({"stability": result["stability"]}), flush=True)
+        if "lockstep" in sections:
+            result["lockstep"] = lockstep(sde, model, x)
+            print(json.dumps({"lockstep": result["lockstep"]}), flush=True)
     report(result, args.out)
 
 

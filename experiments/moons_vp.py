@@ -20,5 +20,5 @@ EXPERIMENT = sgm.Experiment(
             "ode": sgm.ProbabilityFlowODE(),
         },
     ),
-    eval=sgm.Eval(n_images=256, exact=True),
+    eval=sgm.Eval(n_images=256, trace=sgm.Exact()),
 )

@@ -41,6 +41,7 @@ from ._fast_samplers import (
     ReverseSDESolver as ReverseSDESolver,
     UniPC as UniPC,
 )
+from ._flow import ODEVariables as ODEVariables
 from ._io import save_model as save_model, write_json as write_json
 from ._likelihood import (
     LogLikelihood as LogLikelihood,
@@ -68,6 +69,12 @@ from ._sde import (
     SubVPSDE as SubVPSDE,
 )
 from ._serial import from_json as from_json, to_json as to_json
+from ._trace import (
+    AbstractTraceEstimator as AbstractTraceEstimator,
+    Exact as Exact,
+    Hutchinson as Hutchinson,
+    HutchPlusPlus as HutchPlusPlus,
+)
 from ._train import (
     TrainingDiverged as TrainingDiverged,
     TrainingInterrupted as TrainingInterrupted,

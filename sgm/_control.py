@@ -15,7 +15,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from ._checks import check_batch, check_score, check_sde
-from ._samplers import EulerMaruyama, PredictorCorrector, time_grid, tweedie_denoise
+from ._samplers import EulerMaruyama, PredictorCorrector, euler_maruyama, time_grid
 from ._sde import AbstractSDE
 from ._sharding import shard_batch
 
@@ -99,10 +99,8 @@ def _replace_one(score, sde, ts, x0, mask, key):
 
     def step(x, inputs):
         t, t_next, y_next, k = inputs
-        dt = t_next - t
-        z = jr.normal(k, x.shape)
-        x = x + sde.reverse_drift(score, t, x) * dt + sde.diffusion(t) * jnp.sqrt(-dt) * z
-        return jnp.where(mask, y_next, x), None
+        mean, std = euler_maruyama(score, sde, t, t_next, x)
+        return jnp.where(mask, y_next, mean + std * jr.normal(k, x.shape)), None
 
     x, _ = lax.scan(step, x, (ts[:-1], ts[1:], path[1:], jr.split(skey, len(ts) - 1)))
     return x
@@ -121,10 +119,9 @@ def _smc_one(score, sde, ts, x0, mask, key, n_particles):
     def step(carry, inputs):
         xs, log_w = carry
         t, t_next, y_next, k = inputs
-        dt = t_next - t
         nkey, rkey = jr.split(k)
-        mean = xs + jax.vmap(lambda x: sde.reverse_drift(score, t, x))(xs) * dt
-        var = sde.diffusion(t) ** 2 * (-dt)
+        mean, std = jax.vmap(lambda x: euler_maruyama(score, sde, t, t_next, x))(xs)
+        var = std[0] ** 2
         sq = jnp.where(mask, (y_next - mean) ** 2, 0.0).reshape(len(xs), -1)
         log_w = log_w - 0.5 * jnp.sum(sq, 1) / var
         xs = jnp.where(mask, y_next, mean + jnp.sqrt(var) * jr.normal(nkey, xs.shape))
@@ -145,12 +142,14 @@ def _smc_one(score, sde, ts, x0, mask, key, n_particles):
 
 @eqx.filter_jit
 def _inpaint_batch(score, sde, ts, x, mask, keys, method, n_particles):
+    check_score(score, sde, x.shape[1:])  # while tracing: once per score and shape
+
     def one(x0, m, k):
         if method == "replace":
             out = _replace_one(score, sde, ts, x0, m, k)
         else:
             out = _smc_one(score, sde, ts, x0, m, k, n_particles)
-        out = tweedie_denoise(score, sde, ts[-1], out)
+        out = sde.denoise(score, ts[-1], out)
         return jnp.where(m, x0, out)
 
     return jax.vmap(one)(x, mask, keys)
@@ -194,7 +193,6 @@ def inpaint(
         raise ValueError(f"mask must have shape {x.shape[1:]} or {x.shape}, got {mask.shape}.")
     if method not in ("smc", "replace"):
         raise ValueError(f"method must be 'smc' or 'replace', got {method!r}.")
-    check_score(score, sde, x.shape[1:])
     n = x.shape[0]
     ts = time_grid(sde, sampler.steps, sampler.t_end)
     args = shard_batch((x, mask, jr.split(key, n)), n)

@@ -19,6 +19,7 @@ from ._samplers import AbstractSampler, EulerMaruyama, PredictorCorrector, Proba
 from ._score import ScoreModel
 from ._sde import AbstractSDE
 from ._serial import AbstractSpec, registered, signature_hints
+from ._trace import AbstractTraceEstimator, Hutchinson
 from ._train import train as _train_fn
 
 # Short names of the samplers main.py offers (`--sample.samplers em,pc,dpm`); an experiment
@@ -231,19 +232,20 @@ class Sample:
 
 @dataclass(frozen=True)
 class Eval:
-    """The likelihood phase: the first `n_images` test examples, the exact trace or Hutchinson's
-    estimate with `n_probes` probes, `n_dequant` dequantization draws, `batch_size` examples
-    solved together."""
+    """The likelihood phase: the first `n_images` test examples, the trace estimator
+    (`sgm.Exact()`, `sgm.Hutchinson(n_probes)`, ...), `n_dequant` dequantization draws,
+    `batch_size` examples per call."""
 
     n_images: int = 64
-    exact: bool = False
-    n_probes: int = 1
+    trace: AbstractTraceEstimator = Hutchinson()
     n_dequant: int = 1
     batch_size: int = 32
 
     def __post_init__(self):
-        for name in ("n_images", "n_probes", "n_dequant", "batch_size"):
+        for name in ("n_images", "n_dequant", "batch_size"):
             _positive_int(f"eval.{name}", getattr(self, name))
+        if not isinstance(self.trace, AbstractTraceEstimator):
+            raise ValueError(f"eval.trace must be an sgm trace estimator, got {self.trace!r}.")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from ._optimizer import Adam
 from ._samplers import EulerMaruyama, PredictorCorrector
 from ._sde import VESDE, VPSDE, SubVPSDE
 from ._serial import registered
+from ._trace import Exact, Hutchinson
 
 # What the earlier `build_model` passed to each network (the rest were the class defaults).
 _NET_ARGS = {
@@ -103,12 +104,9 @@ def from_legacy(d: dict) -> Experiment:
                 },  # fmt: skip
             ),
             eval=Eval(
-                **{
-                    k: ev[k]
-                    for k in ("n_images", "exact", "n_probes", "n_dequant", "batch_size")
-                    if k in ev
-                }
-            ),  # fmt: skip
+                trace=Exact() if ev.get("exact") else Hutchinson(n_probes=ev.get("n_probes", 1)),
+                **{k: ev[k] for k in ("n_images", "n_dequant", "batch_size") if k in ev},
+            ),
         )
     except (KeyError, TypeError) as e:
         raise ValueError(

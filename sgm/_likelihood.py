@@ -2,116 +2,181 @@
 appendix D.2; Chen et al. 2018; Grathwohl et al. 2019).
 
 With `dx/dt = F(t, x)` the probability-flow ODE, `log p_t0(x(t0)) = log p_t1(x(t1)) +
-int_t0^t1 div F(t, x(t)) dt`. The divergence is the exact Jacobian trace, computed from one
-linearisation of `F` in chunks of basis vectors, or Hutchinson's estimate `E[v^T (dF/dx) v]`
-with probes drawn once per solve (Grathwohl et al. 2019, eq. 7).
+int_t0^t1 div F(t, x(t)) dt`. The ODE is solved in the coordinates of `ODEVariables` (by default
+the noise level `s/m` and a normalised state), carrying the change of variables' log-determinant
+exactly; the divergence of the SDE's linear drift is closed form, and only the score's part is
+traced, by a trace estimator (`Exact`, `Hutchinson`, `HutchPlusPlus`).
+
+Each example is solved on its own (one adaptive step sequence, one probe draw from its own key
+`fold_in(key, i)`), so its value does not depend on the other examples of the call, on
+`batch_size` or on the device count.
 """
 
 import math
+import sys
+import warnings
 from typing import Literal
 
 import diffrax
 import equinox as eqx
 import jax
-import jax.lax as lax
 import jax.numpy as jnp
 import jax.random as jr
-import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 from tqdm.auto import tqdm
 
 from ._checks import check_batch, check_labels, check_score, check_sde
-from ._samplers import solve_ode, solver_evaluations
+from ._flow import ODEVariables, solve_ode, solver_evaluations
 from ._scaler import AffineScaler
 from ._sde import AbstractSDE
-from ._sharding import shard_batch
-
-_PROBES = ("rademacher", "gaussian")
-
-
-def exact_trace(linear_fn, shape: tuple[int, ...], chunk_size: int) -> Array:
-    """`tr(J)` for the linear map `v -> J v` on arrays of `shape`, applying it to `chunk_size`
-    basis vectors at a time so that memory stays `O(chunk_size * d)`."""
-    d = math.prod(shape)
-    chunk_size = min(chunk_size, d)
-    n_chunks = -(-d // chunk_size)
-    idx = np.arange(n_chunks * chunk_size).reshape(n_chunks, chunk_size)
-
-    def chunk_trace(rows):
-        valid = rows < d
-        basis = jax.nn.one_hot(jnp.where(valid, rows, 0), d) * valid[:, None]
-        jv = jax.vmap(linear_fn)(basis.reshape(chunk_size, *shape)).reshape(chunk_size, d)
-        return jnp.sum(jnp.where(valid, jnp.take_along_axis(jv, rows[:, None] % d, 1)[:, 0], 0))
-
-    return jnp.sum(lax.map(chunk_trace, jnp.asarray(idx)))
+from ._sharding import data_mesh, example_keys, map_examples, pad_batch, pad_to_devices
+from ._trace import AbstractTraceEstimator, Exact, Hutchinson
+from .distributed import split_examples
 
 
-def draw_probes(key: PRNGKeyArray, n: int, shape: tuple[int, ...], kind: str) -> Array:
-    """`n` Hutchinson probes with `E[v v^T] = I`: Rademacher signs or standard normals."""
-    if kind == "rademacher":
-        return jr.rademacher(key, (n, *shape), dtype=jnp.result_type(float))
-    return jr.normal(key, (n, *shape))
+def _state_and_density_norm(err):
+    """The larger of the state's RMS error and the log-density's error (both already scaled by
+    `atol + rtol |y|`): the log-density is the output, so it is controlled in its own right,
+    not as one entry in `d + 1` of an RMS norm (which loosened its tolerance `sqrt(d)`-fold)."""
+    z, delta = err
+    return jnp.maximum(jnp.sqrt(jnp.mean(z**2)), jnp.abs(delta))
+
+
+_NORMS = {"max": _state_and_density_norm, "rms": None}
+
+
+def _outside_stacklevel() -> int:
+    """The `stacklevel` of the first caller outside sgm and equinox (the user's line)."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(("sgm", "equinox")):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _trace_from_flags(trace, exact, n_probes, probe, chunk_size):
+    """The estimator named by the deprecated `exact=` / `n_probes=` / `probe=` / `chunk_size=`
+    keywords (kept working: `exact=True` is `Exact(chunk_size)`, otherwise `Hutchinson`)."""
+    flags = {"exact": exact, "n_probes": n_probes, "probe": probe, "chunk_size": chunk_size}
+    given = [name for name, value in flags.items() if value is not None]
+    if not given:
+        return Hutchinson() if trace is None else trace
+    if trace is not None:
+        raise ValueError(f"pass either trace=... or the deprecated {given}, not both.")
+    warnings.warn(
+        f"{', '.join(given)}: deprecated; pass trace=sgm.Exact(chunk_size=...) or "
+        "trace=sgm.Hutchinson(n_probes=..., probe=...).",
+        DeprecationWarning,
+        stacklevel=_outside_stacklevel(),
+    )
+    if exact:
+        return Exact() if chunk_size is None else Exact(chunk_size=chunk_size)
+    return Hutchinson(n_probes=1 if n_probes is None else n_probes, probe=probe or "rademacher")
 
 
 class LogLikelihood(eqx.Module):
-    """The bound form of `log_likelihood`: `ll = LogLikelihood(score, sde); ll(x, key=key)`.
+    """Log-density `log p_t0(x)` in nats of each example under the model defined by `score`
+    and `sde`, by solving the probability-flow ODE from `t0` to `t1` with diffrax. Built once
+    with its options, called on batches: `LogLikelihood(score, sde, **options)(x, key=key)`;
+    `log_likelihood(score, sde, x, key=key, **options)` is the same call in one line.
 
-    **Arguments:** as `log_likelihood`.
+    **Arguments:**
+
+    - `score`: a callable `score(t, x)` on one example.
+    - `sde`: its SDE; the integral starts at `sde.t0` and ends at the prior at `sde.t1`.
+    - `trace`: `Hutchinson()` (one Rademacher probe, the default), `Exact(chunk_size=128)`
+      or `HutchPlusPlus(n_probes=3)`.
+    - `rtol`, `atol`, `solver`: diffrax step-size control and solver (default `Tsit5`).
+    - `max_steps`: the most steps of one solve.
+    - `variables`: the coordinates of the solve; by default `ODEVariables(time="sigma")`, the
+      noise level `s/m` and the normalised state (measured the cheapest at equal accuracy on
+      `mnist_vp`; `benchmarks/likelihood_cost.py`); `ODEVariables(time="t", state="x")` is the
+      flow in `t` as Song et al. write it.
+    - `error_norm`: `"max"`, the larger of the state's RMS error and the log-density's, or
+      `"rms"`, one RMS over both (the log-density one entry among `d + 1`, its tolerance in
+      effect `sqrt(d)` times looser; sgm's behaviour before `"max"`).
+    - `exact`, `n_probes`, `probe`, `chunk_size`: deprecated spellings of `trace`.
     """
 
     score: object
     sde: AbstractSDE
-    exact: bool = eqx.field(static=True, default=False)
-    n_probes: int = eqx.field(static=True, default=1)
-    probe: Literal["rademacher", "gaussian"] = eqx.field(static=True, default="rademacher")
-    rtol: float = eqx.field(static=True, default=1e-5)
-    atol: float = eqx.field(static=True, default=1e-5)
-    solver: object = None
-    chunk_size: int = eqx.field(static=True, default=128)
-    max_steps: int = eqx.field(static=True, default=4096)
+    trace: AbstractTraceEstimator
+    rtol: float = eqx.field(static=True)
+    atol: float = eqx.field(static=True)
+    solver: diffrax.AbstractSolver
+    max_steps: int = eqx.field(static=True)
+    variables: ODEVariables
+    error_norm: str = eqx.field(static=True)
 
-    def __check_init__(self):
-        check_sde(self.sde)
-        if self.probe not in _PROBES:
-            raise ValueError(f"probe must be one of {_PROBES}, got {self.probe!r}.")
-        if not isinstance(self.n_probes, int) or self.n_probes < 1:
-            raise ValueError(f"n_probes must be a positive int, got {self.n_probes!r}.")
-        if not isinstance(self.chunk_size, int) or self.chunk_size < 1:
-            raise ValueError(f"chunk_size must be a positive int, got {self.chunk_size!r}.")
-        if not (self.rtol > 0 and self.atol > 0):
-            raise ValueError(f"rtol and atol must be positive, got {self.rtol}, {self.atol}.")
-        if self.solver is not None:
-            solver_evaluations(self.solver)
+    def __init__(
+        self,
+        score,
+        sde: AbstractSDE,
+        *,
+        trace: AbstractTraceEstimator | None = None,
+        rtol: float = 1e-5,
+        atol: float = 1e-5,
+        solver: diffrax.AbstractSolver | None = None,
+        max_steps: int = 4096,
+        variables: ODEVariables | None = None,
+        error_norm: Literal["max", "rms"] = "max",
+        exact: bool | None = None,
+        n_probes: int | None = None,
+        probe: str | None = None,
+        chunk_size: int | None = None,
+    ):
+        check_sde(sde)
+        if not callable(score):
+            raise ValueError(f"score must be a callable score(t, x), got {type(score).__name__}.")
+        self.score, self.sde = score, sde
+        self.trace = _trace_from_flags(trace, exact, n_probes, probe, chunk_size)
+        if not isinstance(self.trace, AbstractTraceEstimator):
+            raise ValueError(
+                "trace must be a trace estimator (sgm.Exact(), sgm.Hutchinson(), "
+                f"sgm.HutchPlusPlus()), got {type(self.trace).__name__}."
+            )
+        if not (rtol > 0 and atol > 0):
+            raise ValueError(f"rtol and atol must be positive, got {rtol}, {atol}.")
+        if not isinstance(max_steps, int) or max_steps < 1:
+            raise ValueError(f"max_steps must be a positive int, got {max_steps!r}.")
+        self.rtol, self.atol, self.max_steps = rtol, atol, max_steps
+        self.solver = diffrax.Tsit5() if solver is None else solver
+        solver_evaluations(self.solver)
+        self.variables = ODEVariables(time="sigma") if variables is None else variables
+        if not isinstance(self.variables, ODEVariables):
+            raise ValueError(f"variables must be sgm.ODEVariables, got {self.variables!r}.")
+        if error_norm not in _NORMS:
+            raise ValueError(f"error_norm must be one of {tuple(_NORMS)}, got {error_norm!r}.")
+        self.error_norm = error_norm
 
-    def one(self, x: Array, key: PRNGKeyArray | None, y: Array | None = None):
+    def one(self, x: Array, key: PRNGKeyArray, y: Array | None = None):
         """`(log p_t0(x), nfe)` for one example."""
         score = self.score if y is None else (lambda t, x: self.score(t, x, y=y))
-        sde = self.sde
-        shape = x.shape
-        probes = None if self.exact else draw_probes(key, self.n_probes, shape, self.probe)
+        sde, var, shape = self.sde, self.variables, x.shape
+        probes = self.trace.draw(key, shape)
 
-        def vector_field(t, state):
-            x, _ = state
-            drift, linear = jax.linearize(lambda x: sde.ode_drift(score, t, x), x)
-            if self.exact:
-                div = exact_trace(linear, shape, self.chunk_size)
-            else:
-                jv = jax.vmap(linear)(probes)
-                div = jnp.mean(jnp.sum((probes * jv).reshape(self.n_probes, -1), axis=1))
-            return drift, div
+        def trace(linear):
+            return self.trace(linear, shape, probes, shift=1.0)
 
-        (x1, delta), nfe = solve_ode(
+        def vector_field(v, state):
+            return var.drift_and_divergence(sde, score, v, state[0], trace)
+
+        v0, v1 = var.coordinate(sde, sde.t0), var.coordinate(sde, sde.t1)
+        (z1, delta), nfe = solve_ode(
             vector_field,
-            (x, jnp.zeros((), x.dtype)),
-            sde.t0,
-            sde.t1,
-            solver=self.solver if self.solver is not None else diffrax.Tsit5(),
+            (x / var.scale(sde, sde.t0), jnp.zeros((), x.dtype)),
+            v0,
+            v1,
+            dt0=var.initial_step(v0, v1),
+            solver=self.solver,
             rtol=self.rtol,
             atol=self.atol,
             steps=None,
             max_steps=self.max_steps,
+            norm=_NORMS[self.error_norm],
         )
-        return sde.prior_log_prob(x1) + delta, nfe
+        x1 = var.scale(sde, sde.t1) * z1
+        log_det = var.log_scale_change(sde, sde.t0, sde.t1, x.size)
+        return sde.prior_log_prob(x1) + log_det + delta, nfe
 
     def __call__(
         self,
@@ -122,44 +187,62 @@ class LogLikelihood(eqx.Module):
         batch_size: int | None = None,
         progress: bool | None = None,
         return_nfe: bool = False,
-    ):
+    ) -> Float[Array, " n"] | tuple[Float[Array, " n"], Int[Array, " n"]]:
+        """Log-densities `(n,)` of the batch `x` (model scale), and with `return_nfe` the score
+        evaluations per example.
+
+        - `key`: for a random trace estimator; example `i` uses `fold_in(key, i)`.
+        - `y`: optional conditioning, one per example.
+        - `batch_size`: examples per compiled call (a progress bar when there are several).
+        """
         x = check_batch(x)
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            raise ValueError(
+                f"x must be floats in model scale, got dtype {x.dtype}; for integer images use "
+                "sgm.bits_per_dim (it dequantizes and scales them)."
+            )
         n = x.shape[0]
         y = check_labels(y, n)
-        if not self.exact and key is None:
+        if batch_size is not None and (
+            not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1
+        ):
+            raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}.")
+        if self.trace.needs_key and key is None:
             raise ValueError(
-                "Hutchinson's estimator needs a key: pass key=jr.key(...), or exact=True."
+                f"{type(self.trace).__name__} needs a key: pass key=jr.key(...), or "
+                "trace=sgm.Exact()."
             )
-        check_score(self.score, self.sde, x.shape[1:], y)
-        keys = jr.split(jr.key(0) if key is None else key, n)
-        batch_size = n if batch_size is None else min(batch_size, n)
-        starts = range(0, n, batch_size)
-        show = len(starts) > 1 if progress is None else progress
-        out, nfes = [], []
-        for i in tqdm(starts, desc="log-likelihood", disable=not show, unit="batch"):
-            part = slice(i, i + batch_size)
-            m = len(range(n)[part])
-            args = (x[part], keys[part], None if y is None else y[part])
-            # Pad to the fixed batch size (one compilation), then to the device count.
-            args = shard_batch(_pad(args, m, batch_size), batch_size)
-            lp, nfe = _loglik_batch(self, *args)
-            out.append(lp[:m])
-            nfes.append(nfe[:m])
-        lp, nfe = jnp.concatenate(out), jnp.concatenate(nfes)
+        keys = example_keys(jr.key(0) if key is None else key, n)
+
+        def solve(x, keys, y):  # the examples of this process (all in a one-process job)
+            m_all = x.shape[0]
+            size = m_all if batch_size is None else min(batch_size, m_all)
+            starts = range(0, m_all, size)
+            show = len(starts) > 1 if progress is None else progress
+            devices = data_mesh().devices.size
+            out, nfes = [], []
+            for i in tqdm(starts, desc="log-likelihood", disable=not show, unit="batch"):
+                part = slice(i, i + size)
+                m = len(range(m_all)[part])
+                args = (x[part], keys[part], None if y is None else y[part])
+                # Pad to the fixed batch size (one compilation), then to the device count.
+                args = pad_to_devices(pad_batch(args, m, size), size, devices)
+                lp, nfe = _loglik_batch(self, *args)
+                out.append(lp[:m])
+                nfes.append(nfe[:m])
+            return jnp.concatenate(out), jnp.concatenate(nfes)
+
+        lp, nfe = split_examples(solve, n, x, keys, y)
         return (lp, nfe) if return_nfe else lp
-
-
-def _pad(tree, m: int, size: int):
-    if m == size:
-        return tree
-    return jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], size - m, 0)]), tree)
 
 
 @eqx.filter_jit
 def _loglik_batch(ll: LogLikelihood, x, keys, y):
+    # Checked while tracing: once per score, shape and dtype, not on every call.
+    check_score(ll.score, ll.sde, x.shape[1:], y)
     if y is None:
-        return jax.vmap(lambda x, k: ll.one(x, k))(x, keys)
-    return jax.vmap(ll.one)(x, keys, y)
+        return map_examples(lambda x, k: ll.one(x, k), (x, keys))
+    return map_examples(ll.one, (x, keys, y))
 
 
 def log_likelihood(
@@ -168,42 +251,19 @@ def log_likelihood(
     x: Float[ArrayLike, "n *data_shape"],
     *,
     key: PRNGKeyArray | None = None,
-    exact: bool = False,
-    n_probes: int = 1,
-    probe: Literal["rademacher", "gaussian"] = "rademacher",
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    solver=None,
     y: Array | None = None,
     batch_size: int | None = None,
-    chunk_size: int = 128,
     progress: bool | None = None,
     return_nfe: bool = False,
+    **options,
 ) -> Float[Array, " n"] | tuple[Float[Array, " n"], Int[Array, " n"]]:
-    """Log-density `log p_t0(x)` in nats of each example under the model defined by `score`
-    and `sde`, by solving the probability-flow ODE from `t0` to `t1` with diffrax.
-
-    **Arguments:**
-
-    - `score`: a callable `score(t, x)` on one example.
-    - `sde`: its SDE; the integral starts at `sde.t0` and ends at the prior at `sde.t1`.
-    - `x`: a batch `(n, *data_shape)` in model scale.
-    - `key`: needed for Hutchinson's estimator (`exact=False`).
-    - `exact`: the full Jacobian trace (`d` Jacobian-vector products per evaluation, in chunks
-      of `chunk_size`) instead of Hutchinson's estimate.
-    - `n_probes`, `probe`: Hutchinson probes per example (`"rademacher"` or `"gaussian"`), drawn
-      once and fixed over the solve.
-    - `rtol`, `atol`, `solver`: diffrax step-size control and solver (default `Tsit5`).
-    - `y`: optional conditioning, one per example.
-    - `batch_size`: evaluate this many examples per compiled call, with a progress bar.
-    - `return_nfe`: also return the score evaluations (each a linearisation) per example.
+    """`LogLikelihood(score, sde, **options)(x, key=key, ...)`: log-densities in nats, one per
+    example; see `LogLikelihood` for the options (`trace`, `rtol`, `atol`, `solver`,
+    `max_steps`, `variables`) and the call's arguments.
 
     **Returns:** log-densities `(n,)`, and with `return_nfe` the NFE `(n,)`.
     """
-    ll = LogLikelihood(
-        score, sde, exact=exact, n_probes=n_probes, probe=probe, rtol=rtol, atol=atol,
-        solver=solver, chunk_size=chunk_size,
-    )  # fmt: skip
+    ll = LogLikelihood(score, sde, **options)
     return ll(x, key=key, y=y, batch_size=batch_size, progress=progress, return_nfe=return_nfe)
 
 
@@ -231,15 +291,17 @@ def bits_per_dim(
 
     - `score`, `sde`: the model.
     - `images`: integers in `[0, 2^num_bits)`, shaped `(n, *data_shape)`.
-    - `key`: for the dequantization noise and Hutchinson's probes.
+    - `key`: for the dequantization noise (example `i`'s from `fold_in`, like its probes).
     - `num_bits`: bits per pixel of the data.
     - `n_dequant`: dequantization draws per image.
     - `scaler`: elementwise map from `[0, 1]` to model scale (default `[-1, 1]`).
-    - `likelihood_kwargs`: passed to `log_likelihood` (`exact`, `n_probes`, `rtol`, ...).
+    - `likelihood_kwargs`: passed to `log_likelihood` (`trace`, `rtol`, `batch_size`, ...).
     """
     images = jnp.asarray(images)
-    if images.ndim < 2:
-        raise ValueError(f"images must be shaped (n, *data_shape), got {images.shape}.")
+    if images.ndim < 2 or images.shape[0] < 1:
+        raise ValueError(f"images must be shaped (n, *data_shape) with n >= 1, got {images.shape}.")
+    if images.dtype == jnp.bool_:
+        raise ValueError("images must be integers in [0, 2**num_bits), not booleans.")
     if not jnp.issubdtype(images.dtype, jnp.integer):
         if not bool(jnp.all(images == jnp.round(images))):
             raise ValueError("images must hold integer values (e.g. uint8 pixels), not floats.")
@@ -249,14 +311,15 @@ def bits_per_dim(
         raise ValueError(f"images must lie in [0, 2**num_bits) = [0, {levels}).")
     if not isinstance(n_dequant, int) or n_dequant < 1:
         raise ValueError(f"n_dequant must be a positive int, got {n_dequant!r}.")
-    dim = math.prod(images.shape[1:])
+    n, dim = images.shape[0], math.prod(images.shape[1:])
     images = images.astype(jnp.result_type(float))
-    total = jnp.zeros(images.shape[0])
+    total = jnp.zeros(n)
     for rkey in jr.split(key, n_dequant):
         ukey, lkey = jr.split(rkey)
-        u = (images + jr.uniform(ukey, images.shape)) / levels
+        noise = jax.vmap(lambda k: jr.uniform(k, images.shape[1:]))(example_keys(ukey, n))
+        u = (images + noise) / levels
         x, slope = jax.jvp(scaler, (u,), (jnp.ones_like(u),))
-        log_det = jnp.sum(jnp.log(jnp.abs(slope)).reshape(len(u), -1), axis=1)
+        log_det = jnp.sum(jnp.log(jnp.abs(slope)).reshape(n, -1), axis=1)
         lp = log_likelihood(score, sde, x, key=lkey, **likelihood_kwargs)
         total = total + (lp + log_det - dim * math.log(levels))
     return -total / n_dequant / (dim * math.log(2))

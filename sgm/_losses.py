@@ -17,7 +17,6 @@ from typing import Literal
 
 import equinox as eqx
 import jax
-import jax.lax as lax
 import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray, Scalar
@@ -30,22 +29,9 @@ _TIME_SAMPLING = ("uniform", "stratified", "antithetic")
 
 
 def log_inverse_snr(sde: AbstractSDE, t) -> Scalar:
-    """`rho(t) = log(s(t)^2 / m(t)^2)`, increasing in `t`, with `d rho / dt = g^2 / s^2`."""
-    m, s = sde.marginal(t)
-    return 2 * (jnp.log(s) - jnp.log(m))
-
-
-def _invert_rho(sde: AbstractSDE, rho: Scalar, lo: float, hi: float) -> Scalar:
-    """The `t` in `[lo, hi]` with `rho(t) = rho`, by bisection (rho is monotone)."""
-
-    def body(_, bounds):
-        a, b = bounds
-        mid = 0.5 * (a + b)
-        below = log_inverse_snr(sde, mid) < rho
-        return jnp.where(below, mid, a), jnp.where(below, b, mid)
-
-    a, b = lax.fori_loop(0, 40, body, (jnp.asarray(lo), jnp.asarray(hi)))
-    return 0.5 * (a + b)
+    """`rho(t) = log(s(t)^2 / m(t)^2) = -sde.log_snr(t)`, increasing in `t`, with
+    `d rho / dt = g^2 / s^2`."""
+    return -sde.log_snr(t)
 
 
 def sample_uniforms(key: PRNGKeyArray, n: int, method: str) -> Float[Array, " n"]:
@@ -112,7 +98,7 @@ class DSMLoss(eqx.Module):
         if self.importance_sampling:
             rho_lo, rho_hi = log_inverse_snr(sde, lo), log_inverse_snr(sde, hi)
             rho = rho_lo + u * (rho_hi - rho_lo)
-            t = jax.vmap(lambda r: _invert_rho(sde, r, lo, hi))(rho)
+            t = jnp.clip(jax.vmap(lambda r: sde.time_at_log_snr(-r))(rho), lo, hi)
             # E_U[g^2/s^2 f] = Z / (hi - lo) E_q[f], with Z = rho_hi - rho_lo.
             return t, jnp.full_like(t, (rho_hi - rho_lo) / (hi - lo))
         t = lo + u * (hi - lo)

@@ -4,10 +4,11 @@ accepts."""
 
 import dataclasses
 
-from ._experiment import SAMPLERS, Experiment, Net, Sample
+from ._experiment import SAMPLERS, Eval, Experiment, Net, Sample
 from ._samplers import EulerMaruyama, PredictorCorrector
 from ._sde import VESDE, VPSDE, SubVPSDE
 from ._serial import field_hints, fields_of, fingerprint, parse_value, registered
+from ._trace import Exact, Hutchinson, HutchPlusPlus
 
 # Keys of earlier configurations, kept working.
 _ALIASES = {
@@ -53,6 +54,7 @@ def valid_keys(exp: Experiment) -> list[str]:
     keys += [f"sample.{f.name}" for f in dataclasses.fields(exp.sample)]
     keys += [f"sample.{n}.<field>" for n in exp.sample.samplers] + ["sample.controlled.<field>"]
     keys += [f"eval.{f.name}" for f in dataclasses.fields(exp.eval)]
+    keys += ["eval.trace.<field>", "eval.exact", "eval.n_probes"]
     return keys
 
 
@@ -122,9 +124,10 @@ def _apply(exp: Experiment, key: str, raw: str, given: str) -> Experiment:
         return replace(loss=_set(exp.loss, name, raw, given))
     if section == "optimizer":
         return replace(optimizer=_set(exp.optimizer, name, raw, given))
-    if section in ("train", "eval"):
-        sub = getattr(exp, section)
-        return replace(**{section: _set(sub, name, raw, given)})
+    if section == "eval":
+        return replace(eval=_apply_eval(exp.eval, name, raw, given))
+    if section == "train":
+        return replace(train=_set(exp.train, name, raw, given))
     if section == "sample":
         return replace(sample=_apply_sample(exp.sample, name, raw, given))
     raise KeyError(key)
@@ -155,6 +158,20 @@ def _apply_sample(s: Sample, name: str, raw: str, given: str) -> Sample:
     if name == "controlled" or name not in {f.name for f in dataclasses.fields(s)}:
         raise KeyError(name)
     return _set(s, name, raw, given)
+
+
+def _apply_eval(e: Eval, name: str, raw: str, given: str) -> Eval:
+    if name == "exact":  # the earlier flags, as trace estimators
+        exact = parse_value(raw, bool, given)
+        trace = Exact() if exact else e.trace if not isinstance(e.trace, Exact) else Hutchinson()
+        return dataclasses.replace(e, trace=trace)
+    if name == "n_probes":
+        trace = e.trace if isinstance(e.trace, Hutchinson | HutchPlusPlus) else Hutchinson()
+        return dataclasses.replace(e, trace=_set(trace, "n_probes", raw, given))
+    head, dot, rest = name.partition(".")
+    if dot and head == "trace":
+        return dataclasses.replace(e, trace=_set(e.trace, rest, raw, given))
+    return _set(e, name, raw, given)
 
 
 def _leaves(exp: Experiment) -> dict:

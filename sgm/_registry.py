@@ -6,11 +6,13 @@ import diffrax
 from . import nets
 from ._experiment import Data, Eval, Experiment, Net, Sample, Train
 from ._fast_samplers import DPMSolver, HeunSampler, ReverseSDESolver, UniPC
+from ._flow import ODEVariables
 from ._losses import DSMLoss
 from ._optimizer import Adam
 from ._samplers import EulerMaruyama, PredictorCorrector, ProbabilityFlowODE
 from ._sde import VESDE, VPSDE, SubVPSDE
 from ._serial import register as register
+from ._trace import Exact, Hutchinson, HutchPlusPlus
 
 register(VPSDE, SubVPSDE, VESDE)
 register(nets.MLP, nets.UNet, nets.DiT)
@@ -18,4 +20,5 @@ register(EulerMaruyama, PredictorCorrector, ProbabilityFlowODE, DPMSolver, UniPC
          ReverseSDESolver)  # fmt: skip
 register(diffrax.Euler, diffrax.Heun, diffrax.Midpoint, diffrax.Ralston, diffrax.Bosh3,
          diffrax.Tsit5, diffrax.Dopri5, diffrax.Dopri8, diffrax.SRA1, diffrax.ShARK)  # fmt: skip
+register(ODEVariables, Exact, Hutchinson, HutchPlusPlus)
 register(DSMLoss, Adam, Data, Net, Train, Sample, Eval, Experiment)

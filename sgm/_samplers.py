@@ -1,7 +1,11 @@
 """Samplers of the reverse-time SDE and of the probability-flow ODE (Song et al. 2021, sec. 4).
 
-A sampler holds its settings and maps `(score, sde, key, data_shape)` to ONE sample and the
-number of score evaluations (NFE) it used; `sgm.sample` vmaps and shards it.
+The sampler contract: `sgm.sample` draws the prior; a sampler holds its settings and maps ONE
+prior draw `x1` to one sample and the number of score evaluations (NFE) it used,
+`sampler.sample_one(score, sde, x1, key=key) -> (x, nfe)`. Every sampler returns the same kind
+of result: the scaled state `x / m` at its end time (the data plus noise of std `s / m`), or
+with `denoise` Tweedie's `E[x_0 | x_t]` there. Each knows the settings it does badly with
+(`poor_combination`), which `sgm.sample` turns into a warning.
 """
 
 import abc
@@ -9,12 +13,12 @@ from collections.abc import Callable
 
 import diffrax
 import equinox as eqx
-import jax
 import jax.lax as lax
 import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from ._flow import ODEVariables, solve_ode, solver_evaluations
 from ._sde import AbstractSDE
 
 Score = Callable[[Array, Array], Array]
@@ -47,34 +51,50 @@ def time_grid(sde: AbstractSDE, steps: int, t_end: float | None) -> Float[Array,
     return jnp.linspace(sde.t1, end_time(sde, t_end), steps + 1)
 
 
-def tweedie_denoise(score: Score, sde: AbstractSDE, t, x: Array) -> Array:
-    """`E[x_0 | x_t] = (x_t + s(t)^2 score(t, x_t)) / m(t)` (Tweedie's formula; Efron 2011),
-    the final denoising step that removes the noise left at the end time."""
-    m, s = sde.marginal(t)
-    return (x + s**2 * score(t, x)) / m
-
-
 class AbstractSampler(eqx.Module):
-    """A sampler: settings as fields, `sample_one` draws one example."""
+    """A sampler: settings as fields, `sample_one` maps one prior draw to one sample."""
 
     denoise: eqx.AbstractVar[bool]
     t_end: eqx.AbstractVar[float | None]
 
     @abc.abstractmethod
     def sample_one(
-        self, score: Score, sde: AbstractSDE, key: PRNGKeyArray, data_shape: tuple[int, ...]
+        self, score: Score, sde: AbstractSDE, x1: Float[Array, "*data_shape"], *, key: PRNGKeyArray
     ) -> tuple[Float[Array, "*data_shape"], Int[Array, ""]]:
-        """One sample of shape `data_shape` and the number of score evaluations used."""
+        """One sample from the prior draw `x1` (at `sde.t1`), and the score evaluations used;
+        `key` is for the sampler's own noise."""
 
-    def _finish(self, score, sde, x, nfe: int):
+    def poor_combination(self, sde: AbstractSDE) -> str | None:
+        """Why this sampler is known to do badly with `sde`, or None (measured thresholds; see
+        `benchmarks/sampler_accuracy.py`)."""
+        return None
+
+    def _finish(self, score, sde, t, x, nfe):
+        """The result at the end time `t` from the state `x`: `x / m(t)`, or with `denoise`
+        Tweedie's `E[x_0 | x_t]` (one more evaluation)."""
         if self.denoise:
-            return tweedie_denoise(score, sde, end_time(sde, self.t_end), x), nfe + 1
-        return x, nfe
+            return sde.denoise(score, t, x), jnp.asarray(nfe + 1)
+        return x / sde.marginal(t)[0], jnp.asarray(nfe)
+
+
+def euler_maruyama(score: Score, sde: AbstractSDE, t, t_next, x: Array) -> tuple[Array, Array]:
+    """`(mean, std)` of one Euler-Maruyama step of the reverse-time SDE (Song et al. 2021,
+    eq. 6) from `t` to `t_next < t`; the step is `mean + std z` with `z ~ N(0, I)`."""
+    dt = t_next - t
+    return x + sde.reverse_drift(score, t, x) * dt, sde.diffusion(t) * jnp.sqrt(-dt)
 
 
 def _euler_maruyama_step(score, sde, t, t_next, x, z):
-    dt = t_next - t
-    return x + sde.reverse_drift(score, t, x) * dt + sde.diffusion(t) * jnp.sqrt(-dt) * z
+    mean, std = euler_maruyama(score, sde, t, t_next, x)
+    return mean + std * z
+
+
+def _scan_steps(step, x1, ts, key, unroll):
+    """`step(x, (t, t_next, key))` over the grid `ts`, one key per step."""
+    keys = jr.split(key, len(ts) - 1)
+    x, _ = lax.scan(lambda x, inputs: (step(x, inputs), None), x1, (ts[:-1], ts[1:], keys),
+                    unroll=unroll)  # fmt: skip
+    return x
 
 
 class EulerMaruyama(AbstractSampler):
@@ -97,19 +117,15 @@ class EulerMaruyama(AbstractSampler):
         _check_steps("EulerMaruyama", self.steps)
         _check_t_end("EulerMaruyama", self.t_end)
 
-    def sample_one(self, score, sde, key, data_shape):
+    def sample_one(self, score, sde, x1, *, key):
         ts = time_grid(sde, self.steps, self.t_end)
-        pkey, skey = jr.split(key)
 
         def step(x, inputs):
             t, t_next, k = inputs
-            return _euler_maruyama_step(score, sde, t, t_next, x, jr.normal(k, x.shape)), None
+            return _euler_maruyama_step(score, sde, t, t_next, x, jr.normal(k, x.shape))
 
-        x0 = sde.prior_sample(pkey, data_shape)
-        keys = jr.split(skey, self.steps)
-        x, _ = lax.scan(step, x0, (ts[:-1], ts[1:], keys), unroll=self.unroll)
-        x, nfe = self._finish(score, sde, x, self.steps)
-        return x, jnp.asarray(nfe)
+        x = _scan_steps(step, x1, ts, key, self.unroll)
+        return self._finish(score, sde, ts[-1], x, self.steps)
 
 
 _PREDICTORS = ("reverse_diffusion", "euler_maruyama")
@@ -174,9 +190,8 @@ class PredictorCorrector(AbstractSampler):
         a, b = sde.transition(t_next, t)
         return x - (a - 1) * x + b**2 * score(t, x) + b * z
 
-    def sample_one(self, score, sde, key, data_shape):
+    def sample_one(self, score, sde, x1, *, key):
         ts = time_grid(sde, self.steps, self.t_end)
-        pkey, skey = jr.split(key)
 
         def step(x, inputs):
             t, t_next, k = inputs
@@ -184,59 +199,17 @@ class PredictorCorrector(AbstractSampler):
             for i in range(self.corrector_steps):
                 x = self._langevin(score, sde, t, t_next, x, ckeys[i])
             z = jr.normal(ckeys[-1], x.shape)
-            return self._predict(score, sde, t, t_next, x, z), None
+            return self._predict(score, sde, t, t_next, x, z)
 
-        x0 = sde.prior_sample(pkey, data_shape)
-        keys = jr.split(skey, self.steps)
-        x, _ = lax.scan(step, x0, (ts[:-1], ts[1:], keys), unroll=self.unroll)
-        x, nfe = self._finish(score, sde, x, self.steps * (self.corrector_steps + 1))
-        return x, jnp.asarray(nfe)
-
-
-def solver_evaluations(solver: diffrax.AbstractSolver) -> tuple[int, int]:
-    """`(per_step, initial)` vector-field evaluations of a diffrax solver: `num_stages` per
-    step, or `num_stages - 1` and one initial evaluation for first-same-as-last tableaus."""
-    if isinstance(solver, diffrax.Euler):
-        return 1, 0
-    if isinstance(solver, diffrax.AbstractERK):
-        tableau = solver.tableau
-        return (tableau.num_stages - 1, 1) if tableau.fsal else (tableau.num_stages, 0)
-    raise ValueError(
-        f"cannot count the evaluations of {type(solver).__name__}; use diffrax.Euler or an "
-        "explicit Runge-Kutta solver (Heun, Midpoint, Bosh3, Tsit5, Dopri5, Dopri8)."
-    )
-
-
-def solve_ode(
-    vector_field, y0, t_start, t_stop, *, solver, rtol, atol, steps, max_steps
-) -> tuple[object, Int[Array, ""]]:
-    """Solves `dy/dt = vector_field(t, y)` from `t_start` to `t_stop` with diffrax: adaptive
-    (PID controller) when `steps` is None, else `steps` fixed steps. Returns `(y(t_stop), nfe)`."""
-    per_step, initial = solver_evaluations(solver)
-    if steps is None:
-        controller = diffrax.PIDController(rtol=rtol, atol=atol)
-        dt0 = 0.01 * (t_stop - t_start)
-    else:
-        controller = diffrax.ConstantStepSize()
-        dt0 = (t_stop - t_start) / steps
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(lambda t, y, args: vector_field(t, y)),
-        solver,
-        t0=t_start,
-        t1=t_stop,
-        dt0=dt0,
-        y0=y0,
-        stepsize_controller=controller,
-        saveat=diffrax.SaveAt(t1=True),
-        max_steps=max_steps,
-    )
-    nfe = sol.stats["num_steps"] * per_step + initial
-    return jax.tree.map(lambda leaf: leaf[0], sol.ys), nfe
+        x = _scan_steps(step, x1, ts, key, self.unroll)
+        return self._finish(score, sde, ts[-1], x, self.steps * (self.corrector_steps + 1))
 
 
 class ProbabilityFlowODE(AbstractSampler):
     """Solves the probability-flow ODE (Song et al. 2021, eq. 13) from `t1` to the end time
-    with diffrax: adaptive step control by default, fixed steps when `steps` is given.
+    with diffrax, in the coordinates `variables` (by default the log noise level `log(s/m)` and
+    a normalised state; see `ODEVariables`): adaptive step control by default, fixed steps
+    (equal in the time variable) when `steps` is given.
 
     **Arguments:**
 
@@ -244,6 +217,7 @@ class ProbabilityFlowODE(AbstractSampler):
     - `rtol`, `atol`: tolerances of the PID step-size controller.
     - `steps`: `None` for adaptive stepping, or a number of fixed steps.
     - `max_steps`: the most steps an adaptive solve may take.
+    - `variables`: `ODEVariables(...)`; `ODEVariables(time="t", state="x")` solves in `t`.
     - `denoise`, `t_end`: as for `EulerMaruyama`.
     """
 
@@ -252,6 +226,7 @@ class ProbabilityFlowODE(AbstractSampler):
     atol: float = eqx.field(static=True, default=1e-5)
     steps: int | None = eqx.field(static=True, default=None)
     max_steps: int = eqx.field(static=True, default=4096)
+    variables: ODEVariables = ODEVariables(time="log_sigma")
     denoise: bool = eqx.field(static=True, default=True)
     t_end: float | None = eqx.field(static=True, default=None)
 
@@ -264,18 +239,65 @@ class ProbabilityFlowODE(AbstractSampler):
         solver_evaluations(self.solver)
         if not (self.rtol > 0 and self.atol > 0):
             raise ValueError(f"rtol and atol must be positive, got {self.rtol}, {self.atol}.")
+        if not isinstance(self.variables, ODEVariables):
+            raise ValueError(f"variables must be sgm.ODEVariables, got {self.variables!r}.")
 
-    def sample_one(self, score, sde, key, data_shape):
-        x0 = sde.prior_sample(key, data_shape)
-        x, nfe = solve_ode(
-            lambda t, x: sde.ode_drift(score, t, x),
-            x0,
-            sde.t1,
-            end_time(sde, self.t_end),
+    def sample_one(self, score, sde, x1, *, key):
+        var, t_stop = self.variables, end_time(sde, self.t_end)
+        v1, v_stop = var.coordinate(sde, sde.t1), var.coordinate(sde, t_stop)
+        z, nfe = solve_ode(
+            lambda v, z: var.drift(sde, score, v, z),
+            x1 / var.scale(sde, sde.t1),
+            v1,
+            v_stop,
+            dt0=var.initial_step(v1, v_stop),
             solver=self.solver,
             rtol=self.rtol,
             atol=self.atol,
             steps=self.steps,
             max_steps=self.max_steps,
         )
-        return self._finish(score, sde, x, nfe)
+        return self._finish(score, sde, t_stop, var.scale(sde, t_stop) * z, nfe)
+
+    def poor_combination(self, sde):
+        if self.steps is None:
+            return None
+        name, low_order = type(self.solver).__name__, isinstance(self.solver, _LOW_ORDER)
+        if self.variables.time == "sigma":
+            return (
+                f"{self.steps} fixed steps equal in sigma put nearly all of them at large noise; "
+                "use variables=ODEVariables(time='log_sigma') or adaptive steps (steps=None)."
+            )
+        if self.variables.time == "t":
+            # Equal steps in t: measured poor where the state spans a large scale (the VE prior's
+            # std is sigma_max, VP's and subVP's 1): on a 2-D mixture under VE, mean log-density
+            # Euler -9.4 / -0.38 / +0.12 at 10 / 20 / 50 steps, Tsit5 -77 at 5, +0.004 at 10.
+            if sde.prior_std() > 5 and (self.steps < 10 or (low_order and self.steps < 100)):
+                return (
+                    f"the probability-flow ODE in t with {self.steps} fixed steps of {name}: its "
+                    "dynamics span several decades of noise, so equal steps in t waste "
+                    "evaluations at large sigma and miss the small ones; use the default "
+                    "variables (log sigma), adaptive steps (steps=None), or Tsit5 with 10 or more "
+                    "steps."
+                )
+            return None
+        # Equal steps in log(s/m): measured on a 2-D mixture (benchmarks/sampler_accuracy.py),
+        # VP and VE alike, poor beyond 0.5 e-folds of noise per step for Euler and Heun (VP Euler
+        # 10 steps -0.09 nats, VE Heun 20 -0.07) and beyond 1 for Tsit5 (VE 10 steps -0.46).
+        v1 = self.variables.coordinate(sde, sde.t1)
+        per_step = (
+            float(v1 - self.variables.coordinate(sde, end_time(sde, self.t_end))) / self.steps
+        )
+        if per_step <= (0.5 if low_order else 1.0):
+            return None
+        return (
+            f"the probability-flow ODE with {self.steps} fixed steps of {name}: each spans "
+            f"{per_step:.2f} e-folds of the noise level s/m, measured poor above "
+            f"{0.5 if low_order else 1.0} for this solver (a 2-D mixture: Euler -0.09 nats of mean "
+            "log-density at 0.96 per step, Tsit5 -0.46 at 1.29); use more steps or adaptive "
+            "steps (steps=None)."
+        )
+
+
+# Explicit solvers of order 1 and 2, which need many fixed steps.
+_LOW_ORDER = (diffrax.Euler, diffrax.Heun, diffrax.Midpoint, diffrax.Ralston)

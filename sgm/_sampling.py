@@ -1,26 +1,29 @@
-"""`sgm.sample`: the entry point that batches and shards any sampler."""
+"""`sgm.sample`: the entry point that draws the prior, then batches and shards any sampler."""
 
 import functools
 import warnings
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.random as jr
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ._checks import check_labels, check_score, check_sde, check_shape
-from ._fast_samplers import DPMSolver, HeunSampler
-from ._samplers import BATCH_AXIS, AbstractSampler, ProbabilityFlowODE
-from ._sde import VESDE, AbstractSDE
+from ._samplers import BATCH_AXIS, AbstractSampler
+from ._sde import AbstractSDE
 from ._sharding import shard_batch
+from .distributed import split_examples
 
 
 @eqx.filter_jit
 def _sample_batch(score, sde, sampler, keys, y, data_shape):
+    # Checked while tracing: once per score, shape and dtype, not on every call.
+    check_score(score, sde, data_shape, y)
+
     def one(key, y_i):
         bound = score if y_i is None else functools.partial(_call_with_y, score, y_i)
-        return sampler.sample_one(bound, sde, key, data_shape)
+        pkey, skey = jr.split(key)
+        return sampler.sample_one(bound, sde, sde.prior_sample(pkey, data_shape), key=skey)
 
     if y is None:
         return jax.vmap(lambda k: one(k, None), axis_name=BATCH_AXIS)(keys)
@@ -29,39 +32,6 @@ def _sample_batch(score, sde, sampler, keys, y, data_shape):
 
 def _call_with_y(score, y, t, x):
     return score(t, x, y=y)
-
-
-def poor_combination(sde: AbstractSDE, sampler: AbstractSampler) -> str | None:
-    """Why `sampler` is known to do badly with `sde`, or None. The thresholds come from
-    `benchmarks/sampler_accuracy.py` (see the README's tables)."""
-    ve = isinstance(sde, VESDE)
-    if isinstance(sampler, HeunSampler) and not ve and sampler.steps < 18:
-        return (
-            f"HeunSampler with {sampler.steps} levels on {type(sde).__name__}: its sigma_max = "
-            "s/m is large (148 at t = 1), and fewer than 18 levels measured far off (e.g. -1.2 "
-            "nats of mean log-density at 10 levels on a 2-D mixture); use DPMSolver or more levels."
-        )
-    if isinstance(sampler, DPMSolver) and not ve and sampler.steps < 15:
-        return (
-            f"DPMSolver with {sampler.steps} steps on {type(sde).__name__} measured far off "
-            "(-0.8 nats of mean log-density at 10 steps on a 2-D mixture); use 15-20 steps."
-        )
-    if isinstance(sampler, ProbabilityFlowODE) and ve and sampler.steps is not None:
-        low_order = isinstance(sampler.solver, _LOW_ORDER)
-        if sampler.steps < 10 or (low_order and sampler.steps < 100):
-            return (
-                f"the VE probability-flow ODE with {sampler.steps} fixed steps of "
-                f"{type(sampler.solver).__name__}: its dynamics span several decades of noise, "
-                "so fixed steps waste evaluations at large sigma and miss the small ones "
-                "(measured on a 2-D mixture: Euler -9.4 nats of mean log-density at 10 steps, "
-                "-0.36 at 20, +0.14 at 50; Tsit5 -74 at 5); use adaptive steps (steps=None), "
-                "Tsit5 with 10 or more steps, or HeunSampler."
-            )
-    return None
-
-
-# Explicit solvers of order 1 and 2, which need many fixed steps on the VE ODE.
-_LOW_ORDER = (diffrax.Euler, diffrax.Heun, diffrax.Midpoint, diffrax.Ralston)
 
 
 def sample(
@@ -74,20 +44,25 @@ def sample(
     y: Array | None = None,
     return_nfe: bool = False,
 ) -> Float[Array, "n *data_shape"] | tuple[Float[Array, "n *data_shape"], Int[Array, " n"]]:
-    """Draws `n` samples by running `sampler` on the reverse SDE or probability-flow ODE of
-    `sde` with `score`, batched with `jax.vmap` and sharded over the local devices.
+    """Draws `n` samples: for each a prior draw at `t1`, mapped to a sample by `sampler` on the
+    reverse SDE or probability-flow ODE of `sde` with `score`; batched with `jax.vmap` and
+    sharded over the local devices; in a multi-process job each process draws its share and
+    every process receives all of them. Warns when the sampler knows its settings to do badly
+    with `sde` (`sampler.poor_combination(sde)`).
 
     **Arguments:**
 
     - `score`: a callable `score(t, x)` on one example (a `ScoreModel` or a closed form).
     - `sde`: the SDE the score belongs to.
     - `sampler`: an `EulerMaruyama`, `PredictorCorrector`, `ProbabilityFlowODE`, ...
-    - `key`: a PRNG key; example `i` uses the `i`-th of `jr.split(key, n)`.
+    - `key`: a PRNG key; example `i` uses the `i`-th of `jr.split(key, n)`, split once more
+      into the prior draw's key and the sampler's.
     - `shape`: `(n, *data_shape)`.
     - `y`: optional conditioning, one per example (`score(t, x, y=y[i])`).
     - `return_nfe`: also return the score evaluations used per example.
 
-    **Returns:** the samples `(n, *data_shape)`, and with `return_nfe` the NFE `(n,)`.
+    **Returns:** the samples `(n, *data_shape)` in data scale (see `AbstractSampler`), and with
+    `return_nfe` the NFE `(n,)`.
     """
     check_sde(sde)
     if not isinstance(sampler, AbstractSampler):
@@ -95,14 +70,20 @@ def sample(
             f"sampler must be an sgm sampler (EulerMaruyama, PredictorCorrector, "
             f"ProbabilityFlowODE, ...), got {type(sampler).__name__}."
         )
-    reason = poor_combination(sde, sampler)
+    reason = sampler.poor_combination(sde)
     if reason is not None:
         warnings.warn(reason, stacklevel=2)
     shape = check_shape(shape)
     n, data_shape = shape[0], shape[1:]
     y = check_labels(y, n)
-    check_score(score, sde, data_shape, y)
-    keys, y = shard_batch((jr.split(key, n), y), n)
-    x, nfe = _sample_batch(score, sde, sampler, keys, y, data_shape)
-    x, nfe = x[:n], nfe[:n]
+    if not callable(score):
+        raise ValueError(f"score must be a callable score(t, x), got {type(score).__name__}.")
+
+    def draw(keys, y):  # the examples of this process (all of them in a one-process job)
+        m = len(keys)
+        keys, y = shard_batch((keys, y), m)
+        x, nfe = _sample_batch(score, sde, sampler, keys, y, data_shape)
+        return x[:m], nfe[:m]
+
+    x, nfe = split_examples(draw, n, jr.split(key, n), y)
     return (x, nfe) if return_nfe else x

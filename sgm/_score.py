@@ -4,15 +4,14 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray, ScalarLike
 
-from ._sde import VESDE, AbstractSDE, _check_time
+from ._sde import AbstractSDE, _check_time
 
 
 def noise_conditioning(sde: AbstractSDE, t: ScalarLike) -> Float[Array, ""]:
-    """The scalar a network is conditioned on: `log s(t)` for the VE SDE, whose noise scale
-    spans several decades, and `t` otherwise (Song et al. 2021, appendix C)."""
-    if isinstance(sde, VESDE):
-        return jnp.log(sde.marginal(t)[1])
-    return jnp.asarray(t, dtype=float)
+    """The scalar a network is conditioned on, `sde.noise_conditioning(t)`: `log s(t)` for the
+    VE SDE, whose noise scale spans several decades, and `t` otherwise (Song et al. 2021,
+    appendix C)."""
+    return sde.noise_conditioning(t)
 
 
 class ScoreModel(eqx.Module):

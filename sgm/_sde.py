@@ -3,8 +3,9 @@ Modeling through SDEs", section 3.4 and appendix B).
 
 Every SDE here has the form `dx = f(t) x dt + g(t) dw` with a scalar drift coefficient, so the
 transition kernel is Gaussian: `x_t | x_0 ~ N(m(t) x_0, s(t)^2 I)`. The subclasses provide the
-schedule; the reverse-time SDE, the probability-flow ODE and the transition between two times
-are derived once, here, from `drift`, `diffusion` and `marginal`.
+schedule; everything derived from it (the reverse-time SDE, the probability-flow ODE, the
+transition between two times, the log-SNR and its inverse, Tweedie's denoiser and a network's
+noise conditioning) is written once, here, and samplers, losses and likelihoods call it.
 """
 
 import abc
@@ -13,6 +14,8 @@ from collections.abc import Callable
 from typing import Literal
 
 import equinox as eqx
+import jax
+import jax.lax as lax
 import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, Scalar, ScalarLike
@@ -88,6 +91,41 @@ class AbstractSDE(eqx.Module):
         """Probability-flow ODE `f(t) x - g(t)^2 score(t, x) / 2` (Song et al. 2021, eq. 13)."""
         return self.drift(t, x) - 0.5 * self.diffusion(t) ** 2 * score(t, x, **score_kwargs)
 
+    def log_snr(self, t: ScalarLike) -> Scalar:
+        """The log signal-to-noise ratio `lambda(t) = log(m(t)^2 / s(t)^2)` (Kingma et al. 2021,
+        *Variational Diffusion Models*, eq. 3), decreasing in `t`. Karras et al.'s noise level
+        `sigma = s / m` is `exp(-lambda / 2)`."""
+        m, s = self.marginal(t)
+        return 2 * (jnp.log(m) - jnp.log(s))
+
+    def time_at_log_snr(self, log_snr: ScalarLike) -> Scalar:
+        """The time `t` with `log_snr(t) = log_snr`, clipped to `[0, t1]`. This default bisects
+        (`log_snr` is monotone); the SDEs here override it with their closed form."""
+        target = jnp.asarray(log_snr, dtype=float)
+
+        def body(_, bounds):
+            a, b = bounds
+            mid = 0.5 * (a + b)
+            above = self.log_snr(mid) > target
+            return jnp.where(above, mid, a), jnp.where(above, b, mid)
+
+        lo, hi = jnp.zeros_like(target), jnp.full_like(target, self.t1)
+        a, b = lax.fori_loop(0, 60, body, (lo, hi))
+        return 0.5 * (a + b)
+
+    def denoise(
+        self, score: Score, t: ScalarLike, x: Float[Array, "*shape"], **score_kwargs
+    ) -> Float[Array, "*shape"]:
+        """Tweedie's formula (Efron 2011): `E[x_0 | x_t = x] = (x + s(t)^2 score(t, x)) / m(t)`,
+        the data prediction of DPM-Solver++ and Karras et al.'s denoiser `D`."""
+        m, s = self.marginal(t)
+        return (x + s**2 * score(t, x, **score_kwargs)) / m
+
+    def noise_conditioning(self, t: ScalarLike) -> Scalar:
+        """The scalar a network is conditioned on at time `t` (Song et al. 2021, appendix C):
+        `t` itself here; an SDE whose noise scale spans several decades overrides it."""
+        return jnp.asarray(_check_time(self, t), dtype=float)
+
     def prior_sample(self, key: PRNGKeyArray, shape: tuple[int, ...]) -> Float[Array, "*shape"]:
         """A draw from the prior `N(0, prior_std^2 I)` of the given shape."""
         return self.prior_std() * jr.normal(key, shape)
@@ -150,6 +188,33 @@ class _VPSchedule(eqx.Module):
         knee = self._cosine_knee()
         tc = jnp.minimum(t, knee)
         return self._cosine_integral(tc) + self.beta_max * jnp.maximum(t - knee, 0.0)
+
+    def inverse_integral(self, big_b):
+        """The `t >= 0` with `integral(t) = big_b`, in closed form and without cancellation."""
+        if self.schedule == "linear":
+            slope = self.beta_max - self.beta_min
+            if self.beta_min == 0:
+                return jnp.sqrt(2 * big_b / slope)
+            # the root of beta_min t + slope t^2 / 2 = B as 2B / (b + sqrt(b^2 + 2 slope B))
+            return 2 * big_b / (self.beta_min + jnp.sqrt(self.beta_min**2 + 2 * slope * big_b))
+        knee = self._cosine_knee()
+        b_knee = self._cosine_integral(knee)
+        below = self._cosine_inverse(jnp.minimum(big_b, b_knee))
+        return jnp.where(big_b <= b_knee, below, knee + (big_b - b_knee) / self.beta_max)
+
+    def _cosine_inverse(self, big_b):
+        # cos(a + d) = cos(a) (1 - q) with q = 1 - exp(-B/2); tan d = tan((a + d) - a) from
+        # tan(a + d) - tan(a) = q (2 - q) / (c (1 - q) (S + (1 - q) sin a)),
+        # S = sin(a + d) = sqrt(sin^2 a + c^2 q (2 - q)): every term keeps its precision as B -> 0.
+        s = _COSINE_S
+        a = 0.5 * math.pi * s / (1 + s)
+        c, sa = math.cos(a), math.sin(a)
+        q = -jnp.expm1(-0.5 * big_b)
+        big_s = jnp.sqrt(sa**2 + c**2 * q * (2 - q))
+        diff = q * (2 - q) / (c * (1 - q) * (big_s + (1 - q) * sa))
+        tan_sum = big_s / (c * (1 - q))
+        d = jnp.arctan2(diff, 1 + tan_sum * math.tan(a))
+        return d * (1 + s) * 2 / math.pi
 
 
 class _AbstractVPFamily(AbstractSDE):
@@ -215,6 +280,11 @@ class VPSDE(_AbstractVPFamily):
         delta = self._integral(t) - self._integral(s)
         return jnp.exp(-0.5 * delta), jnp.sqrt(-jnp.expm1(-delta))
 
+    def time_at_log_snr(self, log_snr):
+        # s^2 / m^2 = exp(B) - 1 = exp(-lambda), so B = log(1 + exp(-lambda)).
+        big_b = jax.nn.softplus(-jnp.asarray(log_snr, dtype=float))
+        return jnp.clip(self._schedule.inverse_integral(big_b), 0.0, self.t1)
+
 
 class SubVPSDE(_AbstractVPFamily):
     """Sub-variance-preserving SDE (Song et al. 2021, eq. 29):
@@ -245,6 +315,11 @@ class SubVPSDE(_AbstractVPFamily):
         bs, bt = self._integral(s), self._integral(t)
         var = -jnp.expm1(-(bt - bs)) * -jnp.expm1(-(bt + bs))
         return jnp.exp(-0.5 * (bt - bs)), jnp.sqrt(var)
+
+    def time_at_log_snr(self, log_snr):
+        # s / m = (1 - exp(-B)) exp(B/2) = 2 sinh(B/2) = exp(-lambda/2).
+        big_b = 2 * jnp.arcsinh(0.5 * jnp.exp(-0.5 * jnp.asarray(log_snr, dtype=float)))
+        return jnp.clip(self._schedule.inverse_integral(big_b), 0.0, self.t1)
 
 
 class VESDE(AbstractSDE):
@@ -303,6 +378,15 @@ class VESDE(AbstractSDE):
 
     def prior_std(self):
         return self.sigma_min * math.sqrt(math.expm1(2 * self.t1 * self._log_ratio))
+
+    def time_at_log_snr(self, log_snr):
+        # s^2 = sigma_min^2 expm1(2 t log r) = exp(-lambda).
+        ratio = jnp.exp(-jnp.asarray(log_snr, dtype=float)) / self.sigma_min**2
+        return jnp.clip(jnp.log1p(ratio) / (2 * self._log_ratio), 0.0, self.t1)
+
+    def noise_conditioning(self, t):
+        """`log s(t)`: the VE noise scale spans several decades (Song et al. 2021, app. C)."""
+        return jnp.log(self.marginal(t)[1])
 
     @property
     def sampling_eps(self):

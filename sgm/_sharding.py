@@ -22,15 +22,19 @@ def replicated(mesh: Mesh | None = None) -> NamedSharding:
     return NamedSharding(mesh or data_mesh(), P())
 
 
-def pad_to_devices(tree, n: int, num_devices: int):
-    """Pads every leaf's leading axis from `n` to a multiple of `num_devices` by repeating the
-    last entry (the padding is computed and discarded)."""
-    extra = (-n) % num_devices
-    if extra == 0:
+def pad_batch(tree, n: int, size: int):
+    """Pads every leaf's leading axis from `n` to `size >= n` by repeating the last entry (the
+    padding is computed and discarded). The one place the library pads a batch."""
+    if size == n:
         return tree
     return jax.tree.map(
-        lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], extra, axis=0)], axis=0), tree
+        lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], size - n, axis=0)], axis=0), tree
     )
+
+
+def pad_to_devices(tree, n: int, num_devices: int):
+    """Pads the leading axis from `n` to a multiple of `num_devices`."""
+    return pad_batch(tree, n, n + (-n) % num_devices)
 
 
 def shard_batch(tree, n: int, mesh: Mesh | None = None):
@@ -38,3 +42,24 @@ def shard_batch(tree, n: int, mesh: Mesh | None = None):
     mesh = mesh or data_mesh()
     tree = pad_to_devices(tree, n, mesh.devices.size)
     return jax.device_put(tree, batch_sharding(mesh))
+
+
+def example_keys(key, n: int, start: int = 0):
+    """Example `i`'s key `fold_in(key, start + i)`: it depends on the example's index alone,
+    not on how many examples share the call (as `jr.split(key, n)[i]` would)."""
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(start, start + n))
+
+
+def map_examples(fn, args, mesh: Mesh | None = None):
+    """`fn` applied to one example at a time (`lax.map`) on each device's shard of `args`: every
+    example runs the same batch-1 program whatever its companions and the device count, and an
+    adaptive solve costs its own steps, not the slowest of a `vmap`ped batch's. The leading
+    axis of `args` must be a multiple of the device count (`pad_to_devices`)."""
+    mesh = mesh or data_mesh()
+
+    def local(*shard):
+        return jax.lax.map(lambda one: fn(*one), shard)
+
+    spec = P("data")
+    run = jax.shard_map(local, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)
+    return run(*args)

@@ -222,3 +222,16 @@ def barrier(name: str) -> None:
     """Waits until every process reaches this point (files process 0 wrote are then there)."""
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices(name)
+
+
+def split_examples(fn, n: int, *args):
+    """`fn(*args)` for `n` examples (each arg `None` or with leading axis `n`; `fn` returns a
+    tuple of arrays with leading axis `n`), computed in parts: each process does its block
+    `my_share(n)` and every process receives all `n` rows. One process (or fewer examples than
+    processes): `fn(*args)` itself."""
+    k = jax.process_count()
+    if k == 1 or n < k:
+        return fn(*args)
+    share = my_share(n)
+    local = fn(*[None if a is None else a[share] for a in args])
+    return tuple(jnp.asarray(gather_shares(np.asarray(a), n)) for a in local)

@@ -206,7 +206,7 @@ def sample(cfg: Experiment, ds: Dataset, run: Run, metrics: dict) -> None:
 def likelihood(cfg: Experiment, ds: Dataset, run: Run, metrics: dict) -> None:
     """Test bits/dim (images) or nats/dim of the first `cfg.eval.n_images` test examples."""
     e = cfg.eval
-    kw = dict(exact=e.exact, n_probes=e.n_probes, batch_size=e.batch_size, progress=True)
+    kw = dict(trace=e.trace, batch_size=e.batch_size, progress=True)
     if cfg.net.conditional and ds.test_cond is not None:
         kw["y"] = jnp.asarray(ds.test_cond[: e.n_images])  # log p(x | y)
     start = time.perf_counter()
@@ -227,7 +227,7 @@ def likelihood(cfg: Experiment, ds: Dataset, run: Run, metrics: dict) -> None:
         "stderr": float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else None,
         "n": len(values),
         "seconds": time.perf_counter() - start,
-        "exact_trace": e.exact,
+        "trace": to_json(e.trace),
         "given": ds.condition if "y" in kw else None,  # log p(x | y) when conditioned
     }
     print(f"{name}: {values.mean():.4f} +- {metrics[name]['stderr'] or 0:.4f} (n={len(values)})")

@@ -65,3 +65,52 @@ class TinyNet(eqx.Module):
 
     def __call__(self, c, x, *, y=None, key=None):
         return self.layers(jnp.concatenate([x, jnp.atleast_1d(c)]))
+
+
+class ImageGaussian(eqx.Module):
+    """`N(mean, Q^T diag(variances) Q)` on images, `Q` the orthonormal 2-D DCT: a rotated,
+    strongly non-isotropic Gaussian whose score, probability flow and model log-density are
+    closed form at `O(d log d)` cost. Variances fall like a power law in the frequency, from
+    1 to 1e-5 (the scale of MNIST's dequantized saturated pixels)."""
+
+    mean: jax.Array
+    variances: jax.Array
+
+    def __init__(self, shape=(1, 28, 28), seed: int = 0):
+        rng = np.random.default_rng(seed)
+        k = np.add.outer(np.arange(shape[-2]) ** 2, np.arange(shape[-1]) ** 2)
+        spectrum = 1.0 / (1.0 + k) ** 1.5
+        spectrum = np.exp(np.log(spectrum) * 5 * np.log(10) / -np.log(spectrum.min()))
+        self.variances = jnp.asarray(np.broadcast_to(spectrum, shape), jnp.float32)
+        self.mean = jnp.asarray(0.3 * rng.normal(size=shape), jnp.float32)
+
+    @staticmethod
+    def _q(x):
+        return jax.scipy.fft.dctn(x, axes=(-2, -1), norm="ortho")
+
+    @staticmethod
+    def _qt(w):
+        return jax.scipy.fft.idctn(w, axes=(-2, -1), norm="ortho")
+
+    def _vars(self, sde, t):
+        m, s = sde.marginal(t)
+        return m, m**2 * self.variances + s**2
+
+    def score(self, sde):
+        def score(t, x):
+            m, var = self._vars(sde, t)
+            return -self._qt(self._q(x - m * self.mean) / var)
+
+        return score
+
+    def model_log_prob(self, sde, x):
+        """The model's exact `log p_t0(x)`: the prior at the exact flow map's image plus its
+        log-determinant (one example)."""
+        m0, v0 = self._vars(sde, sde.t0)
+        m1, v1 = self._vars(sde, sde.t1)
+        w = self._q(x - m0 * self.mean) * jnp.sqrt(v1 / v0)
+        return sde.prior_log_prob(m1 * self.mean + self._qt(w)) + 0.5 * jnp.sum(jnp.log(v1 / v0))
+
+    def sample(self, key, n):
+        z = jax.random.normal(key, (n, *self.mean.shape)) * jnp.sqrt(self.variances)
+        return self.mean + jax.vmap(self._qt)(z)

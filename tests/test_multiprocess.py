@@ -82,7 +82,8 @@ _JOB = textwrap.dedent(
 def test_two_processes_agree_and_equal_one_process_fed_the_same_batches(tmp_path):
     """Parameters bit-equal on both ranks, and equal (float tolerance) to one process running
     the same steps on the same global batches (rank 0's part, then rank 1's); the returned
-    model samples and evaluates likelihoods in every process."""
+    model samples and evaluates likelihoods in every process, each doing its share of the
+    examples, with the results of one process doing them all."""
     codes, outs = finish(launch([sys.executable, "-c", _JOB, str(tmp_path), str(ROOT / "tests")]))
     assert codes == [0, 0], outs[0][1][-3000:] + outs[1][1][-3000:]
     r0, r1 = (np.load(tmp_path / f"rank{r}.npz") for r in (0, 1))
@@ -104,6 +105,14 @@ def test_two_processes_agree_and_equal_one_process_fed_the_same_batches(tmp_path
     ref = jax.tree.leaves(eqx.filter(state.model, eqx.is_inexact_array))
     for i, leaf in enumerate(ref):
         np.testing.assert_allclose(r0[f"arr_{i}"], leaf, rtol=1e-5, atol=1e-6)
+    # the evaluation each process did its share of equals one process doing all of it
+    params, static = eqx.partition(state.model, eqx.is_inexact_array)
+    leaves = [r0[f"arr_{i}"] for i in range(len(ref))]
+    trained = eqx.combine(jax.tree.unflatten(jax.tree.structure(params), leaves), static)
+    lp = sgm.log_likelihood(trained, sgm.VPSDE(), x[:4], key=jr.key(3))
+    xs = sgm.sample(trained, sgm.VPSDE(), sgm.EulerMaruyama(steps=5), key=jr.key(4), shape=(6, 2))
+    np.testing.assert_allclose(r0["lp"], lp, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(r0["xs"], xs, rtol=1e-5, atol=1e-5)
 
 
 def test_a_two_process_job_through_main_writes_one_run(tmp_path):

@@ -69,7 +69,10 @@ def test_overrides_that_worked_before_still_work():
     assert exp.sample.samplers["em"] == sgm.EulerMaruyama(steps=5)
     assert exp.sample.samplers["pc"] == sgm.PredictorCorrector(steps=5, snr=0.1)
     assert exp.sample.samplers["dpm"] == sgm.DPMSolver(steps=20)  # not an SDE sampler
-    assert exp.sample.controlled.steps == 9 and exp.eval.exact and exp.sde.beta_max == 10
+    assert exp.sample.controlled.steps == 9 and exp.sde.beta_max == 10
+    assert exp.eval.trace == sgm.Exact()
+    probes = sgm.override(EXPERIMENTS["digits_vp"], {"eval.n_probes": "4"}).eval.trace
+    assert probes == sgm.Hutchinson(n_probes=4)
 
 
 def test_new_overrides_reach_any_field():
@@ -99,7 +102,7 @@ def test_new_overrides_reach_any_field():
         ("train.batch_size", "0", "batch_size must be an integer >= 1"),
         ("sample.samplers", "em,fast", "unknown samplers ['fast']"),
         ("sample.dpm.order", "5", "order must be 1 or 2"),
-        ("eval.n_probes", "0", "n_probes must be an integer >= 1"),
+        ("eval.n_probes", "0", "n_probes must be an int >= 1"),
         ("sde.sigma_max", "3", "unknown config key 'sde.sigma_max'"),  # a VP SDE has none
         ("model.width", "64", "unknown config key 'model.width'"),  # the UNet has no width
     ],

@@ -184,3 +184,22 @@ def test_sampling_sharded_over_four_devices_matches_one(tmp_path):
     sde = sgm.VPSDE()
     x = sgm.sample(mix.score(sde), sde, sgm.EulerMaruyama(steps=50), key=jr.key(0), shape=(6, 2))
     np.testing.assert_allclose(np.load(out), x, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "variables",
+    [sgm.ODEVariables(), sgm.ODEVariables(time="t", state="x")],
+    ids=["default", "t"],
+)
+@pytest.mark.parametrize("sde", ["vp", "subvp", "ve"])
+def test_probability_flow_ode_maps_a_prior_draw_by_the_exact_flow(sde, variables):
+    """`sample_one` takes the prior draw `x1` and returns the scaled state `x / m` at the end
+    time: the exact probability-flow map of a rotated Gaussian, whatever the coordinates."""
+    sde, g = SDES[sde], rotated_gaussian(d=3)
+    x1 = sde.prior_sample(jr.key(0), (3,))
+    sampler = sgm.ProbabilityFlowODE(variables=variables, denoise=False)
+    x, nfe = jax.jit(lambda x1: sampler.sample_one(g.score(sde), sde, x1, key=jr.key(1)))(x1)
+    t_end = sde.sampling_eps
+    exact = g.flow(sde, sde.t1, t_end, x1) / sde.marginal(t_end)[0]
+    np.testing.assert_allclose(x, exact, atol=2e-3 * float(jnp.linalg.norm(exact)))
+    assert int(nfe) > 10

@@ -137,3 +137,49 @@ def test_bad_arguments_raise_clear_errors():
         sgm.VPSDE().marginal(1.5)
     with pytest.raises(eqx.EquinoxRuntimeError, match=r"t must lie in \[0, t1"):
         eqx.filter_jit(sgm.VESDE().diffusion)(-0.1)
+
+
+CLOSED_FORM_INVERSES = {
+    **SDES,
+    "subvp_cosine": sgm.SubVPSDE(schedule="cosine"),
+    "vp_beta_min_0": sgm.VPSDE(beta_min=0.0),
+    "ve_default": sgm.VESDE(),
+}
+
+
+@pytest.mark.parametrize("name", list(CLOSED_FORM_INVERSES))
+def test_time_at_log_snr_inverts_log_snr(name):
+    """The closed-form inverse returns t to float32 precision from 1e-6 to t1 (float32: 4 of
+    its last bits), where the generic bisection of `AbstractSDE` is as accurate."""
+    sde = CLOSED_FORM_INVERSES[name]
+    ts = jnp.array([1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.1, 0.5, 0.9, 0.99, 1.0])
+    lam = jax.vmap(sde.log_snr)(ts)
+    assert bool(jnp.all(jnp.diff(lam) < 0))
+    closed = jax.vmap(sde.time_at_log_snr)(lam)
+    bisected = jax.vmap(lambda lam: sgm.AbstractSDE.time_at_log_snr(sde, lam))(lam)
+    np.testing.assert_allclose(closed, ts, rtol=2e-6)
+    np.testing.assert_allclose(bisected, ts, rtol=4e-6)
+
+
+@pytest.mark.parametrize("name", ["vp", "subvp", "ve"])
+def test_log_snr_and_denoiser_match_closed_forms(name):
+    """`log_snr = log(m^2 / s^2)`; Tweedie's denoiser of a Gaussian N(mu, v I) at x is the
+    posterior mean `mu + m v (x - m mu) / (m^2 v + s^2)`."""
+    sde = SDES[name]
+    mu, v = jnp.array([0.3, -0.2]), 0.4
+    g = sgm.Gaussian(mu, jnp.full(2, v))
+    x = jnp.array([0.5, 1.5])
+    for t in (1e-3, 0.3, 1.0):
+        m, s = sde.marginal(t)
+        assert float(sde.log_snr(t)) == pytest.approx(float(jnp.log(m**2 / s**2)), rel=1e-5)
+        expected = mu + m * v * (x - m * mu) / (m**2 * v + s**2)
+        np.testing.assert_allclose(sde.denoise(g.score(sde), t, x), expected, rtol=1e-4)
+
+
+def test_noise_conditioning_is_an_sde_method():
+    """`t` for VP and subVP, `log s(t)` for VE (whose noise spans decades)."""
+    assert float(SDES["vp"].noise_conditioning(0.25)) == 0.25
+    assert float(SDES["subvp"].noise_conditioning(0.25)) == 0.25
+    ve = SDES["ve"]
+    assert float(ve.noise_conditioning(0.25)) == pytest.approx(float(jnp.log(ve.marginal(0.25)[1])))
+    assert float(sgm.noise_conditioning(ve, 0.25)) == float(ve.noise_conditioning(0.25))
