@@ -1,6 +1,7 @@
 """sgm: score-based generative modelling with SDEs, in JAX and Equinox."""
 
 from . import data as data, nets as nets, plot as plot
+from ._cache import enable_compilation_cache as enable_compilation_cache
 from ._checkpoint import load_checkpoint as load_checkpoint, save_checkpoint as save_checkpoint
 from ._classifier import (
     NoisyClassifier as NoisyClassifier,
@@ -26,6 +27,12 @@ from ._control import (
     colorize as colorize,
     inpaint as inpaint,
 )
+from ._dequant import (
+    AbstractDequantizer as AbstractDequantizer,
+    UniformDequantizer as UniformDequantizer,
+    VariationalDequantizer as VariationalDequantizer,
+    dequantized_bits_per_dim as dequantized_bits_per_dim,
+)
 from ._fast_samplers import (
     DPMSolver as DPMSolver,
     HeunSampler as HeunSampler,
@@ -47,7 +54,13 @@ from ._samplers import (
 )
 from ._sampling import sample as sample
 from ._scaler import AffineScaler as AffineScaler
-from ._score import ScoreModel as ScoreModel, noise_conditioning as noise_conditioning
+from ._score import (
+    AbstractPreconditioning as AbstractPreconditioning,
+    EDMPreconditioning as EDMPreconditioning,
+    NoisePrediction as NoisePrediction,
+    ScoreModel as ScoreModel,
+    noise_conditioning as noise_conditioning,
+)
 from ._sde import (
     VESDE as VESDE,
     VPSDE as VPSDE,

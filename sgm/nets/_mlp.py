@@ -53,11 +53,12 @@ class MLP(eqx.Module):
     out: eqx.nn.Linear
 
     def __init__(self, data_shape, *, key: PRNGKeyArray, width=256, depth=4, embed_dim=128,
-                 num_classes=None, cond_dim=None, dropout=0.0):  # fmt: skip
+                 num_classes=None, cond_dim=None, dropout=0.0, fourier_scale=16.0):  # fmt: skip
         self.data_shape = tuple(data_shape)
         d = math.prod(self.data_shape)
         ckey, ikey, okey, *bkeys = jr.split(key, 3 + depth)
-        self.cond = Conditioning(embed_dim, key=ckey, num_classes=num_classes, cond_dim=cond_dim)
+        self.cond = Conditioning(embed_dim, key=ckey, num_classes=num_classes, cond_dim=cond_dim,
+                                 fourier_scale=fourier_scale)  # fmt: skip
         self.inp = eqx.nn.Linear(d, width, key=ikey)
         self.blocks = [_Block(width, embed_dim, dropout, key=k) for k in bkeys]
         self.norm = eqx.nn.LayerNorm(width)
