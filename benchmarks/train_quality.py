@@ -21,6 +21,7 @@ not timed. Prints JSON.
 """
 
 import argparse
+import dataclasses
 import json
 import math
 import tempfile
@@ -90,10 +91,31 @@ def evaluate_mixture(score, sde, mix, data, n, key, samplers):
     return out
 
 
-def evaluate_images(score, sde, ds, n, key):
-    bpd = sgm.bits_per_dim(score, sde, ds.test_int[:n], key=key, batch_size=min(n, 16),
-                           progress=False)  # fmt: skip
-    return {"bits_per_dim": float(bpd.mean()), "stderr": float(bpd.std() / math.sqrt(n))}
+def evaluate_images(model, sde, ds, n, key, t0s):
+    """Test bits/dim of the first `n` test images (one Hutchinson probe, one uniform
+    dequantization, the same for every model), integrating the probability-flow ODE from each
+    time in `t0s`; and with the model's variational dequantizer when it has one."""
+    out = {}
+    for t0 in t0s:
+        sde_t = dataclasses.replace(sde, t0=t0)
+        m = dataclasses.replace(model, sde=sde_t) if isinstance(model, sgm.ScoreModel) else model
+        bpd = sgm.bits_per_dim(m, sde_t, ds.test_int[:n], key=key, batch_size=min(n, 16),
+                               progress=False)  # fmt: skip
+        tag = "" if t0 == sde.t0 else f"_t0_{t0:g}"
+        out[f"bits_per_dim{tag}"] = float(bpd.mean())
+        out[f"stderr{tag}"] = float(bpd.std() / math.sqrt(n))
+        if isinstance(getattr(model, "dequantizer", None), sgm.VariationalDequantizer):
+            bpd = sgm.dequantized_bits_per_dim(
+                m,
+                sde_t,
+                ds.test_int[:n],
+                model.dequantizer,
+                key=key,
+                batch_size=min(n, 16),
+                progress=False,
+            )
+            out[f"variational_bits_per_dim{tag}"] = float(bpd.mean())
+    return out
 
 
 def curve_reference(sde, train_x, eval_steps, evaluate, batch, key):
@@ -156,8 +178,10 @@ def run_target(args, target):
         ds = sgm.data.load(target, data_dir=args.data_dir)
         shape, batch, dataset, train_x = ds.data_shape, args.batch_size, ds, ds.train
 
-        def evaluate(score):
-            return evaluate_images(score, sde, ds, args.n_images, jr.key(2))
+        t0s = [sde.t0] + [float(t) for t in args.eval_t0.split(",") if t]
+
+        def evaluate(model):
+            return evaluate_images(model, sde, ds, args.n_images, jr.key(2), t0s)
 
     results = {}
     for name in args.configs:
@@ -189,6 +213,7 @@ def main():
     p.add_argument("--n-images", type=int, default=32, help="test images (bits/dim)")
     p.add_argument("--batch-size", type=int, default=64, help="images only")
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--eval-t0", default="", help="images: also bits/dim from these start times")
     p.add_argument("--seed", type=int, default=0, help="offsets the training and init keys")
     p.add_argument("--out", help="also write the JSON here")
     args = p.parse_args()

@@ -45,6 +45,7 @@ from ._likelihood import (
     log_likelihood as log_likelihood,
 )
 from ._losses import DSMLoss as DSMLoss
+from ._optim import adam as adam, lr_schedule as lr_schedule
 from ._run import Run as Run, load_run as load_run
 from ._samplers import (
     AbstractSampler as AbstractSampler,

@@ -7,12 +7,14 @@ With `x_t = m(t) x_0 + s(t) eps`, the regression target of the score is
 - `weighting="sigma2"`, `lambda = s^2` (Song et al. 2021): `||eps_hat - eps||^2`;
 - `weighting="likelihood"`, `lambda = g^2` (Song et al. 2021, *Maximum Likelihood Training*):
   `g^2 / s^2 ||eps_hat - eps||^2`, whose time integral bounds the negative log-likelihood;
-- `weighting="edm"`, the network's own output error unweighted (Karras et al. 2022, eq. 8,
-  `lambda = 1 / c_out^2`): `||eps_hat - eps||^2 / c_out^2` with the model's preconditioning.
+- `weighting="edm"` (the default), the network's own output error unweighted (Karras et al.
+  2022, eq. 8, `lambda = 1 / c_out^2`): `||eps_hat - eps||^2 / c_out^2` with the model's
+  preconditioning.
 
-Times are drawn uniformly on `[eps, t1]`, or (`time_density="lognormal"`) with `log sigma`,
-`sigma = s / m`, normal with mean `p_mean` and standard deviation `p_std`, truncated to the
-training interval (Karras et al. 2022, sec. 5); the density then is part of the objective.
+Each weighting comes with its paper's time density: uniform on `[eps, t1]` for `"sigma2"` and
+`"likelihood"`; for `"edm"` `log sigma`, `sigma = s / m`, normal with mean `p_mean` and
+standard deviation `p_std` truncated to the training interval (Karras et al. 2022, sec. 5).
+`time_density="uniform"` or `"lognormal"` overrides it; the density is part of the objective.
 
 For any linear SDE `g^2 / s^2 = d/dt log(s^2 / m^2)` (differentiate `s^2/m^2`), so importance
 sampling `t` with density proportional to `g^2 / s^2` means drawing `rho = log(s^2 / m^2)`
@@ -73,11 +75,13 @@ class DSMLoss(eqx.Module):
 
     **Arguments:**
 
-    - `weighting`: `"sigma2"` (unweighted noise prediction), `"likelihood"` or `"edm"`.
+    - `weighting`: `"edm"` (Karras et al.), `"sigma2"` (unweighted noise prediction) or
+      `"likelihood"`.
     - `importance_sampling`: with `"likelihood"`, draw `t` with density proportional to
       `g^2 / s^2` (variance reduction); the estimate stays unbiased.
     - `time_density`: `"uniform"` in `t`, or `"lognormal"` in `sigma = s / m` with
-      `log sigma ~ N(p_mean, p_std^2)` truncated to `[eps, t1]`.
+      `log sigma ~ N(p_mean, p_std^2)` truncated to `[eps, t1]`; None (the default) takes
+      lognormal for `"edm"` and uniform otherwise.
     - `time_sampling`: `"uniform"`, `"stratified"` or `"antithetic"` over the batch.
     - `eps`: the smallest training time (the training epsilon, separate from the sampling end
       time `sampler.t_end`).
@@ -86,15 +90,16 @@ class DSMLoss(eqx.Module):
       guidance; Ho & Salimans 2022).
     - `null_label`: the label meaning "unconditional" (the network's `num_classes`).
 
-    The per-example value estimates `E_{t ~ U[eps, t1]}[lambda(t) / s(t)^2 ||eps_hat - eps||^2]`.
+    The per-example value estimates `E_{t ~ q}[lambda(t) / s(t)^2 ||eps_hat - eps||^2]`, `q` the
+    time density (uniform on `[eps, t1]`, or lognormal in `sigma`).
     """
 
-    weighting: Literal["sigma2", "likelihood"] = eqx.field(static=True, default="sigma2")
+    weighting: Literal["edm", "sigma2", "likelihood"] = eqx.field(static=True, default="edm")
     importance_sampling: bool = eqx.field(static=True, default=False)
     time_sampling: Literal["uniform", "stratified", "antithetic"] = eqx.field(
         static=True, default="uniform"
     )
-    time_density: Literal["uniform", "lognormal"] = eqx.field(static=True, default="uniform")
+    time_density: Literal["uniform", "lognormal"] | None = eqx.field(static=True, default=None)
     p_mean: float = eqx.field(static=True, default=-1.2)
     p_std: float = eqx.field(static=True, default=1.2)
     eps: float = eqx.field(static=True, default=1e-5)
@@ -111,11 +116,11 @@ class DSMLoss(eqx.Module):
             )
         if self.importance_sampling and self.weighting != "likelihood":
             raise ValueError("importance_sampling applies to weighting='likelihood' only.")
-        if self.time_density not in _TIME_DENSITIES:
+        if self.time_density is not None and self.time_density not in _TIME_DENSITIES:
             raise ValueError(
-                f"time_density must be one of {_TIME_DENSITIES}, got {self.time_density!r}."
+                f"time_density must be None or one of {_TIME_DENSITIES}, got {self.time_density!r}."
             )
-        if self.time_density != "uniform" and self.importance_sampling:
+        if self.density != "uniform" and self.importance_sampling:
             raise ValueError("importance_sampling draws its own times; use time_density='uniform'.")
         if not self.p_std > 0:
             raise ValueError(f"p_std must be positive, got {self.p_std}.")
@@ -128,6 +133,13 @@ class DSMLoss(eqx.Module):
         if not self.eps > 0:
             raise ValueError(f"eps must be positive, got {self.eps}.")
 
+    @property
+    def density(self) -> str:
+        """The time density in use: `time_density`, or the weighting's own."""
+        if self.time_density is not None:
+            return self.time_density
+        return "lognormal" if self.weighting == "edm" else "uniform"
+
     def times(self, sde: AbstractSDE, u: Float[Array, " n"]) -> tuple[Array, Array]:
         """Maps uniforms to times and the weight `lambda(t) / s(t)^2` each carries."""
         lo, hi = max(self.eps, sde.t0), sde.t1
@@ -137,7 +149,7 @@ class DSMLoss(eqx.Module):
             t = jax.vmap(lambda r: _invert_rho(sde, r, lo, hi))(rho)
             # E_U[g^2/s^2 f] = Z / (hi - lo) E_q[f], with Z = rho_hi - rho_lo.
             return t, jnp.full_like(t, (rho_hi - rho_lo) / (hi - lo))
-        if self.time_density == "lognormal":
+        if self.density == "lognormal":
             # rho = log sigma^2 = 2 log sigma; a truncated normal by its inverse CDF.
             a, b = (ndtr((0.5 * log_inverse_snr(sde, e) - self.p_mean) / self.p_std)
                     for e in (lo, hi))  # fmt: skip
@@ -183,7 +195,7 @@ class DSMLoss(eqx.Module):
         (per entry with `reduce="mean"`), up to terms that do not depend on the data."""
         if not isinstance(model.dequantizer, VariationalDequantizer):
             return jnp.zeros(())
-        if self.weighting != "likelihood" or self.time_density != "uniform":
+        if self.weighting != "likelihood" or self.density != "uniform":
             raise ValueError(
                 "a VariationalDequantizer is trained by the likelihood bound: use "
                 "DSMLoss(weighting='likelihood') with time_density='uniform'."

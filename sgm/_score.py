@@ -84,8 +84,9 @@ class ScoreModel(eqx.Module):
 
     - `net`: a module called as `net(c, x, *, y=None, key=None)` on one example.
     - `sde`: the SDE whose marginal std scales the output.
-    - `preconditioning`: `NoisePrediction()` (the network predicts `eps`) or
-      `EDMPreconditioning(sigma_data)`.
+    - `preconditioning`: `EDMPreconditioning(sigma_data=1.0)` (the default) or
+      `NoisePrediction()` (the network predicts `eps`; the default before issue 15, which
+      models saved then need).
     - `dequantizer`: for integer images, how training dequantizes them (a
       `UniformDequantizer`, or a `VariationalDequantizer` trained with the model); None
       trains on the data as they are.
@@ -95,7 +96,7 @@ class ScoreModel(eqx.Module):
 
     net: eqx.Module
     sde: AbstractSDE
-    preconditioning: AbstractPreconditioning = NoisePrediction()
+    preconditioning: AbstractPreconditioning = EDMPreconditioning()
     dequantizer: AbstractDequantizer | None = None
 
     def noise_prediction(

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from ._checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from ._losses import DSMLoss
+from ._optim import adam
 from ._score import ScoreModel
 from ._sde import AbstractSDE
 
@@ -25,9 +26,8 @@ def default_optimizer(
     lr: float = 2e-4, *, warmup: int = 5000, grad_clip: float = 1.0
 ) -> optax.GradientTransformation:
     """Adam with linear warm-up and global-norm gradient clipping (Song et al. 2021,
-    appendix H: lr 2e-4, 5000 warm-up steps, clip 1)."""
-    schedule = optax.linear_schedule(0.0, lr, max(warmup, 1))
-    return optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(schedule))
+    appendix H: lr 2e-4, 5000 warm-up steps, clip 1); `sgm.adam` adds a decay."""
+    return adam(lr, warmup=warmup, grad_clip=grad_clip)
 
 
 class TrainState(eqx.Module):

@@ -101,7 +101,7 @@ def test_edm_weighting_of_the_exact_model_matches_quadrature():
     g = sgm.Gaussian(jnp.array([0.2, -0.4]), jnp.asarray(v))
     pre = sgm.EDMPreconditioning(sigma_data=0.5)
     model = sgm.ScoreModel(ExactTarget(g, sde, pre), sde, preconditioning=pre)
-    loss = DSMLoss(weighting="edm", eps=1e-3)
+    loss = DSMLoss(weighting="edm", time_density="uniform", eps=1e-3)
     n = 20_000
     tkey, ekey = jr.split(jr.key(1))
     t, w = loss.times(sde, sample_uniforms(tkey, n, "stratified"))
@@ -124,3 +124,11 @@ def test_bad_settings_raise():
         DSMLoss(time_density="beta")
     with pytest.raises(ValueError, match="importance_sampling"):
         DSMLoss(weighting="likelihood", importance_sampling=True, time_density="lognormal")
+
+
+def test_each_weighting_has_its_time_density():
+    assert DSMLoss().weighting == "edm" and DSMLoss().density == "lognormal"
+    assert DSMLoss(weighting="sigma2").density == "uniform"
+    assert DSMLoss(weighting="likelihood").density == "uniform"
+    assert DSMLoss(weighting="sigma2", time_density="lognormal").density == "lognormal"
+    assert DSMLoss(time_density="uniform").density == "uniform"
