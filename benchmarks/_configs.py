@@ -21,6 +21,7 @@ _SMALL = {"width": 128, "depth": 3, "fourier_scale": 16.0}
 _EDM = {"preconditioning": sgm.EDMPreconditioning()}
 _LN = {"weighting": "sigma2", "time_density": "lognormal"}
 _KARRAS = {"weighting": "edm"}
+_LIK = {"weighting": "likelihood", "importance_sampling": True}
 
 
 def _old(**changes):
@@ -38,8 +39,9 @@ CONFIGS = {
     "small_edm": _old(net=_SMALL, model=_EDM),
     "small_edm_lognormal": _old(net=_SMALL, model=_EDM, loss=_LN),
     "small_edm_karras": _old(net=_SMALL, model=_EDM, loss=_KARRAS),
-    "small_edm_karras_uniform": _old(net=_SMALL, model=_EDM,
-                                     loss={**_KARRAS, "time_density": "uniform"}),  # fmt: skip
+    "small_edm_karras_uniform": _old(
+        net=_SMALL, model=_EDM, loss={**_KARRAS, "time_density": "uniform"}
+    ),  # fmt: skip
     "small_edm_karras_cosine": _old(net=_SMALL, model=_EDM, loss=_KARRAS, opt={"decay": True}),
     "small_edm_lognormal_cosine": _old(net=_SMALL, model=_EDM, loss=_LN, opt={"decay": True}),
     "small_edm_karras_f1": _old(net={**_SMALL, "fourier_scale": 1.0}, model=_EDM, loss=_KARRAS),
@@ -50,17 +52,14 @@ CONFIGS = {
     # steps, clip 1, no decay), then the changes for likelihood.
     "mnist_vp_old": _old(opt={"warmup": 100}),
     "mnist_old_dequant": _old(opt={"warmup": 100}, deq="uniform"),
-    "mnist_old_likelihood": _old(opt={"warmup": 100}, deq="uniform",
-                                 loss={"weighting": "likelihood", "importance_sampling": True}),  # fmt: skip
+    "mnist_old_likelihood": _old(opt={"warmup": 100}, deq="uniform", loss=_LIK),
     # DiT beside the UNet (defaults otherwise) at about the UNet's parameters: 542k against
     # 526k on the digits, 785k against 810k on MNIST.
     "dit_digits": {"net": {"kind": "dit", "hidden": 84, "depth": 4, "patch_size": 2}},
     "dit_mnist": {"net": {"kind": "dit", "hidden": 100, "depth": 4, "patch_size": 2}},
     "dequant": {"deq": "uniform"},
-    "likelihood": {"deq": "uniform", "loss": {"weighting": "likelihood",
-                                              "importance_sampling": True}},  # fmt: skip
-    "variational": {"deq": "variational", "loss": {"weighting": "likelihood",
-                                                   "importance_sampling": True}},  # fmt: skip
+    "likelihood": {"deq": "uniform", "loss": _LIK},
+    "variational": {"deq": "variational", "loss": _LIK},
 }
 
 
