@@ -139,6 +139,7 @@ def main(argv=None) -> int:
         for name, exp in EXPERIMENTS.items():
             print(f"{name:20s} {exp.description}\n{'':20s} budget: {exp.budget}")
         return 0
+    sgm.enable_compilation_cache()  # off with SGM_COMPILATION_CACHE=0
     if args.distributed:
         try:
             distributed.initialize(timeout=args.distributed_timeout)

@@ -121,20 +121,16 @@ def load_model(run_dir: str, checkpoint: bool):
     if not checkpoint:
         run = sgm.load_run(run_dir)
         return run.config, run.sde, run.model, run.data_shape
-    from sgm._config import build_model, build_sde
-
-    from sgm._checkpoint import load_checkpoint
-    from sgm._train import default_optimizer, init_state
-
-    run_dir = Path(run_dir)
-    config = sgm.ExperimentConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-    info = json.loads((run_dir / "run.json").read_text())
-    sde, shape = build_sde(config.sde), tuple(info["data_shape"])
-    model = build_model(config.model, sde, shape, info["num_classes"], key=jr.key(0))
-    t = config.train
-    like = init_state(model, default_optimizer(t.lr, warmup=t.warmup, grad_clip=t.grad_clip),
-                      key=jr.key(0))  # fmt: skip
-    state, _ = load_checkpoint(run_dir / "checkpoint", like)
+    run = sgm.RunDir.open(run_dir)
+    config, info = run.config, run.info
+    shape = tuple(info["data_shape"])
+    model = config.build_model(shape, num_classes=info["num_classes"])
+    opt = config.optimizer.transform(config.train.steps)
+    like = sgm.TrainState(model, model, opt.init(eqx.filter(model, eqx.is_inexact_array)),
+                          jnp.zeros((), jnp.int32), jr.key_data(jr.key(0)),
+                          jnp.zeros((), jnp.int32))  # fmt: skip
+    state, _ = sgm.load_checkpoint(run.checkpoint_dir, like)
+    sde = config.sde
     return config, sde, state.ema, shape
 
 

@@ -10,7 +10,7 @@ EXPERIMENT = sgm.Experiment(
     data=sgm.Data("digits"),
     sde=sgm.VPSDE(),
     net=sgm.Net(UNet, conditional=True, channels=32, channel_mults=(1, 2), attention_levels=(1,)),
-    optimizer=sgm.Adam(lr=1e-3, warmup=100),
+    optimizer=sgm.Adam(lr=1e-3, warmup=100, decay=True),
     train=sgm.Train(steps=1500, batch_size=128),
     sample=sgm.Sample(
         n_samples=64,

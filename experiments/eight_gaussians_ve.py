@@ -10,7 +10,7 @@ EXPERIMENT = sgm.Experiment(
     data=sgm.Data("eight_gaussians", n_train=20_000, n_test=2000),
     sde=sgm.VESDE(sigma_min=0.01, sigma_max=4.0),
     net=sgm.Net(MLP, width=128, depth=3),
-    optimizer=sgm.Adam(lr=2e-3, warmup=100),
+    optimizer=sgm.Adam(lr=2e-3, warmup=100, decay=True),
     train=sgm.Train(steps=3000, batch_size=256, ema_decay=0.99),
     sample=sgm.Sample(
         n_samples=2000,

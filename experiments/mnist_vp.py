@@ -10,7 +10,7 @@ EXPERIMENT = sgm.Experiment(
     data=sgm.Data("mnist"),
     sde=sgm.VPSDE(),
     net=sgm.Net(UNet, channels=32, channel_mults=(1, 2, 2), attention_levels=(2,)),
-    optimizer=sgm.Adam(lr=1e-3, warmup=100),
+    optimizer=sgm.Adam(lr=1e-3, warmup=100, decay=True),
     train=sgm.Train(steps=2000, batch_size=64),
     sample=sgm.Sample(
         n_samples=36,

@@ -10,7 +10,7 @@ EXPERIMENT = sgm.Experiment(
     data=sgm.Data("two_moons", n_train=20_000, n_test=2000),
     sde=sgm.VPSDE(),
     net=sgm.Net(MLP, width=128, depth=3),
-    optimizer=sgm.Adam(lr=2e-3, warmup=100),
+    optimizer=sgm.Adam(lr=2e-3, warmup=100, decay=True),
     train=sgm.Train(steps=3000, batch_size=256, ema_decay=0.99),
     sample=sgm.Sample(
         n_samples=2000,

@@ -12,7 +12,7 @@ EXPERIMENT = sgm.Experiment(
     data=sgm.Data("ou_theta", n_train=4000, n_test=500, length=64),
     sde=sgm.VPSDE(),
     net=sgm.Net(UNet, conditional=True, channels=32, channel_mults=(1, 2), attention_levels=(1,)),
-    optimizer=sgm.Adam(lr=1e-3, warmup=100),
+    optimizer=sgm.Adam(lr=1e-3, warmup=100, decay=True),
     train=sgm.Train(steps=2000, batch_size=64),
     sample=sgm.Sample(
         n_samples=256,

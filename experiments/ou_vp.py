@@ -10,7 +10,7 @@ EXPERIMENT = sgm.Experiment(
     data=sgm.Data("ou", n_train=4000, n_test=500, length=64),
     sde=sgm.VPSDE(),
     net=sgm.Net(UNet, channels=32, channel_mults=(1, 2), attention_levels=(1,)),
-    optimizer=sgm.Adam(lr=1e-3, warmup=100),
+    optimizer=sgm.Adam(lr=1e-3, warmup=100, decay=True),
     train=sgm.Train(steps=2000, batch_size=64),
     sample=sgm.Sample(
         n_samples=64,

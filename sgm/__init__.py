@@ -6,6 +6,7 @@ from . import (
     phases as phases,  # noqa: E402  (uses the names above)
     plot as plot,
 )
+from ._cache import enable_compilation_cache as enable_compilation_cache
 from ._checkpoint import (
     CheckpointError as CheckpointError,
     checkpoint_meta as checkpoint_meta,
@@ -26,6 +27,12 @@ from ._control import (
     ClassifierGuidance as ClassifierGuidance,
     colorize as colorize,
     inpaint as inpaint,
+)
+from ._dequant import (
+    AbstractDequantizer as AbstractDequantizer,
+    UniformDequantizer as UniformDequantizer,
+    VariationalDequantizer as VariationalDequantizer,
+    dequantized_bits_per_dim as dequantized_bits_per_dim,
 )
 from ._experiment import (
     Data as Data,
@@ -49,7 +56,7 @@ from ._likelihood import (
     log_likelihood as log_likelihood,
 )
 from ._losses import DSMLoss as DSMLoss
-from ._optimizer import Adam as Adam
+from ._optimizer import Adam as Adam, lr_schedule as lr_schedule
 from ._overrides import override as override, valid_keys as valid_keys
 from ._registry import register as register
 from ._run import Run as Run, RunDir as RunDir, load_run as load_run
@@ -61,7 +68,13 @@ from ._samplers import (
 )
 from ._sampling import sample as sample
 from ._scaler import AffineScaler as AffineScaler
-from ._score import ScoreModel as ScoreModel, noise_conditioning as noise_conditioning
+from ._score import (
+    AbstractPreconditioning as AbstractPreconditioning,
+    EDMPreconditioning as EDMPreconditioning,
+    NoisePrediction as NoisePrediction,
+    ScoreModel as ScoreModel,
+    noise_conditioning as noise_conditioning,
+)
 from ._sde import (
     VESDE as VESDE,
     VPSDE as VPSDE,

@@ -16,7 +16,7 @@ from ._fast_samplers import DPMSolver, HeunSampler, UniPC
 from ._losses import DSMLoss
 from ._optimizer import Adam
 from ._samplers import AbstractSampler, EulerMaruyama, PredictorCorrector, ProbabilityFlowODE
-from ._score import ScoreModel
+from ._score import AbstractPreconditioning, EDMPreconditioning, ScoreModel
 from ._sde import AbstractSDE
 from ._serial import AbstractSpec, registered, signature_hints
 from ._trace import AbstractTraceEstimator, Hutchinson
@@ -94,9 +94,21 @@ class Net(AbstractSpec):
     key, conditioning sizes). `conditional=True` conditions it on what the dataset carries:
     parameter vectors or maps when it has them, else class labels (with label dropout)."""
 
-    def __init__(self, cls, *, conditional: bool = False, **kwargs):
+    def __init__(
+        self,
+        cls,
+        *,
+        conditional: bool = False,
+        preconditioning: AbstractPreconditioning = EDMPreconditioning(),
+        **kwargs,
+    ):
         cls = registered(cls) if isinstance(cls, str) else cls
         registered(cls.__name__)
+        if not isinstance(preconditioning, AbstractPreconditioning):
+            raise ValueError(
+                "net.preconditioning must be an sgm preconditioning (EDMPreconditioning() or "
+                f"NoisePrediction()), got {preconditioning!r}."
+            )
         params = self._parameters(cls)
         unknown = sorted(set(kwargs) - set(params))
         if unknown:
@@ -104,6 +116,7 @@ class Net(AbstractSpec):
                 f"{cls.__name__} has no argument {unknown}; its arguments: {sorted(params)}."
             )
         self.cls, self.conditional, self.kwargs = cls, bool(conditional), dict(kwargs)
+        self.preconditioning = preconditioning
 
     @staticmethod
     def _parameters(cls) -> dict[str, inspect.Parameter]:
@@ -117,11 +130,13 @@ class Net(AbstractSpec):
         return {**defaults, **self.kwargs}
 
     def config_fields(self) -> dict:
-        return {"cls": self.cls, "conditional": self.conditional, **self.resolved()}
+        return {"cls": self.cls, "conditional": self.conditional,
+                "preconditioning": self.preconditioning, **self.resolved()}  # fmt: skip
 
     def config_hints(self) -> dict:
         hints = signature_hints(self.cls.__init__)
-        return {"conditional": bool, **{n: hints.get(n) for n in self._parameters(self.cls)}}
+        return {"conditional": bool, "preconditioning": AbstractPreconditioning,
+                **{n: hints.get(n) for n in self._parameters(self.cls)}}  # fmt: skip
 
     def conditioning(self, num_classes, cond_shape) -> dict:
         """The network keywords for data with `num_classes` labels or conditioning inputs of
@@ -143,11 +158,14 @@ class Net(AbstractSpec):
     def build(self, sde: AbstractSDE, data_shape, *, key, num_classes=None, cond_shape=None):
         """The `ScoreModel` of this network for data of `data_shape`."""
         cond = self.conditioning(num_classes, cond_shape)
-        return ScoreModel(self.cls(tuple(data_shape), key=key, **self.resolved(), **cond), sde)
+        net = self.cls(tuple(data_shape), key=key, **self.resolved(), **cond)
+        return ScoreModel(net, sde, preconditioning=self.preconditioning)
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
         cond = ", conditional=True" if self.conditional else ""
+        if self.preconditioning != EDMPreconditioning():
+            cond += f", preconditioning={self.preconditioning!r}"
         return f"Net({self.cls.__name__}{cond}{', ' if args else ''}{args})"
 
 

@@ -5,6 +5,7 @@ from ._experiment import SAMPLERS, Data, Eval, Experiment, Net, Sample, Train
 from ._losses import DSMLoss
 from ._optimizer import Adam
 from ._samplers import EulerMaruyama, PredictorCorrector
+from ._score import NoisePrediction
 from ._sde import VESDE, VPSDE, SubVPSDE
 from ._serial import registered
 from ._trace import Exact, Hutchinson
@@ -68,7 +69,15 @@ def from_legacy(d: dict) -> Experiment:
                 **options,
             ),  # fmt: skip
             sde=sde_obj,
-            net=Net(registered(cls), conditional=model.get("conditional", False), **kwargs),
+            # Before issue 15 every network predicted the noise, conditioned on t through
+            # Fourier features of scale 16.
+            net=Net(
+                registered(cls),
+                conditional=model.get("conditional", False),
+                preconditioning=NoisePrediction(),
+                fourier_scale=16.0,
+                **kwargs,
+            ),  # fmt: skip
             loss=DSMLoss(
                 weighting=train.get("weighting", "sigma2"),
                 importance_sampling=train.get("importance_sampling", False),

@@ -6,7 +6,15 @@ With `x_t = m(t) x_0 + s(t) eps`, the regression target of the score is
 
 - `weighting="sigma2"`, `lambda = s^2` (Song et al. 2021): `||eps_hat - eps||^2`;
 - `weighting="likelihood"`, `lambda = g^2` (Song et al. 2021, *Maximum Likelihood Training*):
-  `g^2 / s^2 ||eps_hat - eps||^2`, whose time integral bounds the negative log-likelihood.
+  `g^2 / s^2 ||eps_hat - eps||^2`, whose time integral bounds the negative log-likelihood;
+- `weighting="edm"` (the default), the network's own output error unweighted (Karras et al.
+  2022, eq. 8, `lambda = 1 / c_out^2`): `||eps_hat - eps||^2 / c_out^2` with the model's
+  preconditioning.
+
+Each weighting comes with its paper's time density: uniform on `[eps, t1]` for `"sigma2"` and
+`"likelihood"`; for `"edm"` `log sigma`, `sigma = s / m`, normal with mean `p_mean` and
+standard deviation `p_std` truncated to the training interval (Karras et al. 2022, sec. 5).
+`time_density="uniform"` or `"lognormal"` overrides it; the density is part of the objective.
 
 For any linear SDE `g^2 / s^2 = d/dt log(s^2 / m^2)` (differentiate `s^2/m^2`), so importance
 sampling `t` with density proportional to `g^2 / s^2` means drawing `rho = log(s^2 / m^2)`
@@ -19,12 +27,15 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+from jax.scipy.special import ndtr, ndtri
 from jaxtyping import Array, Float, PRNGKeyArray, Scalar
 
+from ._dequant import VariationalDequantizer
 from ._score import ScoreModel
 from ._sde import AbstractSDE
 
-_WEIGHTINGS = ("sigma2", "likelihood")
+_WEIGHTINGS = ("sigma2", "likelihood", "edm")
+_TIME_DENSITIES = ("uniform", "lognormal")
 _TIME_SAMPLING = ("uniform", "stratified", "antithetic")
 
 
@@ -50,9 +61,13 @@ class DSMLoss(eqx.Module):
 
     **Arguments:**
 
-    - `weighting`: `"sigma2"` (the standard one) or `"likelihood"`.
+    - `weighting`: `"edm"` (Karras et al.), `"sigma2"` (unweighted noise prediction) or
+      `"likelihood"`.
     - `importance_sampling`: with `"likelihood"`, draw `t` with density proportional to
       `g^2 / s^2` (variance reduction); the estimate stays unbiased.
+    - `time_density`: `"uniform"` in `t`, or `"lognormal"` in `sigma = s / m` with
+      `log sigma ~ N(p_mean, p_std^2)` truncated to `[eps, t1]`; None (the default) takes
+      lognormal for `"edm"` and uniform otherwise.
     - `time_sampling`: `"uniform"`, `"stratified"` or `"antithetic"` over the batch.
     - `eps`: the smallest training time (the training epsilon, separate from the sampling end
       time `sampler.t_end`).
@@ -61,14 +76,18 @@ class DSMLoss(eqx.Module):
       guidance; Ho & Salimans 2022).
     - `null_label`: the label meaning "unconditional" (the network's `num_classes`).
 
-    The per-example value estimates `E_{t ~ U[eps, t1]}[lambda(t) / s(t)^2 ||eps_hat - eps||^2]`.
+    The per-example value estimates `E_{t ~ q}[lambda(t) / s(t)^2 ||eps_hat - eps||^2]`, `q` the
+    time density (uniform on `[eps, t1]`, or lognormal in `sigma`).
     """
 
-    weighting: Literal["sigma2", "likelihood"] = eqx.field(static=True, default="sigma2")
+    weighting: Literal["edm", "sigma2", "likelihood"] = eqx.field(static=True, default="edm")
     importance_sampling: bool = eqx.field(static=True, default=False)
     time_sampling: Literal["uniform", "stratified", "antithetic"] = eqx.field(
         static=True, default="uniform"
     )
+    time_density: Literal["uniform", "lognormal"] | None = eqx.field(static=True, default=None)
+    p_mean: float = eqx.field(static=True, default=-1.2)
+    p_std: float = eqx.field(static=True, default=1.2)
     eps: float = eqx.field(static=True, default=1e-5)
     reduce: Literal["mean", "sum"] = eqx.field(static=True, default="mean")
     label_dropout: float = eqx.field(static=True, default=0.0)
@@ -83,6 +102,14 @@ class DSMLoss(eqx.Module):
             )
         if self.importance_sampling and self.weighting != "likelihood":
             raise ValueError("importance_sampling applies to weighting='likelihood' only.")
+        if self.time_density is not None and self.time_density not in _TIME_DENSITIES:
+            raise ValueError(
+                f"time_density must be None or one of {_TIME_DENSITIES}, got {self.time_density!r}."
+            )
+        if self.density != "uniform" and self.importance_sampling:
+            raise ValueError("importance_sampling draws its own times; use time_density='uniform'.")
+        if not self.p_std > 0:
+            raise ValueError(f"p_std must be positive, got {self.p_std}.")
         if self.reduce not in ("mean", "sum"):
             raise ValueError(f"reduce must be 'mean' or 'sum', got {self.reduce!r}.")
         if not 0 <= self.label_dropout < 1:
@@ -91,6 +118,13 @@ class DSMLoss(eqx.Module):
             raise ValueError("label_dropout needs null_label (the network's num_classes).")
         if not self.eps > 0:
             raise ValueError(f"eps must be positive, got {self.eps}.")
+
+    @property
+    def density(self) -> str:
+        """The time density in use: `time_density`, or the weighting's own."""
+        if self.time_density is not None:
+            return self.time_density
+        return "lognormal" if self.weighting == "edm" else "uniform"
 
     def times(self, sde: AbstractSDE, u: Float[Array, " n"]) -> tuple[Array, Array]:
         """Maps uniforms to times and the weight `lambda(t) / s(t)^2` each carries."""
@@ -101,8 +135,15 @@ class DSMLoss(eqx.Module):
             t = jnp.clip(jax.vmap(lambda r: sde.time_at_log_snr(-r))(rho), lo, hi)
             # E_U[g^2/s^2 f] = Z / (hi - lo) E_q[f], with Z = rho_hi - rho_lo.
             return t, jnp.full_like(t, (rho_hi - rho_lo) / (hi - lo))
-        t = lo + u * (hi - lo)
-        if self.weighting == "sigma2":
+        if self.density == "lognormal":
+            # rho = log sigma^2 = 2 log sigma; a truncated normal by its inverse CDF.
+            a, b = (ndtr((0.5 * log_inverse_snr(sde, e) - self.p_mean) / self.p_std)
+                    for e in (lo, hi))  # fmt: skip
+            rho = 2 * (self.p_mean + self.p_std * ndtri(a + u * (b - a)))
+            t = jnp.clip(jax.vmap(lambda r: sde.time_at_log_snr(-r))(rho), lo, hi)
+        else:
+            t = lo + u * (hi - lo)
+        if self.weighting in ("sigma2", "edm"):
             return t, jnp.ones_like(t)
         g2 = jax.vmap(sde.diffusion)(t) ** 2
         s2 = jax.vmap(lambda t: sde.marginal(t)[1])(t) ** 2
@@ -120,13 +161,34 @@ class DSMLoss(eqx.Module):
     ) -> Scalar:
         """The loss of one example at time `t` with weight `lambda(t) / s(t)^2`."""
         nkey, dkey, lkey = jr.split(key, 3)
+        entropy_term = 0.0
+        if model.dequantizer is not None:
+            x0, log_q = model.dequantizer(x0, key=jr.fold_in(key, 3))
+            entropy_term = self._entropy_term(model, x0, log_q)
         m, s = model.sde.marginal(t)
         noise = jr.normal(nkey, x0.shape)
         if y is not None and self.label_dropout > 0:
             y = jnp.where(jr.bernoulli(lkey, self.label_dropout), self.null_label, y)
         eps_hat = model.noise_prediction(t, m * x0 + s * noise, y=y, key=dkey)
         sq = (eps_hat - noise) ** 2
-        return weight * (jnp.mean(sq) if self.reduce == "mean" else jnp.sum(sq))
+        if self.weighting == "edm":
+            weight = weight / model.preconditioning.coefficients(model.sde, t)[2] ** 2
+        return weight * (jnp.mean(sq) if self.reduce == "mean" else jnp.sum(sq)) + entropy_term
+
+    def _entropy_term(self, model: ScoreModel, x0: Array, log_q: Scalar) -> Scalar:
+        """`log q(u | k)` of a variational dequantizer in the loss's units: with likelihood
+        weighting the loss estimates `2 / (t1 - eps)` times the negative log-likelihood bound
+        (per entry with `reduce="mean"`), up to terms that do not depend on the data."""
+        if not isinstance(model.dequantizer, VariationalDequantizer):
+            return jnp.zeros(())
+        if self.weighting != "likelihood" or self.density != "uniform":
+            raise ValueError(
+                "a VariationalDequantizer is trained by the likelihood bound: use "
+                "DSMLoss(weighting='likelihood') with time_density='uniform'."
+            )
+        span = model.sde.t1 - max(self.eps, model.sde.t0)
+        size = x0.size if self.reduce == "mean" else 1
+        return 2 * log_q / (span * size)
 
     def batch_loss(
         self,

@@ -10,6 +10,7 @@ from ._flow import ODEVariables
 from ._losses import DSMLoss
 from ._optimizer import Adam
 from ._samplers import EulerMaruyama, PredictorCorrector, ProbabilityFlowODE
+from ._score import EDMPreconditioning, NoisePrediction
 from ._sde import VESDE, VPSDE, SubVPSDE
 from ._serial import register as register
 from ._trace import Exact, Hutchinson, HutchPlusPlus
@@ -21,4 +22,5 @@ register(EulerMaruyama, PredictorCorrector, ProbabilityFlowODE, DPMSolver, UniPC
 register(diffrax.Euler, diffrax.Heun, diffrax.Midpoint, diffrax.Ralston, diffrax.Bosh3,
          diffrax.Tsit5, diffrax.Dopri5, diffrax.Dopri8, diffrax.SRA1, diffrax.ShARK)  # fmt: skip
 register(ODEVariables, Exact, Hutchinson, HutchPlusPlus)
+register(EDMPreconditioning, NoisePrediction)
 register(DSMLoss, Adam, Data, Net, Train, Sample, Eval, Experiment)

@@ -1,9 +1,12 @@
-"""Turning a noise-prediction network into a score."""
+"""Turning a network into a score: the parametrisation (preconditioning) of the network."""
+
+import abc
 
 import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray, ScalarLike
 
+from ._dequant import AbstractDequantizer
 from ._sde import AbstractSDE, _check_time
 
 
@@ -14,25 +17,86 @@ def noise_conditioning(sde: AbstractSDE, t: ScalarLike) -> Float[Array, ""]:
     return sde.noise_conditioning(t)
 
 
-class ScoreModel(eqx.Module):
-    """A score `score(t, x) = -net(c(t), c_in(t) x) / s(t)` built from a noise-prediction network.
+class AbstractPreconditioning(eqx.Module):
+    """How a network `F` becomes a noise prediction: with `x_t = m(t) x_0 + s(t) eps`,
 
-    The network predicts the noise `eps` of `x_t = m(t) x_0 + s(t) eps`; since
+    `eps_hat(t, x) = c_skip(t) c_in(t) x + c_out(t) F(c_noise(t), c_in(t) x)`
+
+    (Karras et al. 2022, eq. 7, written for the noise instead of the denoised data).
+    """
+
+    @abc.abstractmethod
+    def coefficients(self, sde: AbstractSDE, t: ScalarLike) -> tuple[Array, Array, Array, Array]:
+        """`(c_in, c_skip, c_out, c_noise)` at time `t`."""
+
+
+class NoisePrediction(AbstractPreconditioning):
+    """The network predicts the noise itself (Ho et al. 2020; Song et al. 2021, appendix C):
+    `c_skip = 0`, `c_out = 1`, `c_in = 1 / sqrt(m^2 + s^2)` (unit-variance input for
+    unit-variance data) and `c_noise = noise_conditioning(sde, t)`."""
+
+    def coefficients(self, sde, t):
+        m, s = sde.marginal(t)
+        c_in = jnp.reciprocal(jnp.sqrt(m**2 + s**2))
+        return c_in, jnp.zeros_like(c_in), jnp.ones_like(c_in), noise_conditioning(sde, t)
+
+
+class EDMPreconditioning(AbstractPreconditioning):
+    """Karras et al. (2022, table 1, "ours") for any linear SDE, in terms of the noise level
+    `sigma = s / m` of the rescaled state `x / m = x_0 + sigma eps`: the input has unit variance
+    for data of standard deviation `sigma_data` (`c_in = 1 / (m sqrt(sigma^2 + sigma_data^2))`),
+    the noise is conditioned on `c_noise = log(sigma) / 4`, and the network's target has unit
+    variance at every noise level. Their denoiser `c_skip x + c_out F` gives the noise prediction
+
+    `eps_hat = (sigma z - sigma_data F) / sqrt(sigma^2 + sigma_data^2)`, `z = c_in x`,
+
+    which passes the input through at high noise (where `eps ~ z`) and predicts the noise at low
+    noise; for VP with `sigma_data = 1` it is the v-prediction of Salimans & Ho (2022).
+
+    **Arguments:**
+
+    - `sigma_data`: the standard deviation of the data (in model scale) it is tuned for.
+    """
+
+    sigma_data: float = eqx.field(static=True, default=1.0)
+
+    def __check_init__(self):
+        if not self.sigma_data > 0:
+            raise ValueError(f"sigma_data must be positive, got {self.sigma_data}.")
+
+    def coefficients(self, sde, t):
+        m, s = sde.marginal(t)
+        sigma = s / m
+        norm = jnp.sqrt(sigma**2 + self.sigma_data**2)
+        return 1 / (m * norm), sigma / norm, -self.sigma_data / norm, 0.25 * jnp.log(sigma)
+
+
+class ScoreModel(eqx.Module):
+    """A score `score(t, x) = -eps_hat(t, x) / s(t)` built from a network `F` through a
+    preconditioning (`eps_hat = c_skip c_in x + c_out F(c_noise, c_in x)`).
+
+    The noise prediction `eps_hat` estimates the `eps` of `x_t = m(t) x_0 + s(t) eps`; since
     `grad log p_t(x_t | x_0) = -eps / s(t)`, dividing by the marginal std gives the score
-    (Song et al. 2021, appendix C; Ho et al. 2020). The input is divided by
-    `sqrt(m(t)^2 + s(t)^2)`, the std of `x_t` for unit-variance data, so that it is O(1) at every
-    `t` (as in Karras et al. 2022's `c_in`); `c(t)` is `noise_conditioning(sde, t)`.
+    (Song et al. 2021, appendix C; Ho et al. 2020).
 
     **Arguments:**
 
     - `net`: a module called as `net(c, x, *, y=None, key=None)` on one example.
     - `sde`: the SDE whose marginal std scales the output.
+    - `preconditioning`: `EDMPreconditioning(sigma_data=1.0)` (the default) or
+      `NoisePrediction()` (the network predicts `eps`; the default before issue 15, which
+      models saved then need).
+    - `dequantizer`: for integer images, how training dequantizes them (a
+      `UniformDequantizer`, or a `VariationalDequantizer` trained with the model); None
+      trains on the data as they are.
 
     Called as `model(t, x, *, y=None, key=None)` on one example; `key` enables dropout.
     """
 
     net: eqx.Module
     sde: AbstractSDE
+    preconditioning: AbstractPreconditioning = EDMPreconditioning()
+    dequantizer: AbstractDequantizer | None = None
 
     def noise_prediction(
         self,
@@ -42,11 +106,11 @@ class ScoreModel(eqx.Module):
         y: Array | None = None,
         key: PRNGKeyArray | None = None,
     ) -> Float[Array, "*shape"]:
-        """The network's estimate of `eps` at `(t, x)`."""
+        """The estimate `eps_hat` of the noise `eps` at `(t, x)`."""
         t = _check_time(self.sde, t)
-        mean, std = self.sde.marginal(t)
-        c_in = jnp.reciprocal(jnp.sqrt(mean**2 + std**2))
-        return self.net(noise_conditioning(self.sde, t), c_in * x, y=y, key=key)
+        c_in, c_skip, c_out, c_noise = self.preconditioning.coefficients(self.sde, t)
+        z = c_in * x
+        return c_skip * z + c_out * self.net(c_noise, z, y=y, key=key)
 
     def __call__(
         self,

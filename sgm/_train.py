@@ -230,7 +230,7 @@ def train(
             f"at most the {len(x)} examples."
         )
     if optimizer is None or isinstance(optimizer, Adam):
-        optimizer = (optimizer or Adam()).transform()
+        optimizer = (optimizer or Adam()).transform(steps)
     if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jr.wrap_key_data(key)  # a legacy uint32 key from jr.PRNGKey
     state = init_state(model, optimizer, key=key)

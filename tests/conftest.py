@@ -8,6 +8,12 @@ import gc  # noqa: E402
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
+import sgm  # noqa: E402
+
+# Compiled programs persist across test runs (off with SGM_COMPILATION_CACHE=0): a second run
+# of the suite loads most of them from disk instead of compiling again.
+sgm.enable_compilation_cache()
+
 
 @pytest.fixture(autouse=True, scope="module")
 def _free_compiled_programs():

@@ -52,7 +52,7 @@ class ExactNoise(eqx.Module):
 
 
 def exact_model(dist, sde) -> sgm.ScoreModel:
-    return sgm.ScoreModel(ExactNoise(dist.score(sde)), sde)
+    return sgm.ScoreModel(ExactNoise(dist.score(sde)), sde, preconditioning=sgm.NoisePrediction())
 
 
 class TinyNet(eqx.Module):

@@ -41,8 +41,8 @@ def per_example_losses(loss: DSMLoss, model, x0, key):
 @pytest.mark.parametrize(
     "loss",
     [
-        DSMLoss(),
-        DSMLoss(time_sampling="stratified"),
+        DSMLoss(weighting="sigma2"),
+        DSMLoss(weighting="sigma2", time_sampling="stratified"),
         DSMLoss(weighting="likelihood", eps=1e-3),
         DSMLoss(weighting="likelihood", importance_sampling=True, eps=1e-3),
     ],

@@ -176,8 +176,14 @@ def test_a_process_that_never_arrives_is_an_error_not_a_hang(tmp_path):
     "env,message",
     [
         ({"JAX_NUM_PROCESSES": "2"}, "missing JAX_COORDINATOR_ADDRESS, JAX_PROCESS_ID"),
-        ({"JAX_COORDINATOR_ADDRESS": "127.0.0.1:1", "JAX_NUM_PROCESSES": "2",
-          "JAX_PROCESS_ID": "2"}, "0 <= JAX_PROCESS_ID"),  # fmt: skip
+        (
+            {
+                "JAX_COORDINATOR_ADDRESS": "127.0.0.1:1",
+                "JAX_NUM_PROCESSES": "2",
+                "JAX_PROCESS_ID": "2",
+            },
+            "0 <= JAX_PROCESS_ID",
+        ),  # fmt: skip
     ],
 )
 def test_bad_launch_settings_are_clear_errors(env, message, monkeypatch):

@@ -114,8 +114,8 @@ def test_ode_nfe_counts_actual_evaluations(solver):
 
 
 def test_score_model_wraps_noise_prediction():
-    """ScoreModel(net, sde) is -net / std: a net returning the exact noise prediction
-    reproduces the closed-form score."""
+    """With NoisePrediction, ScoreModel(net, sde) is -net / std: a net returning the exact noise
+    prediction reproduces the closed-form score."""
     g, sde = rotated_gaussian(d=2), sgm.VPSDE()
     exact = g.score(sde)
 
@@ -126,7 +126,7 @@ def test_score_model_wraps_noise_prediction():
             x = x_in * jnp.sqrt(m**2 + s**2)
             return -s * exact(t, x)
 
-    model = sgm.ScoreModel(ExactNoise(), sde)
+    model = sgm.ScoreModel(ExactNoise(), sde, preconditioning=sgm.NoisePrediction())
     x = jnp.array([0.3, -0.4])
     for t in (0.01, 0.5, 1.0):
         np.testing.assert_allclose(model(t, x), exact(t, x), rtol=1e-5)

@@ -62,6 +62,10 @@ class DiT(eqx.Module):
     - `patch_size`, `hidden`, `depth`, `heads`, `mlp_ratio`: transformer sizes.
     - `num_classes` / `cond_dim`: condition on a class label or a parameter vector.
     - `dropout`: dropout in the MLPs (active with a key).
+    - `fourier_scale`: standard deviation of the noise embedding's Fourier frequencies: 1 for
+      `EDMPreconditioning`'s `log(sigma) / 4` (measured: the same sample quality as 16 with 2.5
+      times fewer adaptive ODE steps); networks trained with `NoisePrediction` (conditioned on
+      `t`) before issue 15 used 16.
     """
 
     data_shape: tuple[int, ...] = eqx.field(static=True)
@@ -75,7 +79,8 @@ class DiT(eqx.Module):
     head: eqx.nn.Linear
 
     def __init__(self, data_shape, *, key: PRNGKeyArray, patch_size=2, hidden=128, depth=4,
-                 heads=4, mlp_ratio=4, num_classes=None, cond_dim=None, dropout=0.0):  # fmt: skip
+                 heads=4, mlp_ratio=4, num_classes=None, cond_dim=None, dropout=0.0,
+                 fourier_scale=1.0):  # fmt: skip
         data_shape = tuple(data_shape)
         if len(data_shape) != 3:
             raise ValueError(f"DiT takes images (C, H, W), got data_shape {data_shape}.")
@@ -86,7 +91,8 @@ class DiT(eqx.Module):
         n_tokens = math.ceil(h / p) * math.ceil(w / p)
         ckey, ikey, pkey, okey, hkey, *bkeys = jr.split(key, 5 + depth)
         self.data_shape, self.patch_size = data_shape, p
-        self.cond = Conditioning(hidden, key=ckey, num_classes=num_classes, cond_dim=cond_dim)
+        self.cond = Conditioning(hidden, key=ckey, num_classes=num_classes, cond_dim=cond_dim,
+                                 fourier_scale=fourier_scale)  # fmt: skip
         self.patch_in = eqx.nn.Linear(c * p * p, hidden, key=ikey)
         self.pos = 0.02 * jr.normal(pkey, (n_tokens, hidden))
         self.blocks = [_DiTBlock(hidden, heads, mlp_ratio, dropout, key=k) for k in bkeys]

@@ -43,6 +43,10 @@ class MLP(eqx.Module):
     - `embed_dim`: size of the time/condition embedding.
     - `num_classes` / `cond_dim`: condition on a class label or on a parameter vector.
     - `dropout`: dropout rate inside the blocks (active when called with a key).
+    - `fourier_scale`: standard deviation of the noise embedding's Fourier frequencies: 1 for
+      `EDMPreconditioning`'s `log(sigma) / 4` (measured: the same sample quality as 16 with 2.5
+      times fewer adaptive ODE steps); networks trained with `NoisePrediction` (conditioned on
+      `t`) before issue 15 used 16.
     """
 
     data_shape: tuple[int, ...] = eqx.field(static=True)
@@ -52,12 +56,13 @@ class MLP(eqx.Module):
     norm: eqx.nn.LayerNorm
     out: eqx.nn.Linear
 
-    def __init__(self, data_shape, *, key: PRNGKeyArray, width=256, depth=4, embed_dim=128,
-                 num_classes=None, cond_dim=None, dropout=0.0):  # fmt: skip
+    def __init__(self, data_shape, *, key: PRNGKeyArray, width=128, depth=3, embed_dim=128,
+                 num_classes=None, cond_dim=None, dropout=0.0, fourier_scale=1.0):  # fmt: skip
         self.data_shape = tuple(data_shape)
         d = math.prod(self.data_shape)
         ckey, ikey, okey, *bkeys = jr.split(key, 3 + depth)
-        self.cond = Conditioning(embed_dim, key=ckey, num_classes=num_classes, cond_dim=cond_dim)
+        self.cond = Conditioning(embed_dim, key=ckey, num_classes=num_classes, cond_dim=cond_dim,
+                                 fourier_scale=fourier_scale)  # fmt: skip
         self.inp = eqx.nn.Linear(d, width, key=ikey)
         self.blocks = [_Block(width, embed_dim, dropout, key=k) for k in bkeys]
         self.norm = eqx.nn.LayerNorm(width)

@@ -1,0 +1,110 @@
+"""Dequantizers: bins, the logit-normal density, and dequantized bits/dim against closed forms."""
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+from jax.scipy.stats import norm
+
+import sgm
+from sgm._losses import DSMLoss
+
+
+def images(n=6, shape=(1, 2, 3), seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, *shape)).astype(np.int32)
+
+
+def as_model_scale(k):
+    return np.asarray(sgm.AffineScaler()(k / 255.0), np.float32)
+
+
+def perturbed(dq, scale=0.3, seed=0):
+    """A dequantizer whose last layer is not zero (so `mu` and `sigma` vary with the input)."""
+    leaves, tree = jax.tree.flatten(dq)
+    keys = jr.split(jr.key(seed), len(leaves))
+    leaves = [a + scale * jr.normal(k, a.shape) if eqx.is_inexact_array(a) else a
+              for a, k in zip(leaves, keys, strict=True)]  # fmt: skip
+    return jax.tree.unflatten(tree, leaves)
+
+
+@pytest.mark.parametrize("kind", ["uniform", "variational"])
+def test_samples_stay_in_their_bins(kind):
+    k = images()
+    dq = (sgm.UniformDequantizer() if kind == "uniform"
+          else perturbed(sgm.VariationalDequantizer((1, 2, 3), key=jr.key(0))))  # fmt: skip
+    x, _ = jax.vmap(lambda x, key: dq(x, key=key))(as_model_scale(k), jr.split(jr.key(1), len(k)))
+    v = np.asarray(sgm.AffineScaler().inverse(x)) * 256
+    assert np.all(v >= k) and np.all(v < k + 1)
+    np.testing.assert_array_equal(dq.integers(as_model_scale(k)), k)
+
+
+def test_variational_log_q_is_the_logit_normal_density():
+    """`log q(u) = log N(logit u; mu, sigma^2) - log(u (1 - u))`, with mu and sigma read off
+    the network's last layer."""
+    dq = perturbed(sgm.VariationalDequantizer((1, 2, 3), key=jr.key(0)))
+    k = jnp.asarray(images(1)[0], jnp.float32)
+    u, log_q = dq.noise(k, jr.key(3))
+    z = jr.normal(jr.key(3), k.shape)
+    a = jnp.log(u) - jnp.log1p(-u)
+    h = 2 * k / 255 - 1
+    for layer in dq.layers[:-1]:
+        h = jax.nn.silu(layer(h))
+    mu, log_sigma = jnp.split(dq.layers[-1](h), 2)
+    np.testing.assert_allclose(a, mu + jnp.exp(log_sigma) * z, rtol=1e-4, atol=1e-4)
+    expected = jnp.sum(norm.logpdf(a, mu, jnp.exp(log_sigma)) - jnp.log(u * (1 - u)))
+    np.testing.assert_allclose(log_q, expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["uniform", "variational"])
+def test_bits_per_dim_matches_the_closed_form(kind):
+    """For Gaussian data `log p` is known at `t0`: the bits/dim is
+    `-(log p_t0(x) + log|dx/dv| - log q) / (D log 2)` for the very same draws."""
+    sde = sgm.VPSDE()
+    g = sgm.Gaussian(jnp.zeros(6), jnp.full(6, 0.4))
+    score = lambda t, x: g.score(sde)(t, x.reshape(6)).reshape(1, 2, 3)  # noqa: E731
+    dq = (sgm.UniformDequantizer() if kind == "uniform"
+          else perturbed(sgm.VariationalDequantizer((1, 2, 3), key=jr.key(0))))  # fmt: skip
+    k = images()
+    bpd = sgm.dequantized_bits_per_dim(score, sde, k, dq, key=jr.key(5), trace=sgm.Exact())
+    ukey, _ = jr.split(jr.split(jr.key(5), 1)[0])
+    u, log_q = jax.vmap(dq.noise)(jnp.asarray(k, jnp.float32), jr.split(ukey, len(k)))
+    x = dq.to_model(k, u)
+    lp = jax.vmap(lambda x: g.log_prob(x.reshape(6), sde=sde, t=sde.t0))(x)
+    log_det = 6 * math.log(2 / 256)
+    expected = -(lp + log_det - log_q) / (6 * math.log(2))
+    np.testing.assert_allclose(bpd, expected, rtol=1e-4)
+
+
+def test_uniform_agrees_with_bits_per_dim():
+    sde = sgm.VPSDE()
+    g = sgm.Gaussian(jnp.zeros(6), jnp.full(6, 0.4))
+    score = lambda t, x: g.score(sde)(t, x.reshape(6)).reshape(1, 2, 3)  # noqa: E731
+    k = images(64)
+    a = sgm.bits_per_dim(score, sde, k, key=jr.key(0), trace=sgm.Exact())
+    b = sgm.dequantized_bits_per_dim(score, sde, k, sgm.UniformDequantizer(), key=jr.key(1),
+                                     trace=sgm.Exact())  # fmt: skip
+    assert abs(float(a.mean() - b.mean())) < 3 * float(jnp.std(a - b)) / math.sqrt(64)
+
+
+class TinyConv(eqx.Module):
+    conv: eqx.nn.Conv2d
+
+    def __call__(self, c, x, *, y=None, key=None):
+        return self.conv(x) * (1 + c)
+
+
+def test_training_dequantizes_and_needs_the_likelihood_bound():
+    sde = sgm.VPSDE()
+    net = TinyConv(eqx.nn.Conv2d(1, 1, 3, padding=1, key=jr.key(0)))
+    dq = sgm.VariationalDequantizer((1, 4, 4), key=jr.key(1), channels=4)
+    model = sgm.ScoreModel(net, sde, dequantizer=dq)
+    x0 = jnp.asarray(as_model_scale(images(8, (1, 4, 4))))
+    with pytest.raises(ValueError, match="likelihood bound"):
+        DSMLoss().batch_loss(model, x0, key=jr.key(2))
+    loss = DSMLoss(weighting="likelihood")
+    grads = eqx.filter_grad(lambda m: loss.batch_loss(m, x0, key=jr.key(2)))(model)
+    assert float(jnp.abs(grads.dequantizer.layers[-1].weight).sum()) > 0
