@@ -157,6 +157,8 @@ def main(argv=None) -> int:
     except (OSError, RuntimeError, ValueError) as e:  # missing, corrupt or unprepared data
         parser.error(f"cannot load the data of {cfg.name}: {e}")
     try:
+        if args.mode in ("train", "all"):
+            phases.check_data(cfg, ds)
         run = open_run(args, overrides, cfg, run, settings, ds)
     except ValueError as e:
         parser.error(str(e))

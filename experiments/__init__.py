@@ -3,13 +3,16 @@ objects. `EXPERIMENTS[name]`; `python main.py --list` prints them."""
 
 from . import (
     cifar10_vp,
+    digits_dit_vp,
     digits_sr_vp,
     digits_vp,
     eight_gaussians_ve,
     flowers_ve,
+    mnist_dit_vp,
     mnist_subvp,
     mnist_ve,
     mnist_vp,
+    mnist_vp_likelihood,
     moons_vp,
     ou_theta_vp,
     ou_vp,
@@ -29,5 +32,8 @@ EXPERIMENTS = {
         ou_vp,
         ou_theta_vp,
         digits_sr_vp,
+        digits_dit_vp,
+        mnist_dit_vp,
+        mnist_vp_likelihood,
     )
 }

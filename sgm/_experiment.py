@@ -12,6 +12,7 @@ from typing import Literal
 import jax.random as jr
 
 from . import data as _data
+from ._dequant import UniformDequantizer
 from ._fast_samplers import DPMSolver, HeunSampler, UniPC
 from ._losses import DSMLoss
 from ._optimizer import Adam
@@ -100,6 +101,7 @@ class Net(AbstractSpec):
         *,
         conditional: bool = False,
         preconditioning: AbstractPreconditioning = EDMPreconditioning(),
+        dequantizer: UniformDequantizer | None = None,
         **kwargs,
     ):
         cls = registered(cls) if isinstance(cls, str) else cls
@@ -109,6 +111,11 @@ class Net(AbstractSpec):
                 "net.preconditioning must be an sgm preconditioning (EDMPreconditioning() or "
                 f"NoisePrediction()), got {preconditioning!r}."
             )
+        if dequantizer is not None and not isinstance(dequantizer, UniformDequantizer):
+            raise ValueError(
+                "net.dequantizer must be None or UniformDequantizer(num_bits=, scaler=) (a "
+                f"learned dequantizer has weights, not settings), got {dequantizer!r}."
+            )
         params = self._parameters(cls)
         unknown = sorted(set(kwargs) - set(params))
         if unknown:
@@ -116,7 +123,7 @@ class Net(AbstractSpec):
                 f"{cls.__name__} has no argument {unknown}; its arguments: {sorted(params)}."
             )
         self.cls, self.conditional, self.kwargs = cls, bool(conditional), dict(kwargs)
-        self.preconditioning = preconditioning
+        self.preconditioning, self.dequantizer = preconditioning, dequantizer
 
     @staticmethod
     def _parameters(cls) -> dict[str, inspect.Parameter]:
@@ -131,11 +138,13 @@ class Net(AbstractSpec):
 
     def config_fields(self) -> dict:
         return {"cls": self.cls, "conditional": self.conditional,
-                "preconditioning": self.preconditioning, **self.resolved()}  # fmt: skip
+                "preconditioning": self.preconditioning, "dequantizer": self.dequantizer,
+                **self.resolved()}  # fmt: skip
 
     def config_hints(self) -> dict:
         hints = signature_hints(self.cls.__init__)
         return {"conditional": bool, "preconditioning": AbstractPreconditioning,
+                "dequantizer": UniformDequantizer | None,
                 **{n: hints.get(n) for n in self._parameters(self.cls)}}  # fmt: skip
 
     def conditioning(self, num_classes, cond_shape) -> dict:
@@ -159,13 +168,16 @@ class Net(AbstractSpec):
         """The `ScoreModel` of this network for data of `data_shape`."""
         cond = self.conditioning(num_classes, cond_shape)
         net = self.cls(tuple(data_shape), key=key, **self.resolved(), **cond)
-        return ScoreModel(net, sde, preconditioning=self.preconditioning)
+        return ScoreModel(net, sde, preconditioning=self.preconditioning,
+                          dequantizer=self.dequantizer)  # fmt: skip
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
         cond = ", conditional=True" if self.conditional else ""
         if self.preconditioning != EDMPreconditioning():
             cond += f", preconditioning={self.preconditioning!r}"
+        if self.dequantizer is not None:
+            cond += f", dequantizer={self.dequantizer!r}"
         return f"Net({self.cls.__name__}{cond}{', ' if args else ''}{args})"
 
 

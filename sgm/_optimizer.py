@@ -7,15 +7,16 @@ import optax
 def lr_schedule(lr: float, *, steps: int | None = None, warmup: int = 100,
                 final_fraction: float = 0.0) -> optax.Schedule:  # fmt: skip
     """A linear warm-up from 0 to `lr` over `warmup` steps, then `lr` (when `steps` is None)
-    or a cosine decay to `final_fraction * lr` at `steps` (Loshchilov & Hutter 2017)."""
+    or a cosine decay to `final_fraction * lr` at `steps` (Loshchilov & Hutter 2017). A run
+    of `steps <= warmup` (a quick try of a long configuration) only warms up."""
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr}.")
-    if steps is not None and steps <= warmup:
-        raise ValueError(f"steps={steps} must exceed warmup={warmup} to decay after it.")
+    if steps is not None and not (isinstance(steps, int) and steps > 0):
+        raise ValueError(f"steps must be a positive int or None, got {steps!r}.")
     if not 0 <= final_fraction <= 1:
         raise ValueError(f"final_fraction must lie in [0, 1], got {final_fraction}.")
     warm = optax.linear_schedule(0.0, lr, max(warmup, 1))
-    if steps is None:
+    if steps is None or steps <= warmup:
         return warm
     decay = optax.cosine_decay_schedule(lr, steps - warmup, alpha=final_fraction)
     return optax.join_schedules([warm, decay], [warmup])

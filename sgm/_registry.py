@@ -4,12 +4,14 @@ configurable (and readable back from `config.json`) with one line here."""
 import diffrax
 
 from . import nets
+from ._dequant import UniformDequantizer
 from ._experiment import Data, Eval, Experiment, Net, Sample, Train
 from ._fast_samplers import DPMSolver, HeunSampler, ReverseSDESolver, UniPC
 from ._flow import ODEVariables
 from ._losses import DSMLoss
 from ._optimizer import Adam
 from ._samplers import EulerMaruyama, PredictorCorrector, ProbabilityFlowODE
+from ._scaler import AffineScaler
 from ._score import EDMPreconditioning, NoisePrediction
 from ._sde import VESDE, VPSDE, SubVPSDE
 from ._serial import register as register
@@ -22,5 +24,5 @@ register(EulerMaruyama, PredictorCorrector, ProbabilityFlowODE, DPMSolver, UniPC
 register(diffrax.Euler, diffrax.Heun, diffrax.Midpoint, diffrax.Ralston, diffrax.Bosh3,
          diffrax.Tsit5, diffrax.Dopri5, diffrax.Dopri8, diffrax.SRA1, diffrax.ShARK)  # fmt: skip
 register(ODEVariables, Exact, Hutchinson, HutchPlusPlus)
-register(EDMPreconditioning, NoisePrediction)
+register(EDMPreconditioning, NoisePrediction, UniformDequantizer, AffineScaler)
 register(DSMLoss, Adam, Data, Net, Train, Sample, Eval, Experiment)

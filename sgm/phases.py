@@ -53,10 +53,22 @@ def to_unit(ds: Dataset, x):
     return np.asarray(ds.scaler.inverse(x)) if ds.scaler is not None else np.asarray(x)
 
 
+def check_data(cfg: Experiment, ds: Dataset) -> None:
+    """Raises `PhaseError` when the experiment cannot train on `ds` (before any work)."""
+    deq = cfg.net.dequantizer
+    if deq is not None and (ds.scaler != deq.scaler or ds.num_bits != deq.num_bits):
+        raise PhaseError(
+            f"net.dequantizer expects {deq.num_bits}-bit images in model scale {deq.scaler}; "
+            f"{ds.name} has num_bits={ds.num_bits} and scaler {ds.scaler}: give the dataset's "
+            "num_bits and scaler, or no dequantizer."
+        )
+
+
 def train(cfg: Experiment, ds: Dataset, run: RunDir, *, resume: bool) -> dict:
     """Trains (or, with `resume`, continues) the run's model and writes `model.eqx`,
     `history.json` and `loss.png`. The history comes from the checkpoints, so it is
     continuous across interruptions; after one it is written up to the last checkpoint."""
+    check_data(cfg, ds)
     model = cfg.build_model(ds.data_shape, num_classes=ds.num_classes, cond_shape=ds.cond_shape)
     print(f"model: {nets.param_count(model.net):,} parameters; data {ds.train.shape}")
     t = cfg.train

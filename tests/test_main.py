@@ -209,3 +209,39 @@ def test_conditional_model_needs_something_to_condition_on(tmp_path):
             "--model.conditional", "true"]  # fmt: skip
     with pytest.raises(ValueError, match="needs data with labels, parameters or maps"):
         cli.main(args)
+
+
+@pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"MNIST subset not at {MNIST_DIR}")
+def test_likelihood_experiment_trains_on_dequantized_images(tmp_path):
+    args = ["--experiment", "mnist_vp_likelihood", "--data-dir", str(MNIST_DIR),
+            "--out", str(tmp_path), "--mode", "train"]  # fmt: skip
+    assert cli.main(args + TINY_UNET) == 0
+    run = sgm.load_run(run_dir_of(tmp_path, "mnist_vp_likelihood"))
+    assert run.model.dequantizer == sgm.UniformDequantizer()
+    assert run.config.loss == sgm.DSMLoss(weighting="likelihood", importance_sampling=True)
+
+
+def test_a_dequantizer_must_fit_the_data(tmp_path, capsys):
+    """A dequantizer for other images than the dataset's is refused before a run exists."""
+    from experiments import EXPERIMENTS
+
+    ds = sgm.data.load("two_moons", key=jr.key(0))
+    cfg = EXPERIMENTS["mnist_vp_likelihood"]
+    with pytest.raises(sgm.phases.PhaseError, match="num_bits=None"):
+        sgm.phases.check_data(cfg, ds)
+    with pytest.raises(SystemExit):
+        cli.main(["--experiment", "mnist_vp_likelihood", "--data.name", "two_moons",
+                  "--out", str(tmp_path)])  # fmt: skip
+    assert "dequantizer" in capsys.readouterr().err
+    assert not (tmp_path / "mnist_vp_likelihood").exists()
+
+
+def test_transformer_experiment_trains_and_samples(tmp_path):
+    tiny_dit = ["--model.hidden", "16", "--model.depth", "1", "--model.heads", "2",
+                *TINY_UNET[8:]]  # fmt: skip
+    out = ["--experiment", "digits_dit_vp", "--out", str(tmp_path)]
+    assert cli.main([*out, *tiny_dit, "--mode", "train"]) == 0
+    run = run_dir_of(tmp_path, "digits_dit_vp")
+    assert type(sgm.load_run(run).model.net).__name__ == "DiT"
+    assert cli.main([*out, "--run-dir", str(run), "--mode", "sample"]) == 0
+    assert (run / "samples_em.png").exists()

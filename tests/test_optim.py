@@ -14,6 +14,8 @@ def test_schedule_warms_up_then_decays():
     np.testing.assert_allclose(float(sched(100)), 1e-3, rtol=1e-6)
     np.testing.assert_allclose(float(sched(600)), 1e-3 * (0.1 + 0.9 * 0.5), rtol=1e-5)
     np.testing.assert_allclose(float(sched(1100)), 1e-4, rtol=1e-5)
+    short = sgm.lr_schedule(1e-3, steps=50, warmup=100)  # a quick try only warms up
+    assert float(short(50)) == pytest.approx(5e-4) and float(short(200)) == pytest.approx(1e-3)
     constant = sgm.lr_schedule(1e-3, warmup=100)
     assert float(constant(100)) == float(constant(10**6)) == pytest.approx(1e-3)
 
@@ -35,7 +37,7 @@ def test_default_optimizer_is_unchanged():
 
 def test_bad_settings_raise():
     with pytest.raises(ValueError, match="steps"):
-        sgm.lr_schedule(1e-3, steps=50, warmup=100)
+        sgm.lr_schedule(1e-3, steps=0, warmup=100)
     with pytest.raises(ValueError, match="learning rate"):
         sgm.Adam(0.0)
     with pytest.raises(ValueError, match="final_fraction"):

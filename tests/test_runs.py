@@ -10,6 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import optax
@@ -18,6 +19,7 @@ from helpers import TinyNet, four_gaussians
 
 import sgm
 from experiments import EXPERIMENTS
+from sgm._run import read_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import main as cli  # noqa: E402
@@ -62,7 +64,7 @@ def test_overrides_that_worked_before_still_work():
         "eval.exact": "true", "sde.beta_max": "10",
     })  # fmt: skip
     assert exp.train.steps == 7 and exp.train.batch_size == 16
-    assert exp.optimizer == sgm.Adam(lr=1e-4, warmup=3)
+    assert exp.optimizer == sgm.Adam(lr=1e-4, warmup=3, decay=True)
     assert exp.loss == sgm.DSMLoss(weighting="likelihood", importance_sampling=True)
     assert exp.net.resolved()["channels"] == 16 and exp.net.resolved()["channel_mults"] == (1, 2)
     assert list(exp.sample.samplers) == ["em", "pc", "dpm"]
@@ -485,8 +487,38 @@ def test_runs_written_before_still_load(tmp_path):
                                              "dpm": sgm.DPMSolver(steps=20)}  # fmt: skip
     for a, b in zip(leaves(loaded.model), leaves(sgm.ScoreModel(net, sgm.VPSDE())), strict=True):
         np.testing.assert_array_equal(a, b)
+    # It predicted the noise from t through Fourier features of scale 16, the defaults then:
+    # score(t, x) = -net(t, x / sqrt(m^2 + s^2)) / s.
+    assert loaded.model.preconditioning == sgm.NoisePrediction()
+    assert loaded.model.net.cond.fourier_scale == 16.0
+    old = sgm.nets.MLP((2,), key=jr.split(jr.key(0))[0], width=16, depth=1, fourier_scale=16.0)
+    x, t = jnp.array([0.3, -1.2]), 0.4
+    m, s = sgm.VPSDE().marginal(t)
+    np.testing.assert_allclose(loaded.model(t, x), -old(jnp.asarray(t), x / jnp.hypot(m, s)) / s,
+                               rtol=1e-6)  # fmt: skip
     assert cli.main(["--run-dir", str(run), "--mode", "sample"]) == 0
     assert (run / "samples_dpm.png").exists()
     (run / "config.json").write_text(json.dumps({"name": "x", "model": {}}))
     with pytest.raises(ValueError, match="earlier version that cannot be read"):
         sgm.load_run(run)
+
+
+def test_configurations_written_before_preconditioning_keep_their_network(tmp_path):
+    """A config.json of this format written before networks had a preconditioning names none
+    and no Fourier scale: it is read as what it trained, NoisePrediction at scale 16; one
+    written now keeps what it names."""
+    exp = EXPERIMENTS["moons_vp"]
+    data = sgm.to_json(exp)
+    assert data["net"]["preconditioning"] == {"__class__": "EDMPreconditioning", "sigma_data": 1.0}
+    now = tmp_path / "now.json"
+    now.write_text(json.dumps(data))
+    assert read_config(now) == exp
+    del data["net"]["preconditioning"], data["net"]["fourier_scale"]
+    before = tmp_path / "before.json"
+    before.write_text(json.dumps(data))
+    old = read_config(before)
+    assert old.net.preconditioning == sgm.NoisePrediction()
+    assert old.net.resolved()["fourier_scale"] == 16.0
+    model = old.build_model((2,))
+    assert model.preconditioning == sgm.NoisePrediction()
+    assert model.net.cond.fourier_scale == 16.0

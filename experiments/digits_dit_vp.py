@@ -1,0 +1,16 @@
+"""`digits_vp` with the transformer: a class-conditional DiT of about the UNet's size."""
+
+import dataclasses
+
+import sgm
+from sgm.nets import DiT
+
+from .digits_vp import EXPERIMENT as DIGITS_VP
+
+EXPERIMENT = dataclasses.replace(
+    DIGITS_VP,
+    name="digits_dit_vp",
+    description="8x8 scikit-learn digits, VP SDE, class-conditional DiT (patch 2, 84 x 4)",
+    budget="1500 steps x 128: not timed yet (2-core CPU)",
+    net=sgm.Net(DiT, conditional=True, patch_size=2, hidden=84, depth=4, heads=4),
+)
