@@ -153,7 +153,9 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as e:
         parser.error(str(e))
     try:
-        ds = cfg.data.load(args.data_dir, key=jr.key(cfg.train.seed + 1))
+        # In a job of several processes each reads and trains on its share of the examples.
+        shard = (jax.process_index(), jax.process_count()) if jax.process_count() > 1 else None
+        ds = cfg.data.load(args.data_dir, key=jr.key(cfg.train.seed + 1), shard=shard)
     except (OSError, RuntimeError, ValueError) as e:  # missing, corrupt or unprepared data
         parser.error(f"cannot load the data of {cfg.name}: {e}")
     try:

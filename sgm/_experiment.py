@@ -79,11 +79,17 @@ class Data(AbstractSpec):
         return {"name": str, "n_train": int | None, "n_test": int | None,
                 "lowres_factor": int | None, **_DATA_OPTIONS.get(self.name, {})}  # fmt: skip
 
-    def load(self, data_dir=None, *, key) -> "_data.Dataset":
-        ds = _data.load(self.name, data_dir=data_dir, key=key, **self.options)
+    def load(self, data_dir=None, *, key, shard: tuple[int, int] | None = None) -> "_data.Dataset":
+        """The dataset; with `shard=(rank, count)` the training split is that process's share
+        of it (`Dataset.sharded`; the tfds datasets read only those rows)."""
+        rows = None if shard is None else (*shard, self.n_train)
+        ds = _data.load(self.name, data_dir=data_dir, key=key, train_rows=rows, **self.options)
         if self.lowres_factor:
             ds = _data.with_lowres_condition(ds, self.lowres_factor)
-        return ds.subset(n_train=self.n_train, n_test=self.n_test)
+        if ds.shard is not None:  # read sharded, and cut to n_train before
+            return ds.subset(n_test=self.n_test)
+        ds = ds.subset(n_train=self.n_train, n_test=self.n_test)
+        return ds if shard is None else ds.sharded(*shard)
 
 
 # What the data decide when a network is built, never part of its configuration.

@@ -37,11 +37,13 @@ class _Batches:
     process's examples, so the batch at any step is known from the step alone (exact resume).
     Each batch becomes one global array sharded over the `'data'` mesh axis."""
 
-    def __init__(self, x, labels, batch_size, seed, mesh: Mesh, *, rank=None, n_proc=None):
+    def __init__(self, x, labels, batch_size, seed, mesh: Mesh, *, rank=None, n_proc=None,
+                 sharded=False):  # fmt: skip
         rank = jax.process_index() if rank is None else rank
         n_proc = jax.process_count() if n_proc is None else n_proc
-        self.x = np.asarray(x)[rank::n_proc]
-        self.labels = None if labels is None else np.asarray(labels)[rank::n_proc]
+        mine = slice(None) if sharded else slice(rank, None, n_proc)  # rows rank::n_proc
+        self.x = np.asarray(x)[mine]
+        self.labels = None if labels is None else np.asarray(labels)[mine]
         self.local = batch_size // n_proc
         self.seed = seed
         self.sharding = NamedSharding(mesh, P("data"))
@@ -106,12 +108,21 @@ class _StopRequest:
 
 
 def _as_arrays(data, labels):
+    """`(x, labels, sharded)`: the training examples, and whether they are this process's
+    share already (a `Dataset` from `sharded`)."""
     if isinstance(data, np.ndarray | jax.Array):
-        return data, labels
+        return data, labels, False
     from .data import Dataset
 
     if isinstance(data, Dataset):
-        return data.train, labels  # labels only when asked for: conditional models
+        here = (jax.process_index(), jax.process_count())
+        if data.shard is not None and tuple(data.shard) != here:
+            raise ValueError(
+                f"the data are the share of process {data.shard[0]} of {data.shard[1]}, but this "
+                f"is process {here[0]} of {here[1]}: shard with dataset.sharded{here}."
+            )
+        # labels only when asked for: conditional models
+        return data.train, labels, data.shard is not None
     raise ValueError(
         f"data must be an array (N, *data_shape) or an sgm.data.Dataset, got {type(data).__name__}."
     )
@@ -192,7 +203,10 @@ def train(
     **Arguments:**
 
     - `model`: a `ScoreModel` whose `sde` is `sde`.
-    - `data`: a float array `(N, *data_shape)` in model scale, or an `sgm.data.Dataset`.
+    - `data`: a float array `(N, *data_shape)` in model scale, or an `sgm.data.Dataset`. In a
+      job of several processes each process trains on the rows `rank::count`: give every
+      process the whole array, or each its own `dataset.sharded(rank, count)` (then it never
+      holds the others' examples).
     - `optimizer`: an optax transformation or an `sgm.Adam`; default `sgm.Adam()`.
     - `steps`: the total number of steps (a resumed run continues up to it).
     - `key`: seeds the batches, times, noise and dropout of every step.
@@ -217,17 +231,18 @@ def train(
         raise ValueError(f"model must be an sgm.ScoreModel, got {type(model).__name__}.")
     if model.sde != sde:
         raise ValueError(f"model.sde is {model.sde}, but train was given {sde}.")
-    x, labels = _as_arrays(data, labels)
+    x, labels, sharded = _as_arrays(data, labels)
     x = np.asarray(x)
     labels = None if labels is None else np.asarray(labels)
     _check_options(x, labels, steps, batch_size, ema_decay, log_every, eval_every,
                    checkpoint_every, keep_checkpoints, divergence_factor)  # fmt: skip
     mesh = global_mesh()
     n_proc = jax.process_count()
-    if batch_size % mesh.devices.size or batch_size // n_proc > len(x) // n_proc:
+    n_local = len(x) if sharded else len(x) // n_proc  # this process's examples
+    if batch_size % mesh.devices.size or batch_size // n_proc > n_local:
         raise ValueError(
             f"batch_size={batch_size} must be a multiple of the {mesh.devices.size} devices and "
-            f"at most the {len(x)} examples."
+            f"at most the {n_local * n_proc} examples."
         )
     if optimizer is None or isinstance(optimizer, Adam):
         optimizer = (optimizer or Adam()).transform(steps)
@@ -261,7 +276,7 @@ def train(
     arrays = jax.device_put(jax.tree.map(jnp.copy, arrays), NamedSharding(mesh, P()))
     state = eqx.combine(arrays, static)
     seed = [int(v) for v in np.asarray(jr.key_data(key)).ravel()]
-    batches = _Batches(x, labels, batch_size, seed, mesh)
+    batches = _Batches(x, labels, batch_size, seed, mesh, sharded=sharded)
     evaluate = eval_data is not None and eval_every
     if evaluate:  # one fixed held-out batch, replicated like the state
         put = lambda a: jax.device_put(np.asarray(a)[:batch_size], NamedSharding(mesh, P()))  # noqa: E731

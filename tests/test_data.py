@@ -192,3 +192,55 @@ def test_bad_conditioning_inputs():
     with pytest.raises(ValueError, match="finite float32"):
         sgm.data.Dataset("s", (1, 8), x, x, train_cond=np.full((4, 2), np.nan, np.float32),
                          test_cond=np.zeros((4, 2), np.float32))  # fmt: skip
+
+
+def test_a_process_reads_only_its_share_of_a_tfds_dataset(monkeypatch):
+    """`Data.load(shard=(rank, count))`: the training rows `rank::count` of the first
+    `n_train` (across Flowers' train + validation splits), read by random access and nothing
+    else; the test split whole."""
+    import tensorflow_datasets as tfds
+
+    from sgm.data import _images
+
+    read = []
+    source_of = _images._tfds_source
+
+    class Counting:
+        def __init__(self, source, split):
+            self.source, self.split = source, split
+
+        def __len__(self):
+            return len(self.source)
+
+        def __getitem__(self, i):
+            read.append((self.split, i))
+            return self.source[i]
+
+    def counting(name, split, data_dir):
+        return Counting(source_of(name, split, data_dir), split)
+
+    monkeypatch.setattr(_images, "_tfds_source", counting)
+    with tfds.testing.mock_data(num_examples=7):
+        full = sgm.Data("flowers", resolution=16).load(key=jr.key(0))
+        read.clear()
+        part = sgm.Data("flowers", n_train=11, resolution=16).load(key=jr.key(0), shard=(1, 3))
+    assert part.shard == (1, 3) and len(full.train) == 14
+    np.testing.assert_array_equal(part.train_int, full.train_int[:11][1::3])
+    np.testing.assert_array_equal(part.train_labels, full.train_labels[:11][1::3])
+    np.testing.assert_array_equal(part.test_int, full.test_int)
+    train_reads = sorted(r for r in read if r[0] != "test")
+    assert train_reads == [("train", 1), ("train", 4), ("validation", 0), ("validation", 3)]
+
+
+def test_sharded_datasets_hold_their_share():
+    ds = sgm.data.digits(key=jr.key(0))
+    part = sgm.Data("digits", n_train=100).load(key=jr.key(0), shard=(2, 4))
+    np.testing.assert_array_equal(part.train, ds.train[:100][2::4])
+    np.testing.assert_array_equal(part.train_labels, ds.train_labels[:100][2::4])
+    assert part.shard == (2, 4) and len(part.test) == len(ds.test)
+    with pytest.raises(ValueError, match="rank"):
+        ds.sharded(4, 4)
+    with pytest.raises(ValueError, match="process 2 of 4"):
+        model = sgm.ScoreModel(sgm.nets.MLP((1, 8, 8), key=jr.key(0), width=8, depth=1),
+                               sgm.VPSDE())  # fmt: skip
+        sgm.train(model, sgm.VPSDE(), part, None, steps=1, batch_size=4, key=jr.key(0))

@@ -73,6 +73,13 @@ _JOB = textwrap.dedent(
     rank = jax.process_index()
     lp = sgm.log_likelihood(out, sgm.VPSDE(), x[:4], key=jr.key(3))
     xs = sgm.sample(out, sgm.VPSDE(), sgm.EulerMaruyama(steps=5), key=jr.key(4), shape=(6, 2))
+    # each process given only its share of the examples trains the same model
+    ds = sgm.data.Dataset("mix", (2,), x, x[:8]).sharded(rank, 2)
+    assert len(ds.train) == 256
+    again = sgm.train(model, sgm.VPSDE(), ds, optax.adam(1e-3), steps=12, batch_size=64,
+                      key=jr.key(1), progress=False, ema_decay=0.0)
+    for a, b in zip(leaves, jax.tree.leaves(eqx.filter(again, eqx.is_inexact_array))):
+        assert np.array_equal(np.asarray(a), np.asarray(b)), "sharded data train differently"
     np.savez(f"{sys.argv[1]}/rank{rank}.npz", *[np.asarray(a) for a in leaves],
              lp=np.asarray(lp), xs=np.asarray(xs))
     """
@@ -126,6 +133,8 @@ def test_a_two_process_job_through_main_writes_one_run(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["devices"] == 2 and metrics["samplers"]["em"]["finite"]
     assert metrics["test_nll_nats_per_dim"]["n"] == 3
+    for stdout, _ in outs:  # each process held half of the 256 training examples
+        assert "data (128, 2)" in stdout
     assert sorted(p.name for p in (run / "checkpoint").iterdir()) == [
         "step_00000004", "step_00000008"]  # fmt: skip
 

@@ -28,6 +28,8 @@ class Dataset:
       conditions on these when present, else on the labels.
     - `check_conditional`: optional closed-form check `(samples, y) -> dict` of samples drawn
       given `y` (for example, the exact conditional density of a simulator's output).
+    - `shard`: `(rank, count)` when the training split holds only the rows `rank::count` of
+      the full one, one process's share in a multi-process job (`sharded`); None otherwise.
     """
 
     name: str
@@ -44,6 +46,7 @@ class Dataset:
     train_cond: np.ndarray | None = None
     test_cond: np.ndarray | None = None
     check_conditional: Callable[[np.ndarray, np.ndarray], dict] | None = None
+    shard: tuple[int, int] | None = None
 
     @property
     def cond_shape(self) -> tuple[int, ...] | None:
@@ -108,6 +111,25 @@ class Dataset:
             train_labels=take(self.train_labels),
             train_int=take(self.train_int),
             train_cond=take(self.train_cond),
+        )
+
+    def sharded(self, rank: int, count: int) -> "Dataset":
+        """Process `rank`'s share of the training split, rows `rank::count` (labels, integer
+        images and conditions with them), as `sgm.train` takes it in a job of `count`
+        processes; the test split stays whole."""
+        if self.shard is not None:
+            raise ValueError(f"{self.name} is already sharded ({self.shard}).")
+        if not (isinstance(count, int) and count >= 1 and isinstance(rank, int)
+                and 0 <= rank < count):  # fmt: skip
+            raise ValueError(f"need 0 <= rank < count, got rank={rank!r}, count={count!r}.")
+        take = lambda a: None if a is None else a[rank::count]  # noqa: E731
+        return dataclasses.replace(
+            self,
+            train=take(self.train),
+            train_labels=take(self.train_labels),
+            train_int=take(self.train_int),
+            train_cond=take(self.train_cond),
+            shard=(rank, count),
         )
 
     def subset(self, n_train: int | None = None, n_test: int | None = None) -> "Dataset":

@@ -1,14 +1,23 @@
 """Image datasets: MNIST (tfds or local IDX), CIFAR-10, Oxford Flowers 102, sklearn digits."""
 
+import dataclasses
+
 import numpy as np
 
 from ._dataset import Dataset, image_dataset
 from ._idx import read_mnist_idx
 
 
-def load_tfds(name: str, split: str, *, data_dir=None) -> list[dict]:
+def load_tfds(name: str, split: str, *, data_dir=None, rows=None) -> list[dict]:
     """Examples of a prepared tfds dataset, read with `tfds.data_source` (no TensorFlow
-    needed to read). Preparing it the first time needs TensorFlow: see the error."""
+    needed to read), all of them or those at `rows(n)` (a function of the split's size giving
+    the indices: random access reads nothing else). Preparing it the first time needs
+    TensorFlow: see the error."""
+    source = _tfds_source(name, split, data_dir)
+    return [source[i] for i in (range(len(source)) if rows is None else rows(len(source)))]
+
+
+def _tfds_source(name: str, split: str, data_dir):
     import tensorflow_datasets as tfds
 
     try:
@@ -22,42 +31,62 @@ def load_tfds(name: str, split: str, *, data_dir=None) -> list[dict]:
             "For MNIST you can instead pass --data-dir with the IDX files. "
             f"(tfds said: {str(e).splitlines()[0]})"
         ) from e
-    return [source[i] for i in range(len(source))]
+    return source
 
 
 def _stack(examples, key="image") -> np.ndarray:
     return np.stack([np.asarray(ex[key]) for ex in examples])
 
 
-def _from_tfds(name, tfds_name, splits=("train", "test"), data_dir=None, transform=None):
+def _read_split(tfds_name, parts: str, data_dir, train_rows) -> list[dict]:
+    """The examples of `parts` ("train+validation" reads as one split); with `train_rows =
+    (rank, count, limit)` only the rows `rank::count` of the first `limit` (None: all)."""
+    if train_rows is None:
+        return [ex for part in parts.split("+") for ex in load_tfds(tfds_name, part,
+                                                                    data_dir=data_dir)]  # fmt: skip
+    rank, count, limit = train_rows
+    sources = [_tfds_source(tfds_name, part, data_dir) for part in parts.split("+")]
+    offsets = np.cumsum([0] + [len(s) for s in sources])
+    end = offsets[-1] if limit is None else min(limit, offsets[-1])
+    out = []
+    for i in range(rank, end, count):
+        p = int(np.searchsorted(offsets, i, side="right")) - 1
+        out.append(sources[p][int(i - offsets[p])])
+    return out
+
+
+def _from_tfds(name, tfds_name, splits=("train", "test"), data_dir=None, transform=None,
+               train_rows=None):  # fmt: skip
+    """A tfds image dataset; with `train_rows = (rank, count, limit)` the training split is
+    that process's share (`Dataset.shard`) and only its rows are read."""
     out = {}
     for split, parts in zip(("train", "test"), splits, strict=True):
-        examples = [
-            ex for part in parts.split("+") for ex in load_tfds(tfds_name, part, data_dir=data_dir)
-        ]
+        examples = _read_split(tfds_name, parts, data_dir, train_rows if split == "train" else None)
         images = [np.asarray(ex["image"]) for ex in examples]
         images = np.stack([transform(im) for im in images] if transform else images)
         out[split] = (images.transpose(0, 3, 1, 2), _stack(examples, "label").astype(np.int32))
     n_classes = int(max(out["train"][1].max(), out["test"][1].max())) + 1
     n_classes = {"mnist": 10, "cifar10": 10, "flowers": 102}.get(name, n_classes)
-    return image_dataset(
+    ds = image_dataset(
         name, out["train"][0], out["test"][0], out["train"][1], out["test"][1], n_classes
     )
+    return ds if train_rows is None else dataclasses.replace(ds, shard=tuple(train_rows[:2]))
 
 
-def mnist(data_dir=None, *, tfds_dir=None) -> Dataset:
-    """MNIST `(1, 28, 28)`: from a directory of IDX files when `data_dir` is given, else tfds."""
+def mnist(data_dir=None, *, tfds_dir=None, train_rows=None) -> Dataset:
+    """MNIST `(1, 28, 28)`: from a directory of IDX files when `data_dir` is given, else tfds
+    (`train_rows`: see `_from_tfds`; the IDX files are read whole)."""
     if data_dir is not None:
         a = read_mnist_idx(data_dir)
         return image_dataset(
             "mnist", a["train_images"], a["test_images"], a["train_labels"], a["test_labels"], 10
         )
-    return _from_tfds("mnist", "mnist", data_dir=tfds_dir)
+    return _from_tfds("mnist", "mnist", data_dir=tfds_dir, train_rows=train_rows)
 
 
-def cifar10(*, tfds_dir=None) -> Dataset:
+def cifar10(*, tfds_dir=None, train_rows=None) -> Dataset:
     """CIFAR-10 `(3, 32, 32)` through tfds."""
-    return _from_tfds("cifar10", "cifar10", data_dir=tfds_dir)
+    return _from_tfds("cifar10", "cifar10", data_dir=tfds_dir, train_rows=train_rows)
 
 
 def center_crop_resize(image: np.ndarray, resolution: int) -> np.ndarray:
@@ -73,7 +102,7 @@ def center_crop_resize(image: np.ndarray, resolution: int) -> np.ndarray:
     return out[..., None] if out.ndim == 2 else out
 
 
-def flowers(resolution: int = 64, *, tfds_dir=None) -> Dataset:
+def flowers(resolution: int = 64, *, tfds_dir=None, train_rows=None) -> Dataset:
     """Oxford Flowers 102 `(3, r, r)`: train = train + validation splits, test = test."""
     return _from_tfds(
         "flowers",
@@ -81,6 +110,7 @@ def flowers(resolution: int = 64, *, tfds_dir=None) -> Dataset:
         splits=("train+validation", "test"),
         data_dir=tfds_dir,
         transform=lambda im: center_crop_resize(im, resolution),
+        train_rows=train_rows,
     )
 
 

@@ -10,17 +10,20 @@ from ._toys import TOYS, toy
 NAMES = ("mnist", "cifar10", "flowers", "digits", *TOYS, "ou", "ou_theta")
 
 
-def load(name: str, *, data_dir=None, key=None, **kwargs) -> Dataset:
-    """Loads a dataset by name (one of `NAMES`); `data_dir` is the IDX directory for MNIST."""
+def load(name: str, *, data_dir=None, key=None, train_rows=None, **kwargs) -> Dataset:
+    """Loads a dataset by name (one of `NAMES`); `data_dir` is the IDX directory for MNIST.
+    `train_rows = (rank, count, limit)` asks the tfds datasets (MNIST without `data_dir`,
+    CIFAR-10, Flowers) to read only a process's share of the first `limit` training examples
+    (the result's `shard` says so); the others ignore it."""
     key = jr.key(0) if key is None else key
     if name == "mnist":
-        return mnist(data_dir)
+        return mnist(data_dir, train_rows=None if data_dir is not None else train_rows)
     if data_dir is not None:
         raise ValueError(f"--data-dir applies to mnist only, not {name!r}.")
     if name == "cifar10":
-        return cifar10()
+        return cifar10(train_rows=train_rows)
     if name == "flowers":
-        return flowers(**kwargs)
+        return flowers(**kwargs, train_rows=train_rows)
     if name == "digits":
         return digits(key=key)
     if name in TOYS:
