@@ -10,6 +10,6 @@ EXPERIMENT = dataclasses.replace(
     MNIST_VP,
     name="mnist_subvp",
     description="MNIST 28x28, subVP SDE (linear beta 0.1 to 20), UNet; tfds or --data-dir IDX",
-    budget="not run yet: same UNet and cost per step as mnist_vp (33 min on 2 CPU cores)",
+    budget="not run yet: same UNet and cost per step as mnist_vp (33-38 min on 2 CPU cores)",
     sde=sgm.SubVPSDE(),
 )

@@ -6,7 +6,7 @@ from sgm.nets import UNet
 EXPERIMENT = sgm.Experiment(
     name="mnist_vp",
     description="MNIST 28x28, VP SDE (linear beta 0.1 to 20), UNet; tfds or --data-dir IDX",
-    budget="2000 steps x 64: 33 min training on 2 CPU cores (shared)",
+    budget="2000 steps x 64: 33-38 min training on 2 CPU cores (shared)",
     data=sgm.Data("mnist"),
     sde=sgm.VPSDE(),
     net=sgm.Net(UNet, channels=32, channel_mults=(1, 2, 2), attention_levels=(2,)),

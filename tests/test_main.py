@@ -77,7 +77,8 @@ def test_list(capsys):
     assert cli.main(["--list"]) == 0
     out = capsys.readouterr().out
     names = ("mnist_ve", "mnist_vp", "mnist_subvp", "cifar10_vp", "flowers_ve", "digits_vp",
-             "moons_vp", "eight_gaussians_ve", "ou_vp", "ou_theta_vp", "digits_sr_vp")  # fmt: skip
+             "moons_vp", "eight_gaussians_ve", "ou_vp", "ou_theta_vp", "digits_sr_vp",
+             "digits_dit_vp", "mnist_dit_vp", "mnist_vp_likelihood")  # fmt: skip
     for name in names:
         assert name in out
     assert out.count("budget: ") == len(names) and "BUDGET" not in out
