@@ -6,7 +6,7 @@ from sgm.nets import UNet
 EXPERIMENT = sgm.Experiment(
     name="digits_vp",
     description="8x8 scikit-learn digits, VP SDE, class-conditional UNet: the first run on a CPU",
-    budget="1500 steps x 128: 18 min training, 3 min sampling, 1.5 min bits/dim (2-core CPU)",
+    budget="1500 steps x 128: 3.7 min training, 45 s sampling, 40 s bits/dim (2-core CPU, idle)",
     data=sgm.Data("digits"),
     sde=sgm.VPSDE(),
     net=sgm.Net(UNet, conditional=True, channels=32, channel_mults=(1, 2), attention_levels=(1,)),

@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, Scalar, ScalarLike
 
+from ._traced_checks import error_if
+
 Score = Callable[..., Array]
 
 _COSINE_S = 0.008  # Nichol & Dhariwal (2021), eq. 17.
@@ -33,7 +35,7 @@ def _check_time(sde: "AbstractSDE", t: ScalarLike) -> Scalar:
             "use jax.vmap to evaluate several times."
         )
     bad = (t < 0) | (t > sde.t1 * (1 + 1e-6))
-    return eqx.error_if(t, bad, f"t must lie in [0, t1={sde.t1}]")
+    return error_if(t, bad, f"t must lie in [0, t1={sde.t1}]")
 
 
 class AbstractSDE(eqx.Module):

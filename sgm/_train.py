@@ -128,6 +128,20 @@ def _as_arrays(data, labels):
     )
 
 
+def _check_class_labels(model: ScoreModel, name: str, y) -> None:
+    """Class labels must lie in `[0, num_classes]` (`num_classes` is the null label); checked
+    here on the host because the training step is traced without checks."""
+    num_classes = getattr(getattr(model.net, "cond", None), "num_classes", None)
+    if y is None or num_classes is None or getattr(model.net.cond, "label_table", None) is None:
+        return
+    y = np.asarray(y)
+    if not np.issubdtype(y.dtype, np.integer) or y.size and (y.min() < 0 or y.max() > num_classes):
+        raise ValueError(
+            f"{name} must be integer class labels in [0, {num_classes}] ({num_classes}: no "
+            f"label), got {y.dtype} values in [{y.min()}, {y.max()}]."
+        )
+
+
 def _check_options(x, labels, steps, batch_size, ema_decay, log_every, eval_every,
                    checkpoint_every, keep_checkpoints, divergence_factor):  # fmt: skip
     def positive(name, value):
@@ -236,6 +250,8 @@ def train(
     labels = None if labels is None else np.asarray(labels)
     _check_options(x, labels, steps, batch_size, ema_decay, log_every, eval_every,
                    checkpoint_every, keep_checkpoints, divergence_factor)  # fmt: skip
+    for name, y in (("labels", labels), ("eval_labels", eval_labels)):
+        _check_class_labels(model, name, y)
     mesh = global_mesh()
     n_proc = jax.process_count()
     n_local = len(x) if sharded else len(x) // n_proc  # this process's examples

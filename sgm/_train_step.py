@@ -10,6 +10,7 @@ from jaxtyping import Array, Int, PRNGKeyArray
 
 from ._losses import DSMLoss
 from ._score import ScoreModel
+from ._traced_checks import inputs_checked_by_caller
 
 
 class TrainState(eqx.Module):
@@ -56,7 +57,10 @@ def train_step(batch, state: TrainState, labels, loss: DSMLoss, optimizer, ema_d
     def objective(params):
         return loss.batch_loss(eqx.combine(params, static), batch, key=key, y=labels)
 
-    value, grads = jax.value_and_grad(objective)(params)
+    # times are drawn in [eps, t1] and `train` checked the labels: no traced checks, so that
+    # the step can be stored in the persistent compilation cache
+    with inputs_checked_by_caller():
+        value, grads = jax.value_and_grad(objective)(params)
     updates, opt_state = optimizer.update(grads, state.opt_state, params)
     new_params = eqx.apply_updates(params, updates)
     ema_params = eqx.filter(state.ema, eqx.is_inexact_array)
@@ -80,4 +84,5 @@ def train_step(batch, state: TrainState, labels, loss: DSMLoss, optimizer, ema_d
 @eqx.filter_jit
 def eval_loss(model: ScoreModel, batch, labels, loss: DSMLoss, key) -> Array:
     """Held-out loss with a fixed key, so that values are comparable over training."""
-    return loss.batch_loss(model, batch, key=key, y=labels)
+    with inputs_checked_by_caller():
+        return loss.batch_loss(model, batch, key=key, y=labels)

@@ -43,3 +43,45 @@ def test_off_switch(tmp_path, monkeypatch):
     monkeypatch.delenv("SGM_COMPILATION_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert sgm._cache.default_cache_dir() == tmp_path / "xdg" / "sgm" / "jax"
+
+
+TRAIN = """
+import logging, sys, jax, jax.random as jr, numpy as np, optax, sgm
+records = []
+handler = logging.Handler()
+handler.emit = lambda r: records.append(r.getMessage())
+logging.getLogger("jax._src.compiler").addHandler(handler)
+logging.getLogger("jax._src.compiler").setLevel(logging.DEBUG)
+sgm.enable_compilation_cache(sys.argv[1], min_compile_seconds=0)
+sde = sgm.VPSDE()
+net = sgm.nets.MLP((2,), key=jr.key(0), width=8, depth=1, num_classes=3)
+x = np.asarray(jr.normal(jr.key(1), (64, 2)))
+y = np.arange(64) % 3
+sgm.train(sgm.ScoreModel(net, sde), sde, x, optax.adam(1e-3), steps=2, batch_size=8,
+          key=jr.key(2), labels=y, progress=False)
+print(sum("cache hit for 'jit_train_step'" in m for m in records))
+"""
+
+
+def test_the_training_step_is_stored_and_loaded(tmp_path):
+    """The training step is traced without checks (no host callbacks), so a second run loads it
+    from the cache; the labels are checked on the host instead."""
+    runs = [subprocess.run([sys.executable, "-c", TRAIN, str(tmp_path / "cache")],
+                           env={**os.environ, "SGM_COMPILATION_CACHE": "1"}, capture_output=True,
+                           text=True, check=True, timeout=300) for _ in range(2)]  # fmt: skip
+    assert [int(r.stdout.split()[-1]) for r in runs] == [0, 1]
+
+
+def test_class_labels_are_checked_before_training():
+    import jax.random as jr
+    import numpy as np
+    import optax
+    import pytest
+
+    sde = sgm.VPSDE()
+    model = sgm.ScoreModel(sgm.nets.MLP((2,), key=jr.key(0), width=8, depth=1, num_classes=3), sde)
+    x = np.zeros((16, 2), np.float32)
+    for bad in (np.full(16, 4), np.full(16, -1), np.full(16, 0.5)):
+        with pytest.raises(ValueError, match=r"labels must be integer class labels in \[0, 3\]"):
+            sgm.train(model, sde, x, optax.adam(1e-3), steps=1, batch_size=8, key=jr.key(0),
+                      labels=bad)  # fmt: skip

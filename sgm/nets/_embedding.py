@@ -8,6 +8,8 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._traced_checks import error_if
+
 
 def fourier_features(
     c: Float[Array, ""], dim: int, scale: float, seed: int
@@ -56,7 +58,7 @@ class Conditioning(eqx.Module):
             if y.shape != ():
                 raise ValueError(f"y must be one integer label per example, got shape {y.shape}.")
             bad = (y < 0) | (y > self.num_classes)
-            y = eqx.error_if(y, bad, f"label out of range [0, {self.num_classes}]")
+            y = error_if(y, bad, f"label out of range [0, {self.num_classes}]")
             emb = emb + self.label_table(y)
         elif self.cond_proj is not None:
             if y is None:
