@@ -176,7 +176,7 @@ def main(argv=None) -> int:
             print(f"{e}\ncontinue with: python main.py --run-dir {run.path} --resume",
                   file=sys.stderr)  # fmt: skip
             return 130
-        except sgm.TrainingDiverged as e:
+        except (sgm.TrainingDiverged, sgm.CheckpointError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
         earlier = metrics.get("train_seconds", 0.0) if args.resume else 0.0

@@ -207,6 +207,18 @@ def model_fingerprint(exp: Experiment) -> str:
     return fingerprint({k: v for k, v in sorted(leaves.items()) if k not in RUN_SETTINGS})
 
 
+def written_fingerprint(data: dict) -> str:
+    """`model_fingerprint` of the experiment a `config.json` holds, computed on the JSON as it
+    was written: a run keeps its fingerprint when a later version adds fields with defaults
+    (or reads it with new ones, as for the preconditioning of issue 15)."""
+    leaves = {}
+    for section in ("data", "sde", "net", "loss", "optimizer", "train"):
+        fields = {k: v for k, v in data[section].items() if k != "__class__"}
+        leaves.update({f"{section}.{k}": v for k, v in fields.items()})
+    leaves["sde.kind"] = data["sde"]["__class__"]
+    return fingerprint({k: v for k, v in sorted(leaves.items()) if k not in RUN_SETTINGS})
+
+
 def apply_settings(exp: Experiment, settings: dict) -> Experiment:
     """`exp` with run settings `{"train.steps": 300, ...}` (values, not strings) applied."""
     for key, value in settings.items():

@@ -20,7 +20,13 @@ from ._checkpoint import CheckpointError, verified
 from ._experiment import Experiment
 from ._io import write_json
 from ._legacy import from_legacy
-from ._overrides import apply_settings, refused_changes, training_changes
+from ._overrides import (
+    apply_settings,
+    model_fingerprint,
+    refused_changes,
+    training_changes,
+    written_fingerprint,
+)
 from ._score import ScoreModel
 from ._sde import AbstractSDE
 from ._serial import from_json, to_json
@@ -71,6 +77,15 @@ class RunDir:
     @property
     def checkpoint_dir(self) -> Path:
         return self.path / CHECKPOINTS
+
+    @property
+    def fingerprint(self) -> str:
+        """What the run's checkpoints record of its configuration (`model_fingerprint`),
+        computed on its `config.json` as written, so that it survives new fields."""
+        data = json.loads((self.path / CONFIG).read_text())
+        if "__class__" not in data:  # the format before configurations were objects
+            return model_fingerprint(self.config)
+        return written_fingerprint(data)
 
     @property
     def finished(self) -> bool:

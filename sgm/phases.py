@@ -24,7 +24,6 @@ from ._control import (
 from ._experiment import Experiment
 from ._io import save_model, write_json
 from ._likelihood import bits_per_dim, log_likelihood
-from ._overrides import model_fingerprint
 from ._run import HISTORY, MODEL, Run, RunDir
 from ._sampling import sample as draw
 from ._serial import to_json
@@ -92,7 +91,7 @@ def train(cfg: Experiment, ds: Dataset, run: RunDir, *, resume: bool) -> dict:
             checkpoint_every=t.checkpoint_every,
             keep_checkpoints=t.keep_checkpoints,
             divergence_factor=t.divergence_factor,
-            fingerprint=model_fingerprint(cfg),
+            fingerprint=run.fingerprint,
             resume=resume,
             return_history=True,
         )

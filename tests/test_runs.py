@@ -522,3 +522,16 @@ def test_configurations_written_before_preconditioning_keep_their_network(tmp_pa
     model = old.build_model((2,))
     assert model.preconditioning == sgm.NoisePrediction()
     assert model.net.cond.fourier_scale == 16.0
+
+
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_a_run_keeps_its_fingerprint_across_versions(name):
+    """Checkpoints record `model_fingerprint(config)`; resuming compares it with the fingerprint
+    of the run's `config.json` as written, which is the same number, so a later version that
+    adds fields (with defaults) still resumes the run."""
+    from sgm._overrides import model_fingerprint, written_fingerprint
+
+    exp = EXPERIMENTS[name]
+    assert written_fingerprint(sgm.to_json(exp)) == model_fingerprint(exp)
+    changed = sgm.override(exp, {"train.batch_size": "4"})
+    assert written_fingerprint(sgm.to_json(changed)) != model_fingerprint(exp)
