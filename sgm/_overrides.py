@@ -7,7 +7,7 @@ import dataclasses
 from ._experiment import SAMPLERS, Eval, Experiment, Net, Sample
 from ._samplers import EulerMaruyama, PredictorCorrector
 from ._sde import VESDE, VPSDE, SubVPSDE
-from ._serial import field_hints, fields_of, fingerprint, parse_value, registered
+from ._serial import field_hints, fields_of, fingerprint, parse_value, registered, to_json
 from ._trace import Exact, Hutchinson, HutchPlusPlus
 
 # Keys of earlier configurations, kept working.
@@ -202,15 +202,15 @@ def training_changes(saved: Experiment, new: Experiment) -> dict:
 
 def model_fingerprint(exp: Experiment) -> str:
     """A hash of everything that decides the trained model (all but the run settings,
-    sampling and evaluation): a checkpoint records it, and resuming checks it."""
-    leaves = _leaves(exp)
-    return fingerprint({k: v for k, v in sorted(leaves.items()) if k not in RUN_SETTINGS})
+    sampling and evaluation): a checkpoint records it, and resuming checks it. Computed on
+    the configuration as `config.json` holds it (`written_fingerprint`)."""
+    return written_fingerprint(to_json(exp))
 
 
 def written_fingerprint(data: dict) -> str:
-    """`model_fingerprint` of the experiment a `config.json` holds, computed on the JSON as it
-    was written: a run keeps its fingerprint when a later version adds fields with defaults
-    (or reads it with new ones, as for the preconditioning of issue 15)."""
+    """The fingerprint of the experiment a `config.json` holds, on the JSON as it was written:
+    a run keeps its fingerprint when a later version adds fields with defaults (or reads it
+    with new ones, as for the preconditioning of issue 15)."""
     leaves = {}
     for section in ("data", "sde", "net", "loss", "optimizer", "train"):
         fields = {k: v for k, v in data[section].items() if k != "__class__"}
