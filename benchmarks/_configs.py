@@ -10,7 +10,8 @@ import sgm
 # net: keywords of the network (MLP for vectors, UNet or, with kind="dit", DiT for images);
 # model: of ScoreModel; loss: of DSMLoss; opt: None for optax.adam(lr), else keywords of
 # sgm.Adam (warm-up 100; decay=True for a cosine decay over the run); deq: "uniform" or
-# "variational" dequantization of integer images in training; ema: the EMA decay.
+# "variational" dequantization of integer images in training; ema: the EMA decay; sde:
+# "learned" replaces the target's SDE by a `LearnedVPSDE` with the same end points.
 _DEFAULTS = {"net": {}, "model": {}, "loss": {}, "opt": {"decay": True}, "lr": 1e-3, "ema": 0.999}
 
 # What the defaults were before issue 15, spelled out.
@@ -60,11 +61,15 @@ CONFIGS = {
     "dequant": {"deq": "uniform"},
     "likelihood": {"deq": "uniform", "loss": _LIK},
     "variational": {"deq": "variational", "loss": _LIK},
+    # a learned noise schedule (VDM), trained by the bound with times uniform in t
+    "vdm": {"sde": "learned", "deq": "uniform",
+            "loss": {"weighting": "likelihood", "time_sampling": "antithetic"}},  # fmt: skip
 }
 
 
 def build(name: str, sde, shape, total_steps: int, key):
-    """`(model, loss, optimizer, ema_decay)` of configuration `name` for data of `shape`."""
+    """`(model, loss, optimizer, ema_decay)` of configuration `name` for data of `shape`; the
+    model's SDE is `sde` unless the configuration learns its own (`model.sde`)."""
     cfg = {**_DEFAULTS, **CONFIGS[name]}
     net_kw = dict(cfg["net"])
     if len(shape) == 1:
@@ -82,6 +87,11 @@ def build(name: str, sde, shape, total_steps: int, key):
         model_kw["dequantizer"] = sgm.UniformDequantizer()
     elif cfg.get("deq") == "variational":
         model_kw["dequantizer"] = sgm.VariationalDequantizer(shape, key=jr.fold_in(key, 1))
+    if cfg.get("sde") == "learned":
+        sde = sgm.LearnedVPSDE(
+            log_snr_max=float(sde.log_snr(sde.t0)), log_snr_min=float(sde.log_snr(sde.t1)),
+            t0=sde.t0, t1=sde.t1,
+        )  # fmt: skip
     model = sgm.ScoreModel(net, sde, **model_kw)
     loss = sgm.DSMLoss(**cfg["loss"])
     if cfg["opt"] is None:

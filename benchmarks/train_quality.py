@@ -94,8 +94,10 @@ def evaluate_mixture(score, sde, mix, data, n, key, samplers):
 def evaluate_images(model, sde, ds, n, key, t0s):
     """Test bits/dim of the first `n` test images (one Hutchinson probe, one uniform
     dequantization, the same for every model), integrating the probability-flow ODE from each
-    time in `t0s`; and with the model's variational dequantizer when it has one."""
+    time in `t0s`; and with the model's variational dequantizer when it has one. A model with
+    a learned schedule is evaluated under its own SDE."""
     out = {}
+    sde = model.sde if isinstance(model, sgm.ScoreModel) else sde
     for t0 in t0s:
         sde_t = dataclasses.replace(sde, t0=t0)
         m = dataclasses.replace(model, sde=sde_t) if isinstance(model, sgm.ScoreModel) else model
@@ -136,26 +138,27 @@ def curve_reference(sde, train_x, eval_steps, evaluate, batch, key):
         done = target
         points.append({"step": done, "train_seconds": seconds, "loss": float(value),
                        **evaluate(ref.score(state[1], sde))})  # fmt: skip
-        print(json.dumps(points[-1]), flush=True)
+        print(json.dumps({"config": "reference", **points[-1]}), flush=True)
     return points, sum(a.size for a in jax.tree.leaves(params))
 
 
-def curve_sgm(model, sde, data, eval_steps, evaluate, batch, key, *, loss, optimizer, ema):
+def curve_sgm(model, sde, data, eval_steps, evaluate, batch, key, *, loss, optimizer, ema,
+              name=""):  # fmt: skip
     """Learning curve of `sgm.train`: one run, resumed from its checkpoint at each
     evaluation step so that the curve is that of a single run."""
     points, seconds = [], 0.0
     with tempfile.TemporaryDirectory() as ckpt:
-        for target in eval_steps:
+        for i, target in enumerate(eval_steps):
             start = time.perf_counter()
             ema_model, hist = sgm.train(
                 model, sde, data, optimizer, steps=target, key=key, batch_size=batch, loss=loss,
-                ema_decay=ema, checkpoint_dir=ckpt, checkpoint_every=10**9, resume=True,
+                ema_decay=ema, checkpoint_dir=ckpt, checkpoint_every=10**9, resume=i > 0,
                 progress=False, return_history=True, log_every=min(100, target),
             )  # fmt: skip
             seconds += time.perf_counter() - start
             points.append({"step": target, "train_seconds": seconds, "loss": hist["loss"][-1],
                            **evaluate(ema_model)})  # fmt: skip
-            print(json.dumps(points[-1]), flush=True)
+            print(json.dumps({"config": name, **points[-1]}), flush=True)
     return points, sgm.nets.param_count(model)
 
 
@@ -195,9 +198,9 @@ def run_target(args, target):
             model, loss, optimizer, ema = build(
                 name, sde, shape, args.eval_steps[-1], jr.key(4 + 100 * args.seed)
             )
-            points, params = curve_sgm(model, sde, dataset, args.eval_steps, evaluate, batch,
-                                       jr.key(3 + 100 * args.seed), loss=loss,
-                                       optimizer=optimizer, ema=ema)  # fmt: skip
+            points, params = curve_sgm(model, model.sde, dataset, args.eval_steps, evaluate,
+                                       batch, jr.key(3 + 100 * args.seed), loss=loss,
+                                       optimizer=optimizer, ema=ema, name=name)  # fmt: skip
         results[name] = {"params": params, "points": points,
                          "total_seconds": time.perf_counter() - start}  # fmt: skip
     return results

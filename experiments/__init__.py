@@ -10,6 +10,7 @@ from . import (
     flowers_ve,
     mnist_dit_vp,
     mnist_subvp,
+    mnist_vdm,
     mnist_ve,
     mnist_vp,
     mnist_vp_likelihood,
@@ -35,5 +36,6 @@ EXPERIMENTS = {
         digits_dit_vp,
         mnist_dit_vp,
         mnist_vp_likelihood,
+        mnist_vdm,
     )
 }

@@ -50,6 +50,10 @@ from ._fast_samplers import (
 )
 from ._flow import ODEVariables as ODEVariables
 from ._io import save_model as save_model, write_json as write_json
+from ._learned_schedule import (
+    AbstractLearnedSDE as AbstractLearnedSDE,
+    LearnedVPSDE as LearnedVPSDE,
+)
 from ._likelihood import (
     LogLikelihood as LogLikelihood,
     bits_per_dim as bits_per_dim,

@@ -31,6 +31,7 @@ from jax.scipy.special import ndtr, ndtri
 from jaxtyping import Array, Float, PRNGKeyArray, Scalar
 
 from ._dequant import VariationalDequantizer
+from ._learned_schedule import AbstractLearnedSDE
 from ._score import ScoreModel
 from ._sde import AbstractSDE
 
@@ -198,15 +199,64 @@ class DSMLoss(eqx.Module):
         key: PRNGKeyArray,
         y: Array | None = None,
     ) -> Scalar:
-        """Mean loss over a batch, times drawn jointly (stratified or antithetic)."""
+        """Mean loss over a batch, times drawn jointly (stratified or antithetic). With a
+        learned schedule (`model.sde` an `AbstractLearnedSDE`) the value is the same, and its
+        gradient trains the schedule by the variance of the estimate (`variance_objective`)."""
         tkey, ekey = jr.split(key)
         n = x0.shape[0]
-        t, weight = self.times(model.sde, sample_uniforms(tkey, n, self.time_sampling))
+        learned = isinstance(model.sde, AbstractLearnedSDE)
+        if learned:
+            self._check_learned_schedule()
         keys = jr.split(ekey, n)
-        if y is None:
-            per = jax.vmap(lambda t, w, x, k: self(model, t, w, x, key=k))(t, weight, x0, keys)
-        else:
-            per = jax.vmap(lambda t, w, x, k, y: self(model, t, w, x, key=k, y=y))(
+
+        def per_example(model):
+            t, weight = self.times(model.sde, sample_uniforms(tkey, n, self.time_sampling))
+            if y is None:
+                return jax.vmap(lambda t, w, x, k: self(model, t, w, x, key=k))(t, weight, x0, keys)
+            return jax.vmap(lambda t, w, x, k, y: self(model, t, w, x, key=k, y=y))(
                 t, weight, x0, keys, y
             )
-        return jnp.mean(per)
+
+        if learned:
+            return variance_objective(per_example, model)
+        return jnp.mean(per_example(model))
+
+    def _check_learned_schedule(self):
+        if self.weighting != "likelihood" or self.density != "uniform" or self.importance_sampling:
+            raise ValueError(
+                "a learned noise schedule is trained by the likelihood bound with times uniform "
+                "in t: use DSMLoss(weighting='likelihood') without importance_sampling or "
+                f"time_density='lognormal' (got weighting={self.weighting!r}, time density "
+                f"{self.density!r}, importance_sampling={self.importance_sampling}). Sampling "
+                "uniform in the log-SNR would make the loss independent of the schedule."
+            )
+
+
+def variance_objective(per_example, model) -> Scalar:
+    """`mean_i L_i` with `L = per_example(model)`, differentiated as VDM trains a learned
+    schedule (Kingma et al. 2021, appendix I.2): the network's parameters get the gradient of
+    `mean_i L_i`, the schedule's (`model.sde`) that of `mean_i L_i^2`. The bound's expectation
+    depends on the schedule only through its fixed end points, so minimising the second
+    moment minimises the variance of the estimate. One forward pass, two backward passes."""
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+
+    def losses(params):
+        return per_example(eqx.combine(params, static))
+
+    @jax.custom_vjp
+    def objective(params):
+        return jnp.mean(losses(params))
+
+    def forward(params):
+        per, pullback = jax.vjp(losses, params)
+        return jnp.mean(per), (per, pullback)
+
+    def backward(residuals, cotangent):
+        per, pullback = residuals
+        n = per.shape[0]
+        (of_mean,) = pullback(jnp.full_like(per, cotangent / n))
+        (of_square,) = pullback(cotangent * 2 * per / n)
+        return (eqx.tree_at(lambda p: p.sde, of_mean, of_square.sde),)
+
+    objective.defvjp(forward, backward)
+    return objective(params)

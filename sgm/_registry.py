@@ -8,6 +8,7 @@ from ._dequant import UniformDequantizer
 from ._experiment import Data, Eval, Experiment, Net, Sample, Train
 from ._fast_samplers import DPMSolver, HeunSampler, ReverseSDESolver, UniPC
 from ._flow import ODEVariables
+from ._learned_schedule import LearnedVPSDE
 from ._losses import DSMLoss
 from ._optimizer import Adam
 from ._samplers import EulerMaruyama, PredictorCorrector, ProbabilityFlowODE
@@ -17,7 +18,7 @@ from ._sde import VESDE, VPSDE, SubVPSDE
 from ._serial import register as register
 from ._trace import Exact, Hutchinson, HutchPlusPlus
 
-register(VPSDE, SubVPSDE, VESDE)
+register(VPSDE, SubVPSDE, VESDE, LearnedVPSDE)
 register(nets.MLP, nets.UNet, nets.DiT)
 register(EulerMaruyama, PredictorCorrector, ProbabilityFlowODE, DPMSolver, UniPC, HeunSampler,
          ReverseSDESolver)  # fmt: skip

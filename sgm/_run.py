@@ -238,4 +238,5 @@ def load_run(run_dir: str | Path) -> Run:
         model = eqx.tree_deserialise_leaves(run_dir / MODEL, like)
     except Exception as e:
         raise ValueError(f"{run_dir / MODEL} is corrupt or does not match its config: {e}") from e
-    return Run(run_dir, config, config.sde, model, shape, info["num_classes"], cond_shape)
+    # a learned schedule was trained with the model: the SDE is the model's
+    return Run(run_dir, config, model.sde, model, shape, info["num_classes"], cond_shape)

@@ -65,7 +65,10 @@ def fields_of(obj) -> dict[str, Any]:
     """The keyword arguments that rebuild `obj`."""
     if isinstance(obj, AbstractSpec):
         return obj.config_fields()
-    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.init}
+    # a learned array (a `LearnedVPSDE`'s schedule) is initialised from the other fields and
+    # restored from the model's checkpoint, never written to a configuration
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)
+            if f.init and not f.metadata.get("learned")}  # fmt: skip
 
 
 def to_json(obj) -> Any:

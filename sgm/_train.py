@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from ._checkpoint import CheckpointError, has_checkpoint, load_checkpoint, save_checkpoint
 from ._io import remove_temporaries
+from ._learned_schedule import same_sde
 from ._losses import DSMLoss
 from ._optimizer import Adam
 from ._score import ScoreModel
@@ -243,7 +244,7 @@ def train(
     """
     if not isinstance(model, ScoreModel):
         raise ValueError(f"model must be an sgm.ScoreModel, got {type(model).__name__}.")
-    if model.sde != sde:
+    if not same_sde(model.sde, sde):
         raise ValueError(f"model.sde is {model.sde}, but train was given {sde}.")
     x, labels, sharded = _as_arrays(data, labels)
     x = np.asarray(x)

@@ -78,7 +78,7 @@ def test_list(capsys):
     out = capsys.readouterr().out
     names = ("mnist_ve", "mnist_vp", "mnist_subvp", "cifar10_vp", "flowers_ve", "digits_vp",
              "moons_vp", "eight_gaussians_ve", "ou_vp", "ou_theta_vp", "digits_sr_vp",
-             "digits_dit_vp", "mnist_dit_vp", "mnist_vp_likelihood")  # fmt: skip
+             "digits_dit_vp", "mnist_dit_vp", "mnist_vp_likelihood", "mnist_vdm")  # fmt: skip
     for name in names:
         assert name in out
     assert out.count("budget: ") == len(names) and "BUDGET" not in out
@@ -220,6 +220,29 @@ def test_likelihood_experiment_trains_on_dequantized_images(tmp_path):
     run = sgm.load_run(run_dir_of(tmp_path, "mnist_vp_likelihood"))
     assert run.model.dequantizer == sgm.UniformDequantizer()
     assert run.config.loss == sgm.DSMLoss(weighting="likelihood", importance_sampling=True)
+
+
+@pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"MNIST subset not at {MNIST_DIR}")
+def test_learned_schedule_experiment_trains_samples_and_resumes(tmp_path):
+    """mnist_vdm: the schedule trains with the model, config.json holds only its settings,
+    the loaded run samples and evaluates with the trained schedule, and a resume continues."""
+    args = ["--experiment", "mnist_vdm", "--data-dir", str(MNIST_DIR), "--out", str(tmp_path),
+            *TINY_UNET, "--train.steps", "3", "--optimizer.lr", "0.05"]  # fmt: skip
+    assert cli.main([*args, "--mode", "train"]) == 0
+    run_dir = run_dir_of(tmp_path, "mnist_vdm")
+    written = json.loads((run_dir / "config.json").read_text())["sde"]
+    assert written == {"__class__": "LearnedVPSDE", "log_snr_max": 13.8155,
+                       "log_snr_min": -10.05, "hidden": 64, "t0": 1e-5, "t1": 1.0}  # fmt: skip
+    run = sgm.load_run(run_dir)
+    assert run.sde is run.model.sde
+    assert not np.allclose(run.sde.raw_a, sgm.LearnedVPSDE().raw_a)
+    assert cli.main([*args, "--run-dir", str(run_dir), "--mode", "sample"]) == 0
+    assert cli.main([*args, "--run-dir", str(run_dir), "--mode", "likelihood"]) == 0
+    assert np.isfinite(json.loads((run_dir / "metrics.json").read_text())
+                       ["test_bits_per_dim"]["mean"])  # fmt: skip
+    assert cli.main([*args, "--run-dir", str(run_dir), "--resume", "--train.steps", "5",
+                     "--mode", "train"]) == 0  # fmt: skip
+    assert not np.allclose(sgm.load_run(run_dir).sde.raw_a, run.sde.raw_a)
 
 
 def test_a_dequantizer_must_fit_the_data(tmp_path, capsys):
