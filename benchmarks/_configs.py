@@ -62,8 +62,11 @@ CONFIGS = {
     "likelihood": {"deq": "uniform", "loss": _LIK},
     "variational": {"deq": "variational", "loss": _LIK},
     # a learned noise schedule (VDM), trained by the bound with times uniform in t
-    "vdm": {"sde": "learned", "deq": "uniform",
-            "loss": {"weighting": "likelihood", "time_sampling": "antithetic"}},  # fmt: skip
+    "vdm": {
+        "sde": "learned",
+        "deq": "uniform",
+        "loss": {"weighting": "likelihood", "time_sampling": "antithetic"},
+    },  # fmt: skip
 }
 
 

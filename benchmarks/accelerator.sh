@@ -12,7 +12,10 @@
 # writes its JSON as it finishes; the logs are joined into OUT_DIR/log.txt at the end.
 set -u
 data=$1 run=$2 out=$3
-steps=${SGM_ACCEL_STEPS:-2000} images=${SGM_ACCEL_IMAGES:-32}  # smaller to check the script
+# smaller settings check the script; a subset of sections fits a shorter lease
+steps=${SGM_ACCEL_STEPS:-2000} images=${SGM_ACCEL_IMAGES:-32} limit=${SGM_ACCEL_LIMIT:-360}
+configs=${SGM_ACCEL_CONFIGS-default likelihood vdm dit_mnist}
+twice=${SGM_ACCEL_TWICE-likelihood} throughput=${SGM_ACCEL_THROUGHPUT-default dit_mnist}
 here=$(cd "$(dirname "$0")" && pwd)
 export PYTHONPATH="$here/..${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export XLA_PYTHON_CLIENT_PREALLOCATE=false  # several processes share one GPU
@@ -38,21 +41,18 @@ fi
 } >"$logs/0_env.log" 2>&1
 
 tq() {  # name, configs, eval steps
-  timeout 360 python3 "$here/train_quality.py" --targets mnist --configs "$2" \
+  timeout "$limit" python3 "$here/train_quality.py" --targets mnist --configs "$2" \
     --eval-steps "$3" --n-images "$images" --data-dir "$data" --out "$logs/tq_$1.json" \
     >"$logs/tq_$1.log" 2>&1
 }
-tq default default "$steps" &
-tq likelihood likelihood "$steps" &
-tq vdm vdm "$steps" &
-tq dit dit_mnist "$steps" &
-tq likelihood_2x likelihood "$steps,$((2 * steps))" &
-timeout 360 python3 "$here/likelihood_cost.py" --run-dir "$run" --data-dir "$data" \
+for config in $configs; do tq "$config" "$config" "$steps" & done
+for config in $twice; do tq "${config}_2x" "$config" "$steps,$((2 * steps))" & done
+timeout "$limit" python3 "$here/likelihood_cost.py" --run-dir "$run" --data-dir "$data" \
   --sections model --n-images "$((images < 4 ? images : 4))" --repeats 2 --exact-images 1 --out "$logs/likelihood_cost.json" \
   >"$logs/likelihood_cost.log" 2>&1 &
 wait
 
-for config in default dit_mnist; do
+for config in $throughput; do
   timeout 80 python3 "$here/train_throughput.py" --config "$config" --no-cache-check \
     --batch-size 64 --steps 50 --out "$logs/throughput_$config.json" \
     >"$logs/throughput_$config.log" 2>&1

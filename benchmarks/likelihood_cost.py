@@ -50,6 +50,7 @@ from helpers import ImageGaussian, rotated_gaussian  # noqa: E402
 
 OLD = dict(variables=sgm.ODEVariables(time="t", state="x"), error_norm="rms")
 NEW: dict = {}  # the defaults of sgm.log_likelihood
+LOG_SIGMA = dict(variables=sgm.ODEVariables(time="log_sigma"))  # the sampler's coordinates
 SDES = {"vp": sgm.VPSDE(), "subvp": sgm.SubVPSDE(), "ve": sgm.VESDE(sigma_min=0.01, sigma_max=10.0)}
 
 
@@ -103,7 +104,7 @@ def closed_form(quick: bool):
         x = g.sample(jr.key(0), n)
         for name, sde in SDES.items():
             truth = _truth(target, g, sde, x)
-            for label, opts in (("old_t", OLD), ("new", NEW)):
+            for label, opts in (("old_t", OLD), ("new", NEW), ("log_sigma", LOG_SIGMA)):
                 for tol in tols:
                     ll = sgm.LogLikelihood(g.score(sde), sde, trace=sgm.Exact(), rtol=tol, atol=tol,
                                            **opts)  # fmt: skip

@@ -134,13 +134,17 @@ def main():
         "flops_per_step": flops,
         "gflops_per_s": flops / med / 1e9,
         "first_step_s_incl_compile": compile_s,
-        **({} if compile_cache is None else {
-            "first_step_s_cold_cache": compile_cache["cold"]["first_step_s"],
-            "first_step_s_warm_cache": compile_cache["warm"]["first_step_s"],
-            "process_s_to_first_step_cold": compile_cache["cold"]["process_s"],
-            "process_s_to_first_step_warm": compile_cache["warm"]["process_s"],
-            "cache_mb": compile_cache["cache_mb"],
-        }),  # fmt: skip
+        **(
+            {}
+            if compile_cache is None
+            else {
+                "first_step_s_cold_cache": compile_cache["cold"]["first_step_s"],
+                "first_step_s_warm_cache": compile_cache["warm"]["first_step_s"],
+                "process_s_to_first_step_cold": compile_cache["cold"]["process_s"],
+                "process_s_to_first_step_warm": compile_cache["warm"]["process_s"],
+                "cache_mb": compile_cache["cache_mb"],
+            }
+        ),  # fmt: skip
         "backend": jax.default_backend(),
         "devices": jax.device_count(),
         "machine": f"{platform.machine()}, {jax.local_device_count()} device(s), "

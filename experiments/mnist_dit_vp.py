@@ -11,6 +11,6 @@ EXPERIMENT = dataclasses.replace(
     MNIST_VP,
     name="mnist_dit_vp",
     description="MNIST 28x28, VP SDE, DiT (patch 2, 100 x 4); tfds or --data-dir IDX",
-    budget="2000 steps x 64: not run yet (about the UNet's parameters)",
+    budget="2000 steps x 64: not run on a CPU; on an H200 about 15 s of steps (6.5 ms each)",
     net=sgm.Net(DiT, patch_size=2, hidden=100, depth=4, heads=4),
 )

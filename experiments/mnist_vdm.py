@@ -13,7 +13,7 @@ EXPERIMENT = dataclasses.replace(
     name="mnist_vdm",
     description="mnist_vp with a learned noise schedule (VDM): LearnedVPSDE trained with the "
     "model by the likelihood bound, dequantized images",
-    budget="2000 steps x 64: about mnist_vp's time per step plus a second backward pass",
+    budget="2000 steps x 64: not run on a CPU (a step is mnist_vp's plus a second backward pass)",
     sde=sgm.LearnedVPSDE(),
     net=sgm.Net(MNIST_VP.net.cls, dequantizer=sgm.UniformDequantizer(), **MNIST_VP.net.kwargs),
     loss=sgm.DSMLoss(weighting="likelihood", time_sampling="antithetic"),

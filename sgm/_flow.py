@@ -133,12 +133,15 @@ def solver_evaluations(solver: diffrax.AbstractSolver) -> tuple[int, int]:
 
 
 def solve_ode(
-    vector_field, y0, t_start, t_stop, *, solver, rtol, atol, steps, max_steps, norm=None, dt0=None
-) -> tuple[object, Int[Array, ""]]:
+    vector_field, y0, t_start, t_stop, *, solver, rtol, atol, steps, max_steps, norm=None,
+    dt0=None, throw=True,
+) -> tuple[object, Int[Array, ""]]:  # fmt: skip
     """Solves `dy/dt = vector_field(t, y)` from `t_start` to `t_stop` with diffrax: adaptive
     (PID controller; `norm` of the scaled error, RMS by default) when `steps` is None, else
     `steps` fixed steps. Returns `(y(t_stop), nfe)`; rejected steps count, as they cost
-    evaluations."""
+    evaluations. A solve that fails (`max_steps` reached) raises at run time, or with
+    `throw=False` returns NaN for the caller to report: without diffrax's run-time check the
+    program has no host callback and the persistent compilation cache stores it."""
     per_step, initial = solver_evaluations(solver)
     if steps is None:
         kw = {} if norm is None else {"norm": norm}
@@ -157,6 +160,8 @@ def solve_ode(
         stepsize_controller=controller,
         saveat=diffrax.SaveAt(t1=True),
         max_steps=max_steps,
+        throw=throw,
     )
     nfe = sol.stats["num_steps"] * per_step + initial
-    return jax.tree.map(lambda leaf: leaf[0], sol.ys), nfe
+    ok = sol.result == diffrax.RESULTS.successful
+    return jax.tree.map(lambda leaf: jnp.where(ok, leaf[0], jnp.nan), sol.ys), nfe

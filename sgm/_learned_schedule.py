@@ -21,6 +21,7 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, Scalar, ScalarLike
 
 from ._sde import AbstractSDE, _check_interval, _check_time
@@ -90,15 +91,18 @@ class LearnedVPSDE(AbstractLearnedSDE):
         _check_interval("LearnedVPSDE", t0, t1)
         self.log_snr_max, self.log_snr_min = float(log_snr_max), float(log_snr_min)
         self.hidden, self.t0, self.t1 = hidden, float(t0), float(t1)
-        centres = (jnp.arange(hidden) + 0.5) / hidden
+        # NumPy for the initial values: building one (an experiment at import) must not start
+        # JAX's backend, which `jax.distributed.initialize` has to precede
+        centres = (np.arange(hidden, dtype=np.float32) + 0.5) / hidden
         w = 10.0
-        self.raw_a = jnp.full(hidden, _softplus_inverse(1.0)) if raw_a is None else raw_a
-        self.raw_w = jnp.full(hidden, _softplus_inverse(w)) if raw_w is None else raw_w
-        self.b = -w * centres if b is None else b
+        full = lambda v: np.full(hidden, v, np.float32)  # noqa: E731
+        self.raw_a = full(_softplus_inverse(1.0)) if raw_a is None else raw_a
+        self.raw_w = full(_softplus_inverse(w)) if raw_w is None else raw_w
+        self.b = (-w * centres).astype(np.float32) if b is None else b
         for name in ("raw_a", "raw_w", "b"):
-            if jnp.shape(getattr(self, name)) != (hidden,):
+            if np.shape(getattr(self, name)) != (hidden,):
                 raise ValueError(
-                    f"{name} must have shape ({hidden},), got {jnp.shape(getattr(self, name))}."
+                    f"{name} must have shape ({hidden},), got {np.shape(getattr(self, name))}."
                 )
 
     def _h(self, t) -> Scalar:

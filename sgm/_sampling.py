@@ -12,13 +12,21 @@ from ._checks import check_labels, check_score, check_sde, check_shape
 from ._samplers import BATCH_AXIS, AbstractSampler
 from ._sde import AbstractSDE
 from ._sharding import shard_batch
+from ._traced_checks import unchecked_unless_labelled
 from .distributed import split_examples
 
 
 @eqx.filter_jit
 def _sample_batch(score, sde, sampler, keys, y, data_shape):
-    # Checked while tracing: once per score, shape and dtype, not on every call.
-    check_score(score, sde, data_shape, y)
+    # inside the context also the tracing of `check_score`, whose jaxpr JAX reuses for the
+    # same call in the sampler
+    with unchecked_unless_labelled(y):
+        # Checked while tracing: once per score, shape and dtype, not on every call.
+        check_score(score, sde, data_shape, y)
+        return _sample_body(score, sde, sampler, keys, y, data_shape)
+
+
+def _sample_body(score, sde, sampler, keys, y, data_shape):
 
     def one(key, y_i):
         bound = score if y_i is None else functools.partial(_call_with_y, score, y_i)

@@ -2,7 +2,9 @@
 valid by construction. A traced check runs as a host callback, and JAX does not store a program
 with host callbacks in its persistent compilation cache: the training step, whose times are
 drawn inside `[eps, t1]` and whose labels `sgm.train` checks on the host, is traced without them
-so that a second run loads it instead of compiling it again."""
+so that a second run loads it instead of compiling it again; so are unconditional sampling and
+likelihood programs, whose times come from grids and solves inside `[t_end, t1]` checked on the
+host. Programs given labels keep the network's check of their range."""
 
 import contextlib
 import contextvars
@@ -26,3 +28,9 @@ def inputs_checked_by_caller():
 def error_if(x, pred, msg: str):
     """`eqx.error_if(x, pred, msg)`, or `x` inside `inputs_checked_by_caller()`."""
     return x if _SKIP.get() else eqx.error_if(x, pred, msg)
+
+
+def unchecked_unless_labelled(y):
+    """`inputs_checked_by_caller()` when there are no labels `y` (every traced input of a
+    sampling or likelihood program is then valid by construction), else no change."""
+    return inputs_checked_by_caller() if y is None else contextlib.nullcontext()

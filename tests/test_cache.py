@@ -45,7 +45,8 @@ def test_off_switch(tmp_path, monkeypatch):
     assert sgm._cache.default_cache_dir() == tmp_path / "xdg" / "sgm" / "jax"
 
 
-TRAIN = """
+# logs the compiler's cache hits into `records`
+CACHE_LOG = """
 import logging, sys, jax, jax.random as jr, numpy as np, optax, sgm
 records = []
 handler = logging.Handler()
@@ -53,6 +54,9 @@ handler.emit = lambda r: records.append(r.getMessage())
 logging.getLogger("jax._src.compiler").addHandler(handler)
 logging.getLogger("jax._src.compiler").setLevel(logging.DEBUG)
 sgm.enable_compilation_cache(sys.argv[1], min_compile_seconds=0)
+"""
+
+TRAIN = CACHE_LOG + """
 sde = sgm.VPSDE()
 net = sgm.nets.MLP((2,), key=jr.key(0), width=8, depth=1, num_classes=3)
 x = np.asarray(jr.normal(jr.key(1), (64, 2)))
@@ -85,3 +89,22 @@ def test_class_labels_are_checked_before_training():
         with pytest.raises(ValueError, match=r"labels must be integer class labels in \[0, 3\]"):
             sgm.train(model, sde, x, optax.adam(1e-3), steps=1, batch_size=8, key=jr.key(0),
                       labels=bad)  # fmt: skip
+
+
+SAMPLE = CACHE_LOG + """
+sde = sgm.VPSDE()
+model = sgm.ScoreModel(sgm.nets.MLP((2,), key=jr.key(0), width=8, depth=1), sde)
+sgm.sample(model, sde, sgm.EulerMaruyama(steps=5), key=jr.key(1), shape=(4, 2))
+sgm.log_likelihood(model, sde, np.zeros((2, 2), np.float32), key=jr.key(2), max_steps=64)
+print(sum("cache hit for 'jit__sample_batch'" in m for m in records),
+      sum("cache hit for 'jit__loglik_batch'" in m for m in records))
+"""
+
+
+def test_sampling_and_likelihood_programs_are_stored_and_loaded(tmp_path):
+    """Unconditional sampling and likelihood programs carry no traced checks (their times are
+    valid by construction), so a second process loads them from the cache."""
+    runs = [subprocess.run([sys.executable, "-c", SAMPLE, str(tmp_path / "cache")],
+                           env={**os.environ, "SGM_COMPILATION_CACHE": "1"}, capture_output=True,
+                           text=True, check=True, timeout=300) for _ in range(2)]  # fmt: skip
+    assert [r.stdout.split()[-2:] for r in runs] == [["0", "0"], ["1", "1"]]

@@ -315,3 +315,25 @@ def test_function_and_bound_forms_share_their_options():
         sgm.log_likelihood(g.score(sde), sde, x, trace=sgm.Exact(), max_steps=2)
     with pytest.raises(Exception, match="max_steps"):
         sgm.LogLikelihood(g.score(sde), sde, trace=sgm.Exact(), max_steps=2)(x)
+
+
+@pytest.mark.parametrize("precision", ["highest", None])
+def test_products_in_the_solve_run_in_float32(precision):
+    """Every matrix product and convolution of the likelihood's program asks for float32
+    (`precision="highest"`, the default): a GPU's TF32 default puts its rounding into the
+    adaptive solve (measured on an H200: 452 NFE instead of 224). None leaves JAX's default."""
+    from sgm._likelihood import _loglik_batch
+
+    net = sgm.nets.UNet((1, 8, 8), channels=8, channel_mults=(1,), attention_levels=(0,),
+                        num_groups=4, key=jr.key(0))  # fmt: skip
+    sde = sgm.VPSDE()
+    ll = sgm.LogLikelihood(sgm.ScoreModel(net, sde), sde, precision=precision)
+    x, keys = jnp.zeros((2, 1, 8, 8)), jr.split(jr.key(0), 2)
+    text = _loglik_batch.lower(ll, x, keys, None).as_text()
+    ops = [line for line in text.splitlines()
+           if "stablehlo.dot_general" in line or "stablehlo.convolution" in line]  # fmt: skip
+    assert len(ops) > 10
+    highest = ["HIGHEST" in line for line in ops]
+    assert all(highest) if precision == "highest" else not all(highest)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        sgm.LogLikelihood(sgm.ScoreModel(net, sde), sde, precision="tf32")
