@@ -88,6 +88,11 @@ def test_uniform_agrees_with_bits_per_dim():
     b = sgm.dequantized_bits_per_dim(score, sde, k, sgm.UniformDequantizer(), key=jr.key(1),
                                      trace=sgm.Exact())  # fmt: skip
     assert abs(float(a.mean() - b.mean())) < 3 * float(jnp.std(a - b)) / math.sqrt(64)
+    # uint8 images (MNIST's and the digits' type) give the same values as other integer types
+    c = sgm.dequantized_bits_per_dim(score, sde, np.asarray(k, np.uint8),
+                                     sgm.UniformDequantizer(), key=jr.key(1),
+                                     trace=sgm.Exact())  # fmt: skip
+    np.testing.assert_array_equal(b, c)
 
 
 class TinyConv(eqx.Module):
