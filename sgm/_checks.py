@@ -68,3 +68,22 @@ def check_score(score, sde: AbstractSDE, data_shape: tuple[int, ...], y=None) ->
             f"got {getattr(out, 'shape', type(out).__name__)}. A score acts on ONE unbatched "
             "example; sgm vmaps it."
         )
+
+
+def check_integer_images(images, num_bits: int) -> jax.Array:
+    """`images` must be a batch `(n, *data_shape)`, `n >= 1`, of integer values in
+    `[0, 2**num_bits)`; returns them as floats. The range is compared in float (in uint8,
+    the usual pixels' type, `2**8` would wrap to 0)."""
+    images = jnp.asarray(images)
+    if images.ndim < 2 or images.shape[0] < 1:
+        raise ValueError(f"images must be shaped (n, *data_shape) with n >= 1, got {images.shape}.")
+    if images.dtype == jnp.bool_:
+        raise ValueError("images must be integers in [0, 2**num_bits), not booleans.")
+    as_float = images.astype(jnp.result_type(float))
+    if not jnp.issubdtype(images.dtype, jnp.integer):
+        if not bool(jnp.all(as_float == jnp.round(as_float))):
+            raise ValueError("images must hold integer values (e.g. uint8 pixels), not floats.")
+    levels = 2**num_bits
+    if bool(jnp.any(as_float < 0)) or bool(jnp.any(as_float >= levels)):
+        raise ValueError(f"images must lie in [0, 2**num_bits) = [0, {levels}).")
+    return as_float

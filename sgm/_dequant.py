@@ -18,9 +18,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray, Scalar
 
+from ._checks import check_integer_images
 from ._scaler import AffineScaler
 
 
@@ -138,17 +138,9 @@ def dequantized_bits_per_dim(
     """
     from ._likelihood import log_likelihood
 
-    # compared as float64 on the host: in uint8, the usual images' type, 256 would wrap to 0
-    k = np.asarray(images)
-    if k.ndim < 2:
-        raise ValueError(f"images must be shaped (n, *data_shape), got {k.shape}.")
-    levels = 2**dequantizer.num_bits
-    kf = k.astype(np.float64)
-    if np.any(kf < 0) or np.any(kf >= levels) or np.any(kf != np.round(kf)):
-        raise ValueError(f"images must hold integers in [0, 2**num_bits) = [0, {levels}).")
+    k = check_integer_images(images, dequantizer.num_bits)
     if not isinstance(n_dequant, int) or n_dequant < 1:
         raise ValueError(f"n_dequant must be a positive int, got {n_dequant!r}.")
-    k = jnp.asarray(kf, dtype=jnp.result_type(float))
     shape = k.shape[1:]
     total = jnp.zeros(k.shape[0])
     for rkey in jr.split(key, n_dequant):

@@ -163,5 +163,8 @@ def solve_ode(
         throw=throw,
     )
     nfe = sol.stats["num_steps"] * per_step + initial
-    ok = sol.result == diffrax.RESULTS.successful
-    return jax.tree.map(lambda leaf: jnp.where(ok, leaf[0], jnp.nan), sol.ys), nfe
+    y = jax.tree.map(lambda leaf: leaf[0], sol.ys)
+    if not throw:
+        ok = sol.result == diffrax.RESULTS.successful
+        y = jax.tree.map(lambda leaf: jnp.where(ok, leaf, jnp.nan), y)
+    return y, nfe

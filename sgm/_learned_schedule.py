@@ -117,20 +117,27 @@ class LearnedVPSDE(AbstractLearnedSDE):
         frac = (self._h(t) - h0) / (h1 - h0)
         return self.log_snr_max + (self.log_snr_min - self.log_snr_max) * frac
 
+    def _log_snr_and_gamma_prime(self, t) -> tuple[Scalar, Scalar]:
+        """`(lambda(t), gamma'(t) = -lambda'(t) > 0)` from one forward-mode pass."""
+        t = jnp.asarray(t, dtype=float)
+        lam, dlam = jax.jvp(self.log_snr, (t,), (jnp.ones_like(t),))
+        return lam, -dlam
+
     def gamma_prime(self, t: ScalarLike) -> Scalar:
         """`gamma'(t) = -lambda'(t) > 0`, by forward-mode differentiation."""
-        t = jnp.asarray(t, dtype=float)
-        return -jax.jvp(self.log_snr, (t,), (jnp.ones_like(t),))[1]
+        return self._log_snr_and_gamma_prime(t)[1]
 
     def marginal(self, t):
         lam = self.log_snr(t)
         return jnp.sqrt(jax.nn.sigmoid(lam)), jnp.sqrt(jax.nn.sigmoid(-lam))
 
     def drift_coeff(self, t):
-        return -0.5 * self.gamma_prime(t) * jax.nn.sigmoid(-self.log_snr(t))
+        lam, gamma_prime = self._log_snr_and_gamma_prime(t)
+        return -0.5 * gamma_prime * jax.nn.sigmoid(-lam)
 
     def diffusion(self, t):
-        return jnp.sqrt(self.gamma_prime(t) * jax.nn.sigmoid(-self.log_snr(t)))
+        lam, gamma_prime = self._log_snr_and_gamma_prime(t)
+        return jnp.sqrt(gamma_prime * jax.nn.sigmoid(-lam))
 
     def transition(self, s, t):
         # m_t / m_s and s_t^2 - (m_t/m_s)^2 s_s^2 = sigmoid(-l_t) - sigmoid(l_t) / sigmoid(l_s)

@@ -27,7 +27,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 from tqdm.auto import tqdm
 
-from ._checks import check_batch, check_labels, check_score, check_sde
+from ._checks import check_batch, check_integer_images, check_labels, check_score, check_sde
 from ._flow import ODEVariables, solve_ode, solver_evaluations
 from ._scaler import AffineScaler
 from ._sde import AbstractSDE
@@ -345,22 +345,11 @@ def bits_per_dim(
     - `scaler`: elementwise map from `[0, 1]` to model scale (default `[-1, 1]`).
     - `likelihood_kwargs`: passed to `log_likelihood` (`trace`, `rtol`, `batch_size`, ...).
     """
-    images = jnp.asarray(images)
-    if images.ndim < 2 or images.shape[0] < 1:
-        raise ValueError(f"images must be shaped (n, *data_shape) with n >= 1, got {images.shape}.")
-    if images.dtype == jnp.bool_:
-        raise ValueError("images must be integers in [0, 2**num_bits), not booleans.")
-    if not jnp.issubdtype(images.dtype, jnp.integer):
-        if not bool(jnp.all(images == jnp.round(images))):
-            raise ValueError("images must hold integer values (e.g. uint8 pixels), not floats.")
+    images = check_integer_images(images, num_bits)
     levels = 2**num_bits
-    as_float = images.astype(jnp.float32)
-    if bool(jnp.any(as_float < 0)) or bool(jnp.any(as_float >= levels)):
-        raise ValueError(f"images must lie in [0, 2**num_bits) = [0, {levels}).")
     if not isinstance(n_dequant, int) or n_dequant < 1:
         raise ValueError(f"n_dequant must be a positive int, got {n_dequant!r}.")
     n, dim = images.shape[0], math.prod(images.shape[1:])
-    images = images.astype(jnp.result_type(float))
     total = jnp.zeros(n)
     for rkey in jr.split(key, n_dequant):
         ukey, lkey = jr.split(rkey)

@@ -23,19 +23,15 @@ def _sample_batch(score, sde, sampler, keys, y, data_shape):
     with unchecked_unless_labelled(y):
         # Checked while tracing: once per score, shape and dtype, not on every call.
         check_score(score, sde, data_shape, y)
-        return _sample_body(score, sde, sampler, keys, y, data_shape)
 
+        def one(key, y_i):
+            bound = score if y_i is None else functools.partial(_call_with_y, score, y_i)
+            pkey, skey = jr.split(key)
+            return sampler.sample_one(bound, sde, sde.prior_sample(pkey, data_shape), key=skey)
 
-def _sample_body(score, sde, sampler, keys, y, data_shape):
-
-    def one(key, y_i):
-        bound = score if y_i is None else functools.partial(_call_with_y, score, y_i)
-        pkey, skey = jr.split(key)
-        return sampler.sample_one(bound, sde, sde.prior_sample(pkey, data_shape), key=skey)
-
-    if y is None:
-        return jax.vmap(lambda k: one(k, None), axis_name=BATCH_AXIS)(keys)
-    return jax.vmap(one, axis_name=BATCH_AXIS)(keys, y)
+        if y is None:
+            return jax.vmap(lambda k: one(k, None), axis_name=BATCH_AXIS)(keys)
+        return jax.vmap(one, axis_name=BATCH_AXIS)(keys, y)
 
 
 def _call_with_y(score, y, t, x):
