@@ -36,8 +36,10 @@ def parse_args(argv):
     p.add_argument("--mode", default="all", choices=MODES)
     p.add_argument("--data-dir", help="local data (MNIST IDX files) instead of tfds")
     p.add_argument("--out", default="runs", help="where run directories go (default: runs/)")
-    p.add_argument("--run-dir", help="an existing run (sample, likelihood, resume), or where a "
-                   "new run is created")  # fmt: skip
+    p.add_argument(
+        "--run-dir",
+        help="an existing run (sample, likelihood, resume), or where a new run is created",
+    )
     p.add_argument(
         "--resume",
         action="store_true",
@@ -76,16 +78,18 @@ def existing_run(args, name: str | None) -> sgm.RunDir:
     if args.run_dir:
         path = Path(args.run_dir)
         if not path.exists():
-            raise ValueError(f"--run-dir {path} does not exist; check the path (nothing was "
-                             "created).")  # fmt: skip
+            raise ValueError(
+                f"--run-dir {path} does not exist; check the path (nothing was created)."
+            )
         return sgm.RunDir.open(path)
     if name is None:
         raise ValueError("give --experiment NAME or --run-dir DIR.")
     run = sgm.RunDir.latest(args.out, name, resumable=args.resume)
     if run is None:
         what = "with a checkpoint" if args.resume else "that finished training"
-        raise ValueError(f"no run of {name} in {args.out} {what}; train one first or pass "
-                         "--run-dir.")  # fmt: skip
+        raise ValueError(
+            f"no run of {name} in {args.out} {what}; train one first or pass --run-dir."
+        )
     return run
 
 
@@ -101,8 +105,10 @@ def configure(args, overrides):
         if name is None:
             raise ValueError("a new run needs --experiment NAME (see --list).")
         if args.run_dir and Path(args.run_dir).exists():
-            raise ValueError(f"--run-dir {args.run_dir} already exists; pass --resume to "
-                             "continue it, or name a new directory.")  # fmt: skip
+            raise ValueError(
+                f"--run-dir {args.run_dir} already exists; pass --resume to "
+                "continue it, or name a new directory."
+            )
         return sgm.override(EXPERIMENTS[name], overrides), None, {}
     run = existing_run(args, name)
     if name is not None and name != run.config.name:
@@ -119,14 +125,19 @@ def open_run(args, overrides, cfg, run, settings, ds) -> sgm.RunDir:
     the existing one, and records this invocation."""
     if run is None and distributed.is_main():
         info = phases.data_info(ds)
-        run = (sgm.RunDir.create_at(args.run_dir, cfg, info) if args.run_dir
-               else sgm.RunDir.create(args.out, cfg, info))  # fmt: skip
+        run = (
+            sgm.RunDir.create_at(args.run_dir, cfg, info)
+            if args.run_dir
+            else sgm.RunDir.create(args.out, cfg, info)
+        )
     path = distributed.broadcast_text(str(run.path) if distributed.is_main() else "")
     if run is None or str(run.path) != path:
         run = sgm.RunDir.open(path)
     if list(ds.data_shape) != run.info["data_shape"]:
-        raise ValueError(f"{run.path} was trained on data of shape {run.info['data_shape']}; "
-                         f"these data have {list(ds.data_shape)}.")  # fmt: skip
+        raise ValueError(
+            f"{run.path} was trained on data of shape {run.info['data_shape']}; "
+            f"these data have {list(ds.data_shape)}."
+        )
     if settings and args.mode not in ("train", "all"):
         print(f"note: {', '.join(settings)} apply to training (--resume); not recorded.")
         settings = {}
@@ -148,8 +159,10 @@ def main(argv=None) -> int:
     try:
         cfg, run, settings = configure(args, overrides)
         if cfg.train.batch_size % jax.device_count():
-            raise ValueError(f"train.batch_size={cfg.train.batch_size} must be a multiple of the "
-                             f"{jax.device_count()} devices.")  # fmt: skip
+            raise ValueError(
+                f"train.batch_size={cfg.train.batch_size} must be a multiple of the "
+                f"{jax.device_count()} devices."
+            )
     except (ValueError, FileNotFoundError) as e:
         parser.error(str(e))
     try:
@@ -173,8 +186,9 @@ def main(argv=None) -> int:
         try:
             phases.train(cfg, ds, run, resume=args.resume)
         except sgm.TrainingInterrupted as e:
-            print(f"{e}\ncontinue with: python main.py --run-dir {run.path} --resume",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"{e}\ncontinue with: python main.py --run-dir {run.path} --resume", file=sys.stderr
+            )
             return 130
         except (sgm.TrainingDiverged, sgm.CheckpointError) as e:
             print(f"error: {e}", file=sys.stderr)

@@ -16,8 +16,12 @@ _DEFAULTS = {"net": {}, "model": {}, "loss": {}, "opt": {"decay": True}, "lr": 1
 
 # What the defaults were before issue 15, spelled out.
 _OLD_NET = {"width": 256, "depth": 4, "fourier_scale": 16.0}
-_OLD = {"net": _OLD_NET, "model": {"preconditioning": sgm.NoisePrediction()},
-        "loss": {"weighting": "sigma2"}, "opt": None}  # fmt: skip
+_OLD = {
+    "net": _OLD_NET,
+    "model": {"preconditioning": sgm.NoisePrediction()},
+    "loss": {"weighting": "sigma2"},
+    "opt": None,
+}
 _SMALL = {"width": 128, "depth": 3, "fourier_scale": 16.0}
 _EDM = {"preconditioning": sgm.EDMPreconditioning()}
 _LN = {"weighting": "sigma2", "time_density": "lognormal"}
@@ -42,7 +46,7 @@ CONFIGS = {
     "small_edm_karras": _old(net=_SMALL, model=_EDM, loss=_KARRAS),
     "small_edm_karras_uniform": _old(
         net=_SMALL, model=_EDM, loss={**_KARRAS, "time_density": "uniform"}
-    ),  # fmt: skip
+    ),
     "small_edm_karras_cosine": _old(net=_SMALL, model=_EDM, loss=_KARRAS, opt={"decay": True}),
     "small_edm_lognormal_cosine": _old(net=_SMALL, model=_EDM, loss=_LN, opt={"decay": True}),
     "small_edm_karras_f1": _old(net={**_SMALL, "fourier_scale": 1.0}, model=_EDM, loss=_KARRAS),
@@ -66,7 +70,7 @@ CONFIGS = {
         "sde": "learned",
         "deq": "uniform",
         "loss": {"weighting": "likelihood", "time_sampling": "antithetic"},
-    },  # fmt: skip
+    },
 }
 
 
@@ -81,8 +85,11 @@ def build(name: str, sde, shape, total_steps: int, key):
         net = sgm.nets.DiT(shape, key=key, **net_kw)
     else:
         small = shape[-1] <= 8  # the digits: two levels, as digits_vp
-        kw = {"channels": 32, "channel_mults": (1, 2) if small else (1, 2, 2),
-              "attention_levels": (1,) if small else (2,)}  # fmt: skip
+        kw = {
+            "channels": 32,
+            "channel_mults": (1, 2) if small else (1, 2, 2),
+            "attention_levels": (1,) if small else (2,),
+        }
         net_kw.pop("width", None), net_kw.pop("depth", None)
         net = sgm.nets.UNet(shape, key=key, **{**kw, **net_kw})
     model_kw = dict(cfg["model"])
@@ -92,9 +99,11 @@ def build(name: str, sde, shape, total_steps: int, key):
         model_kw["dequantizer"] = sgm.VariationalDequantizer(shape, key=jr.fold_in(key, 1))
     if cfg.get("sde") == "learned":
         sde = sgm.LearnedVPSDE(
-            log_snr_max=float(sde.log_snr(sde.t0)), log_snr_min=float(sde.log_snr(sde.t1)),
-            t0=sde.t0, t1=sde.t1,
-        )  # fmt: skip
+            log_snr_max=float(sde.log_snr(sde.t0)),
+            log_snr_min=float(sde.log_snr(sde.t1)),
+            t0=sde.t0,
+            t1=sde.t1,
+        )
     model = sgm.ScoreModel(net, sde, **model_kw)
     loss = sgm.DSMLoss(**cfg["loss"])
     if cfg["opt"] is None:

@@ -30,12 +30,17 @@ def main():
     bpd = sgm.bits_per_dim(run.model, run.sde, ds.test_int[:2], key=jr.key(0), progress=False)
     jax.block_until_ready(bpd)
     t1 = time.perf_counter()
-    x = sgm.sample(run.model, run.sde, sgm.DPMSolver(steps=20), key=jr.key(1),
-                   shape=(2, *run.data_shape))  # fmt: skip
+    x = sgm.sample(
+        run.model, run.sde, sgm.DPMSolver(steps=20), key=jr.key(1), shape=(2, *run.data_shape)
+    )
     jax.block_until_ready(x)
     t2 = time.perf_counter()
-    out = {"bits_per_dim_first_call_s": t1 - t, "dpm_sample_first_call_s": t2 - t1,
-           "process_s": t2 - t_start, "bits_per_dim": [float(b) for b in bpd]}  # fmt: skip
+    out = {
+        "bits_per_dim_first_call_s": t1 - t,
+        "dpm_sample_first_call_s": t2 - t1,
+        "process_s": t2 - t_start,
+        "bits_per_dim": [float(b) for b in bpd],
+    }
     print(json.dumps(out))
 
 

@@ -48,8 +48,9 @@ def toy_samplers():
         if sampler is None:
             x, nfe = mix.sample(jr.key(1), 2000), None
         else:
-            x, nfe = sgm.sample(mix.score(sde), sde, sampler, key=jr.key(0), shape=(2000, 2),
-                                return_nfe=True)  # fmt: skip
+            x, nfe = sgm.sample(
+                mix.score(sde), sde, sampler, key=jr.key(0), shape=(2000, 2), return_nfe=True
+            )
         ax.scatter(x[:, 0], x[:, 1], s=1)
         ax.set_xlim(-2.3, 2.3)
         ax.set_ylim(-2.3, 2.3)
@@ -69,30 +70,43 @@ def poor_combinations():
     mix = eight_gaussians()
     vp, ve = sgm.VPSDE(), sgm.VESDE()
     columns = [
-        (ve, ("VE ODE, 20 fixed Euler steps",
-              sgm.ProbabilityFlowODE(solver=diffrax.Euler(), steps=20)),
-         ("VE ODE, adaptive Tsit5", sgm.ProbabilityFlowODE())),
-        (vp, ("VP Heun (EDM), 10 levels", sgm.HeunSampler(steps=10)),
-         ("VP Heun (EDM), 18 levels", sgm.HeunSampler(steps=18))),
-        (vp, ("VP DPM-Solver++ 2M, 10 steps", sgm.DPMSolver(steps=10)),
-         ("VP DPM-Solver++ 2M, 19 steps", sgm.DPMSolver(steps=19))),
-    ]  # fmt: skip
+        (
+            ve,
+            (
+                "VE ODE, 20 fixed Euler steps",
+                sgm.ProbabilityFlowODE(solver=diffrax.Euler(), steps=20),
+            ),
+            ("VE ODE, adaptive Tsit5", sgm.ProbabilityFlowODE()),
+        ),
+        (
+            vp,
+            ("VP Heun (EDM), 10 levels", sgm.HeunSampler(steps=10)),
+            ("VP Heun (EDM), 18 levels", sgm.HeunSampler(steps=18)),
+        ),
+        (
+            vp,
+            ("VP DPM-Solver++ 2M, 10 steps", sgm.DPMSolver(steps=10)),
+            ("VP DPM-Solver++ 2M, 19 steps", sgm.DPMSolver(steps=19)),
+        ),
+    ]
     data_lp = float(jax.vmap(mix.log_prob)(mix.sample(jr.key(1), 20_000)).mean())
     fig, axes = plt.subplots(2, len(columns), figsize=(3 * len(columns), 6.4))
     for j, (sde, *pair) in enumerate(columns):
         for i, (title, sampler) in enumerate(pair):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the top row is warned about on purpose
-                x, nfe = sgm.sample(mix.score(sde), sde, sampler, key=jr.key(0),
-                                    shape=(2000, 2), return_nfe=True)  # fmt: skip
+                x, nfe = sgm.sample(
+                    mix.score(sde), sde, sampler, key=jr.key(0), shape=(2000, 2), return_nfe=True
+                )
             gap = float(jax.vmap(mix.log_prob)(x).mean()) - data_lp
             ax = axes[i, j]
             ax.scatter(x[:, 0], x[:, 1], s=1, color="C3" if i == 0 else "C0")
             ax.set_xlim(-2.3, 2.3)
             ax.set_ylim(-2.3, 2.3)
             ax.set_aspect("equal")
-            ax.set_title(f"{title}\nNFE {float(nfe.mean()):.0f}, log-density {gap:+.2f}",
-                         fontsize=8)  # fmt: skip
+            ax.set_title(
+                f"{title}\nNFE {float(nfe.mean()):.0f}, log-density {gap:+.2f}", fontsize=8
+            )
             ax.set_xticks([])
             ax.set_yticks([])
     fig.suptitle("Warned (top) and recommended (bottom); eight Gaussians, exact score", fontsize=9)
@@ -101,8 +115,9 @@ def poor_combinations():
 
 
 def likelihood_check():
-    g = sgm.Gaussian(jnp.array([0.3, -0.2, 0.5]), jnp.array([[0.3, 0.1, 0], [0.1, 0.2, 0.05],
-                                                             [0, 0.05, 0.1]]))  # fmt: skip
+    g = sgm.Gaussian(
+        jnp.array([0.3, -0.2, 0.5]), jnp.array([[0.3, 0.1, 0], [0.1, 0.2, 0.05], [0, 0.05, 0.1]])
+    )
     sde = sgm.VPSDE()
     x = g.sample(jr.key(0), 64)
     exact = sgm.log_likelihood(g.score(sde), sde, x, trace=sgm.Exact())
@@ -141,10 +156,12 @@ def colorization():
     grey_err = float(jnp.abs(rgb.mean(1, keepdims=True) - grey).max())
     shown = jnp.concatenate([jnp.repeat(grey, 3, axis=1), rgb, truth])
     sgm.plot.save_image_grid(
-        jnp.clip((shown + 1) / 2, 0, 1), FIGS / "colorization.png", ncol=10,
+        jnp.clip((shown + 1) / 2, 0, 1),
+        FIGS / "colorization.png",
+        ncol=10,
         title=f"grey input / sgm.colorize (exact mixture score) / truth\n"
         f"right colour {int(same.sum())}/10, max grey error {grey_err:.1e}",
-    )  # fmt: skip
+    )
 
 
 def main():
@@ -163,9 +180,12 @@ def main():
         colorization()
         for name, sde in {"vp": sgm.VPSDE(), "subvp": sgm.SubVPSDE(), "ve": sgm.VESDE()}.items():
             sgm.plot.save_marginals(sde, FIGS / f"marginals_{name}.png")
-    runs = [("digits", args.digits_run, "*.png"), ("mnist", args.mnist_run, "*.png"),
-            ("ou_theta", args.ou_theta_run, "conditional_*.png"),
-            ("digits_sr", args.digits_sr_run, "conditional_*.png")]  # fmt: skip
+    runs = [
+        ("digits", args.digits_run, "*.png"),
+        ("mnist", args.mnist_run, "*.png"),
+        ("ou_theta", args.ou_theta_run, "conditional_*.png"),
+        ("digits_sr", args.digits_sr_run, "conditional_*.png"),
+    ]
     for prefix, run, pattern in runs:
         if run:
             for png in sorted(Path(run).glob(pattern)):

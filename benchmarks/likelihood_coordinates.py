@@ -48,8 +48,12 @@ def main():
     tight = dict(rtol=1e-7, atol=1e-7, solver=diffrax.Dopri8(), max_steps=20_000)
     ref, _ = solve(variables=sgm.ODEVariables(time="log_sigma"), **tight)
     ref_t, _ = solve(variables=sgm.ODEVariables(time="t", state="x"), **tight)
-    out = {"benchmark": "likelihood_coordinates", "run": args.run_dir, "n_images": n,
-           "ref_agreement_nats": float(jnp.abs(ref - ref_t).max())}  # fmt: skip
+    out = {
+        "benchmark": "likelihood_coordinates",
+        "run": args.run_dir,
+        "n_images": n,
+        "ref_agreement_nats": float(jnp.abs(ref - ref_t).max()),
+    }
     for name, opts in CHOICES.items():
         jax.block_until_ready(solve(**opts))  # compiles
         start = time.perf_counter()

@@ -77,8 +77,11 @@ def machine(quick: bool):
     _, s = median_seconds(lambda: jnp.dot(a, a))
     x = jr.normal(jr.key(1), (112, 28, 28, 64))
     w = jr.normal(jr.key(2), (3, 3, 64, 64))
-    conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(
-        x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))  # fmt: skip
+    conv = jax.jit(
+        lambda x, w: jax.lax.conv_general_dilated(
+            x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+    )
     _, sc = median_seconds(lambda: conv(x, w))
     return {
         "matmul_gflops": 2 * n**3 / s / 1e9,
@@ -106,12 +109,18 @@ def closed_form(quick: bool):
             truth = _truth(target, g, sde, x)
             for label, opts in (("old_t", OLD), ("new", NEW), ("log_sigma", LOG_SIGMA)):
                 for tol in tols:
-                    ll = sgm.LogLikelihood(g.score(sde), sde, trace=sgm.Exact(), rtol=tol, atol=tol,
-                                           **opts)  # fmt: skip
+                    ll = sgm.LogLikelihood(
+                        g.score(sde), sde, trace=sgm.Exact(), rtol=tol, atol=tol, **opts
+                    )
                     lp, nfe = ll(x, return_nfe=True)
-                    row = {"target": target, "sde": name, "parametrisation": label, "tol": tol,
-                           "nfe_mean": float(nfe.mean()),
-                           "max_error_nats": float(jnp.abs(lp - truth).max())}  # fmt: skip
+                    row = {
+                        "target": target,
+                        "sde": name,
+                        "parametrisation": label,
+                        "tol": tol,
+                        "nfe_mean": float(nfe.mean()),
+                        "max_error_nats": float(jnp.abs(lp - truth).max()),
+                    }
                     rows.append(row)
                     print(json.dumps(row), flush=True)
     return rows
@@ -127,9 +136,14 @@ def load_model(run_dir: str, checkpoint: bool):
     shape = tuple(info["data_shape"])
     model = config.build_model(shape, num_classes=info["num_classes"])
     opt = config.optimizer.transform(config.train.steps)
-    like = sgm.TrainState(model, model, opt.init(eqx.filter(model, eqx.is_inexact_array)),
-                          jnp.zeros((), jnp.int32), jr.key_data(jr.key(0)),
-                          jnp.zeros((), jnp.int32))  # fmt: skip
+    like = sgm.TrainState(
+        model,
+        model,
+        opt.init(eqx.filter(model, eqx.is_inexact_array)),
+        jnp.zeros((), jnp.int32),
+        jr.key_data(jr.key(0)),
+        jnp.zeros((), jnp.int32),
+    )
     state, _ = sgm.load_checkpoint(run.checkpoint_dir, like)
     sde = config.sde
     return config, sde, state.ema, shape
@@ -162,8 +176,10 @@ def field(sde, model, x0, quick: bool):
     def padded(lin, shape, probes, shift=0.0):  # the old scheme: 7 chunks of 128, 112 padded
         return exact_trace(lin, shape, 128, balanced=False)
 
-    fns = {label: jax.jit(evaluate(padded if chunk is None else sgm.Exact(chunk), None))
-           for label, chunk in chunkings.items()}  # fmt: skip
+    fns = {
+        label: jax.jit(evaluate(padded if chunk is None else sgm.Exact(chunk), None))
+        for label, chunk in chunkings.items()
+    }
     for fn in fns.values():
         jax.block_until_ready(fn(x0))  # compile
     # Rounds over all chunkings, so that the load of a shared machine hits them alike.
@@ -176,8 +192,13 @@ def field(sde, model, x0, quick: bool):
         # XLA's cost analysis counts a loop body once: times the number of chunks.
         n_chunks = balanced_chunks(d, chunk)[0] if chunk else -(-d // 128)
         flops = flops_of(fns[label], x0) * n_chunks
-        out[f"exact_{label}"] = {"seconds": s, "seconds_each": times[label], "chunks": n_chunks,
-                                 "gflop": flops / 1e9, "gflops": flops / s / 1e9}  # fmt: skip
+        out[f"exact_{label}"] = {
+            "seconds": s,
+            "seconds_each": times[label],
+            "chunks": n_chunks,
+            "gflop": flops / 1e9,
+            "gflops": flops / s / 1e9,
+        }
         print(json.dumps({label: out[f"exact_{label}"]}), flush=True)
     out["dimension"] = d
     return out
@@ -211,8 +232,10 @@ def model_rows(sde, model, x, to_bpd, args):
                 continue
             ll = sgm.LogLikelihood(model, sde, trace=est, **opts)
             ll(x, key=jr.key(99))  # compile
-            runs = [timed(lambda ll=ll, r=r: ll(x, key=jr.key(100 + r), return_nfe=True))
-                    for r in range(args.repeats)]  # fmt: skip
+            runs = [
+                timed(lambda ll=ll, r=r: ll(x, key=jr.key(100 + r), return_nfe=True))
+                for r in range(args.repeats)
+            ]
             bpd = np.stack([to_bpd(lp) for (lp, _), _ in runs])  # (repeats, n)
             spread = bpd.var(0, ddof=1).mean() if args.repeats > 1 else float("nan")
             rows[f"{label}_{est_name}"] = row = {
@@ -228,8 +251,11 @@ def model_rows(sde, model, x, to_bpd, args):
     for label, opts in (("old_t", OLD), ("new", NEW)):
         if n_exact == 0 or (label == "old_t" and not args.exact_old):
             continue
-        (lp, nfe), s = timed(lambda opts=opts: sgm.log_likelihood(
-            model, sde, x[:n_exact], trace=sgm.Exact(), return_nfe=True, **opts))  # fmt: skip
+        (lp, nfe), s = timed(
+            lambda opts=opts: sgm.log_likelihood(
+                model, sde, x[:n_exact], trace=sgm.Exact(), return_nfe=True, **opts
+            )
+        )
         rows[f"{label}_exact"] = row = {
             "bits_per_dim_mean": float(to_bpd(lp).mean()),
             "nfe_per_image": float(np.mean(nfe)),
@@ -301,8 +327,9 @@ def main():
     if args.run_dir and {"field", "model", "stability", "values", "lockstep"} & set(sections):
         config, sde, model, shape = load_model(args.run_dir, args.checkpoint)
         result["run"], result["experiment"] = str(args.run_dir), config.name
-        ds = sgm.data.load(config.data.name, data_dir=args.data_dir,
-                           key=jr.key(config.train.seed + 1))  # fmt: skip
+        ds = sgm.data.load(
+            config.data.name, data_dir=args.data_dir, key=jr.key(config.train.seed + 1)
+        )
         n, dim = args.n_images, math.prod(shape)
         images = ds.test_int[:n].astype(np.float32)
         # One dequantization shared by every method; the change of variables as in bits_per_dim.

@@ -39,26 +39,49 @@ def worker(args) -> None:
     x = np.asarray(jr.uniform(jr.key(2), (4096, *shape), minval=-1, maxval=1))
     start = time.perf_counter()
     model = sgm.ScoreModel(net, sgm.VPSDE())
-    _, history = sgm.train(model, sgm.VPSDE(), x, sgm.Adam(1e-4), steps=args.steps,
-                           batch_size=args.batch_size, key=jr.key(1), log_every=args.log_every,
-                           progress=False, return_history=True)  # fmt: skip
+    _, history = sgm.train(
+        model,
+        sgm.VPSDE(),
+        x,
+        sgm.Adam(1e-4),
+        steps=args.steps,
+        batch_size=args.batch_size,
+        key=jr.key(1),
+        log_every=args.log_every,
+        progress=False,
+        return_history=True,
+    )
     total = time.perf_counter() - start
     rates = history["steps_per_s"][1:]
     if jax.process_index() == 0:
-        print(json.dumps({
-            "processes": jax.process_count(),
-            "devices": jax.device_count(),
-            "median_steps_per_s": statistics.median(rates),
-            "readings": rates,
-            "first_reading_seconds": args.log_every / history["steps_per_s"][0],
-            "total_seconds": total,
-        }))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "processes": jax.process_count(),
+                    "devices": jax.device_count(),
+                    "median_steps_per_s": statistics.median(rates),
+                    "readings": rates,
+                    "first_reading_seconds": args.log_every / history["steps_per_s"][0],
+                    "total_seconds": total,
+                }
+            )
+        )
 
 
 def run(args, processes: int) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--model", args.model,
-           "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-           "--log-every", str(args.log_every)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        "--model",
+        args.model,
+        "--steps",
+        str(args.steps),
+        "--batch-size",
+        str(args.batch_size),
+        "--log-every",
+        str(args.log_every),
+    ]
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)
     if processes == 1:
@@ -70,8 +93,12 @@ def run(args, processes: int) -> dict:
             port = s.getsockname()[1]
         procs = []
         for rank in range(processes):
-            penv = dict(env, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-                        JAX_NUM_PROCESSES=str(processes), JAX_PROCESS_ID=str(rank))  # fmt: skip
+            penv = dict(
+                env,
+                JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+                JAX_NUM_PROCESSES=str(processes),
+                JAX_PROCESS_ID=str(rank),
+            )
             procs.append(subprocess.Popen(cmd, env=penv, stdout=subprocess.PIPE, text=True))
     outs = [p.communicate()[0] for p in procs]
     if any(p.returncode for p in procs):
@@ -99,13 +126,19 @@ def main():
         rows["1 process x 2 devices"].append(run(args, 1))
         rows["2 processes x 1 device"].append(run(args, 2))
     medians = {k: statistics.median(r["median_steps_per_s"] for r in v) for k, v in rows.items()}
-    report({
-        "model": args.model, "global_batch": args.batch_size, "steps": args.steps,
-        "runs": rows, "median_steps_per_s": medians,
-        "ratio_two_processes_to_one": medians["2 processes x 1 device"]
-        / medians["1 process x 2 devices"],
-        "cpu_count": os.cpu_count(),
-    }, args.out)  # fmt: skip
+    report(
+        {
+            "model": args.model,
+            "global_batch": args.batch_size,
+            "steps": args.steps,
+            "runs": rows,
+            "median_steps_per_s": medians,
+            "ratio_two_processes_to_one": medians["2 processes x 1 device"]
+            / medians["1 process x 2 devices"],
+            "cpu_count": os.cpu_count(),
+        },
+        args.out,
+    )
 
 
 if __name__ == "__main__":

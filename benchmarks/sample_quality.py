@@ -35,8 +35,11 @@ class Classifier(eqx.Module):
 
     def __init__(self, key):
         k1, k2, k3 = jr.split(key, 3)
-        self.layers = [eqx.nn.Linear(784, 256, key=k1), eqx.nn.Linear(256, 32, key=k2),
-                       eqx.nn.Linear(32, 10, key=k3)]  # fmt: skip
+        self.layers = [
+            eqx.nn.Linear(784, 256, key=k1),
+            eqx.nn.Linear(256, 32, key=k2),
+            eqx.nn.Linear(32, 10, key=k3),
+        ]
 
     def features(self, x):
         h = jax.nn.gelu(self.layers[0](x.reshape(-1)))
@@ -121,21 +124,29 @@ def main():
     rows = []
     for name, sampler in samplers(run.sde, args.quick):
         start = time.perf_counter()
-        x, nfe = sgm.sample(run.model, run.sde, sampler, key=jr.key(3), shape=(n, 1, 28, 28),
-                            return_nfe=True)  # fmt: skip
+        x, nfe = sgm.sample(
+            run.model, run.sde, sampler, key=jr.key(3), shape=(n, 1, 28, 28), return_nfe=True
+        )
         x = jax.block_until_ready(x)
-        rows.append({
-            "sampler": name, "nfe": float(nfe.mean()),
-            "frechet_distance": frechet_distance(feats(jnp.clip(x, -1, 1)), test_f[:n]),
-            "seconds_incl_compile": time.perf_counter() - start,
-        })  # fmt: skip
+        rows.append(
+            {
+                "sampler": name,
+                "nfe": float(nfe.mean()),
+                "frechet_distance": frechet_distance(feats(jnp.clip(x, -1, 1)), test_f[:n]),
+                "seconds_incl_compile": time.perf_counter() - start,
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     result = {
         "benchmark": "sample_quality",
         "metric": "Frechet distance of 32-D features of an MLP MNIST classifier (not FID)",
-        "run": str(args.run_dir), "experiment": run.config.name, "n": n,
-        "classifier_test_accuracy": accuracy, "real_vs_real": floor, "rows": rows,
-    }  # fmt: skip
+        "run": str(args.run_dir),
+        "experiment": run.config.name,
+        "n": n,
+        "classifier_test_accuracy": accuracy,
+        "real_vs_real": floor,
+        "rows": rows,
+    }
     report(result, args.out)
 
 

@@ -43,8 +43,10 @@ def samplers(quick: bool):
     out += [(f"dpm2-{n}", sgm.DPMSolver(steps=n)) for n in few]
     out += [(f"unipc3-{n}", sgm.UniPC(steps=n)) for n in ([10, 20] if quick else [10, 15, 20, 30])]
     out += [(f"heun-{n}", sgm.HeunSampler(steps=n)) for n in ([10] if quick else [5, 10, 18])]
-    out += [(f"sra1-{n}", sgm.ReverseSDESolver(solver=diffrax.SRA1(), steps=n))
-            for n in ([50] if quick else [20, 50, 100])]  # fmt: skip
+    out += [
+        (f"sra1-{n}", sgm.ReverseSDESolver(solver=diffrax.SRA1(), steps=n))
+        for n in ([50] if quick else [20, 50, 100])
+    ]
     return out
 
 
@@ -66,8 +68,9 @@ def goal(rows, max_nfe: int = 20):
             <= abs(em["delta_mean_log_density"]) + 2 * r["stderr"]
             and r["max_weight_error"] <= em["max_weight_error"] + 0.01
         ]
-        out.append({"target": target, "sde": sde, "em_1000": em["delta_mean_log_density"],
-                    "met_by": met})  # fmt: skip
+        out.append(
+            {"target": target, "sde": sde, "em_1000": em["delta_mean_log_density"], "met_by": met}
+        )
     return out
 
 
@@ -89,20 +92,31 @@ def main():
         for sname, sde in sdes.items():
             for name, sampler in samplers(args.quick):
                 start = time.perf_counter()
-                x, nfe = sgm.sample(mix.score(sde), sde, sampler, key=jr.key(0), shape=(n, d),
-                                    return_nfe=True)  # fmt: skip
+                x, nfe = sgm.sample(
+                    mix.score(sde), sde, sampler, key=jr.key(0), shape=(n, d), return_nfe=True
+                )
                 lp = jax.vmap(mix.log_prob)(x)
                 w = jnp.bincount(jax.vmap(mix.assign)(x), length=mix.weights.size) / n
-                rows.append({
-                    "target": tname, "sde": sname, "sampler": name, "nfe": float(nfe.mean()),
-                    "delta_mean_log_density": float(lp.mean()) - data_lp,
-                    "stderr": float(lp.std()) / math.sqrt(n),
-                    "max_weight_error": float(jnp.abs(w - mix.weights).max()),
-                    "seconds_incl_compile": time.perf_counter() - start,
-                })  # fmt: skip
+                rows.append(
+                    {
+                        "target": tname,
+                        "sde": sname,
+                        "sampler": name,
+                        "nfe": float(nfe.mean()),
+                        "delta_mean_log_density": float(lp.mean()) - data_lp,
+                        "stderr": float(lp.std()) / math.sqrt(n),
+                        "max_weight_error": float(jnp.abs(w - mix.weights).max()),
+                        "seconds_incl_compile": time.perf_counter() - start,
+                    }
+                )
                 print(json.dumps(rows[-1]), flush=True)
-    result = {"benchmark": "sampler_accuracy", "n": n, "quick": args.quick, "rows": rows,
-              "goal_20_nfe": goal(rows)}  # fmt: skip
+    result = {
+        "benchmark": "sampler_accuracy",
+        "n": n,
+        "quick": args.quick,
+        "rows": rows,
+        "goal_20_nfe": goal(rows),
+    }
     report(result, args.out)
 
 

@@ -85,8 +85,7 @@ def evaluate_mixture(score, sde, mix, data, n, key, samplers):
     floor = float(jnp.quantile(data_lp_all, 0.01))
     out = {}
     for name, sampler in samplers.items():
-        x, nfe = sgm.sample(score, sde, sampler, key=key, shape=(n, data.shape[1]),
-                            return_nfe=True)  # fmt: skip
+        x, nfe = sgm.sample(score, sde, sampler, key=key, shape=(n, data.shape[1]), return_nfe=True)
         out[name] = {"nfe": float(nfe.mean()), **judge_mixture(mix, x, data_lp, floor)}
     return out
 
@@ -101,8 +100,9 @@ def evaluate_images(model, sde, ds, n, key, t0s):
     for t0 in t0s:
         sde_t = dataclasses.replace(sde, t0=t0)
         m = dataclasses.replace(model, sde=sde_t) if isinstance(model, sgm.ScoreModel) else model
-        bpd = sgm.bits_per_dim(m, sde_t, ds.test_int[:n], key=key, batch_size=min(n, 16),
-                               progress=False)  # fmt: skip
+        bpd = sgm.bits_per_dim(
+            m, sde_t, ds.test_int[:n], key=key, batch_size=min(n, 16), progress=False
+        )
         tag = "" if t0 == sde.t0 else f"_t0_{t0:g}"
         out[f"bits_per_dim{tag}"] = float(bpd.mean())
         out[f"stderr{tag}"] = float(bpd.std() / math.sqrt(n))
@@ -136,14 +136,19 @@ def curve_reference(sde, train_x, eval_steps, evaluate, batch, key):
         jax.block_until_ready(value)
         seconds += time.perf_counter() - start
         done = target
-        points.append({"step": done, "train_seconds": seconds, "loss": float(value),
-                       **evaluate(ref.score(state[1], sde))})  # fmt: skip
+        points.append(
+            {
+                "step": done,
+                "train_seconds": seconds,
+                "loss": float(value),
+                **evaluate(ref.score(state[1], sde)),
+            }
+        )
         print(json.dumps({"config": "reference", **points[-1]}), flush=True)
     return points, sum(a.size for a in jax.tree.leaves(params))
 
 
-def curve_sgm(model, sde, data, eval_steps, evaluate, batch, key, *, loss, optimizer, ema,
-              name=""):  # fmt: skip
+def curve_sgm(model, sde, data, eval_steps, evaluate, batch, key, *, loss, optimizer, ema, name=""):
     """Learning curve of `sgm.train`: one run, resumed from its checkpoint at each
     evaluation step so that the curve is that of a single run."""
     points, seconds = [], 0.0
@@ -151,13 +156,31 @@ def curve_sgm(model, sde, data, eval_steps, evaluate, batch, key, *, loss, optim
         for i, target in enumerate(eval_steps):
             start = time.perf_counter()
             ema_model, hist = sgm.train(
-                model, sde, data, optimizer, steps=target, key=key, batch_size=batch, loss=loss,
-                ema_decay=ema, checkpoint_dir=ckpt, checkpoint_every=10**9, resume=i > 0,
-                progress=False, return_history=True, log_every=min(100, target),
-            )  # fmt: skip
+                model,
+                sde,
+                data,
+                optimizer,
+                steps=target,
+                key=key,
+                batch_size=batch,
+                loss=loss,
+                ema_decay=ema,
+                checkpoint_dir=ckpt,
+                checkpoint_every=10**9,
+                resume=i > 0,
+                progress=False,
+                return_history=True,
+                log_every=min(100, target),
+            )
             seconds += time.perf_counter() - start
-            points.append({"step": target, "train_seconds": seconds, "loss": hist["loss"][-1],
-                           **evaluate(ema_model)})  # fmt: skip
+            points.append(
+                {
+                    "step": target,
+                    "train_seconds": seconds,
+                    "loss": hist["loss"][-1],
+                    **evaluate(ema_model),
+                }
+            )
             print(json.dumps({"config": name, **points[-1]}), flush=True)
     return points, sgm.nets.param_count(model)
 
@@ -192,17 +215,31 @@ def run_target(args, target):
         if name == "reference":
             if len(shape) != 1:
                 continue
-            points, params = curve_reference(sde, train_x, args.eval_steps, evaluate, batch,
-                                             jr.key(3 + 100 * args.seed))  # fmt: skip
+            points, params = curve_reference(
+                sde, train_x, args.eval_steps, evaluate, batch, jr.key(3 + 100 * args.seed)
+            )
         else:
             model, loss, optimizer, ema = build(
                 name, sde, shape, args.eval_steps[-1], jr.key(4 + 100 * args.seed)
             )
-            points, params = curve_sgm(model, model.sde, dataset, args.eval_steps, evaluate,
-                                       batch, jr.key(3 + 100 * args.seed), loss=loss,
-                                       optimizer=optimizer, ema=ema, name=name)  # fmt: skip
-        results[name] = {"params": params, "points": points,
-                         "total_seconds": time.perf_counter() - start}  # fmt: skip
+            points, params = curve_sgm(
+                model,
+                model.sde,
+                dataset,
+                args.eval_steps,
+                evaluate,
+                batch,
+                jr.key(3 + 100 * args.seed),
+                loss=loss,
+                optimizer=optimizer,
+                ema=ema,
+                name=name,
+            )
+        results[name] = {
+            "params": params,
+            "points": points,
+            "total_seconds": time.perf_counter() - start,
+        }
     return results
 
 
@@ -227,8 +264,14 @@ def main():
     if unknown:
         raise SystemExit(f"unknown configs {unknown}; choose from reference, {sorted(CONFIGS)}")
     args.eval_steps = [int(s) for s in args.eval_steps.split(",")]
-    out = {"benchmark": "train_quality", "quick": args.quick, "n": args.n,
-           "eval_steps": args.eval_steps, "jax": jax.__version__, "targets": {}}  # fmt: skip
+    out = {
+        "benchmark": "train_quality",
+        "quick": args.quick,
+        "n": args.n,
+        "eval_steps": args.eval_steps,
+        "jax": jax.__version__,
+        "targets": {},
+    }
     for target in args.targets.split(","):
         out["targets"][target] = run_target(args, target)
     report(out, args.out)

@@ -62,8 +62,11 @@ def cache_check(batch: int) -> dict:
         for name in ("cold", "warm"):
             proc = subprocess.run(
                 [sys.executable, __file__, "--first-step", "--batch-size", str(batch)],
-                env=env, capture_output=True, text=True, check=True,
-            )  # fmt: skip
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             out[name] = json.loads(proc.stdout.strip().splitlines()[-1])
         out["cache_mb"] = sum(f.stat().st_size for f in os.scandir(cache)) / 2**20
     return out
@@ -91,8 +94,11 @@ def main():
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--first-step", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--config", help="a train_quality.py configuration (MNIST shapes) instead "
-                   "of the UNet defaults, e.g. default or dit_mnist")  # fmt: skip
+    p.add_argument(
+        "--config",
+        help="a train_quality.py configuration (MNIST shapes) instead "
+        "of the UNet defaults, e.g. default or dit_mnist",
+    )
     p.add_argument("--no-cache-check", action="store_true", help="skip the cold/warm check")
     p.add_argument("--out", help="also write the JSON here")
     args = p.parse_args()
@@ -144,7 +150,7 @@ def main():
                 "process_s_to_first_step_warm": compile_cache["warm"]["process_s"],
                 "cache_mb": compile_cache["cache_mb"],
             }
-        ),  # fmt: skip
+        ),
         "backend": jax.default_backend(),
         "devices": jax.device_count(),
         "machine": f"{platform.machine()}, {jax.local_device_count()} device(s), "

@@ -235,6 +235,14 @@ def colorize(
         raise ValueError(f"grey must be shaped (n, 1, H, W), got {grey.shape}.")
     known = jnp.concatenate([grey * np.sqrt(3.0), jnp.zeros_like(grey), jnp.zeros_like(grey)], 1)
     mask = jnp.zeros(known.shape[1:], bool).at[0].set(True)
-    out = inpaint(_Decoupled(score), sde, sampler, key=key, x=known, mask=mask, method=method,
-                  n_particles=n_particles)  # fmt: skip
+    out = inpaint(
+        _Decoupled(score),
+        sde,
+        sampler,
+        key=key,
+        x=known,
+        mask=mask,
+        method=method,
+        n_particles=n_particles,
+    )
     return jnp.einsum("dc,nd...->nc...", jnp.asarray(_DECOUPLE, out.dtype), out)

@@ -86,17 +86,30 @@ class VariationalDequantizer(AbstractDequantizer):
     num_bits: int = eqx.field(static=True)
     scaler: AffineScaler
 
-    def __init__(self, data_shape, *, key: PRNGKeyArray, channels: int = 16, num_bits: int = 8,
-                 scaler: AffineScaler = AffineScaler()):  # fmt: skip
+    def __init__(
+        self,
+        data_shape,
+        *,
+        key: PRNGKeyArray,
+        channels: int = 16,
+        num_bits: int = 8,
+        scaler: AffineScaler = AffineScaler(),
+    ):
         if len(data_shape) not in (2, 3):
             raise ValueError(f"VariationalDequantizer takes (C, H, W) or (C, L), got {data_shape}.")
         nd, c = len(data_shape) - 1, data_shape[0]
         k1, k2, k3 = jr.split(key, 3)
         last = eqx.nn.Conv(nd, channels, 2 * c, 3, padding=1, key=k3)
-        last = eqx.tree_at(lambda m: (m.weight, m.bias), last,
-                           (jnp.zeros_like(last.weight), jnp.zeros_like(last.bias)))  # fmt: skip
-        self.layers = [eqx.nn.Conv(nd, c, channels, 3, padding=1, key=k1),
-                       eqx.nn.Conv(nd, channels, channels, 3, padding=1, key=k2), last]  # fmt: skip
+        last = eqx.tree_at(
+            lambda m: (m.weight, m.bias),
+            last,
+            (jnp.zeros_like(last.weight), jnp.zeros_like(last.bias)),
+        )
+        self.layers = [
+            eqx.nn.Conv(nd, c, channels, 3, padding=1, key=k1),
+            eqx.nn.Conv(nd, channels, channels, 3, padding=1, key=k2),
+            last,
+        ]
         self.num_bits, self.scaler = num_bits, scaler
 
     def noise(self, k, key):
@@ -108,8 +121,13 @@ class VariationalDequantizer(AbstractDequantizer):
         a = mu + jnp.exp(log_sigma) * z
         u = jnp.minimum(jax.nn.sigmoid(a), 1 - 2**-23)  # stay inside the bin in float32
         # log q(u) = log N(z) - log sigma - log sigmoid'(a), sigmoid' = sigmoid(a) sigmoid(-a).
-        log_q = (-0.5 * z**2 - 0.5 * math.log(2 * math.pi) - log_sigma
-                 - jax.nn.log_sigmoid(a) - jax.nn.log_sigmoid(-a))  # fmt: skip
+        log_q = (
+            -0.5 * z**2
+            - 0.5 * math.log(2 * math.pi)
+            - log_sigma
+            - jax.nn.log_sigmoid(a)
+            - jax.nn.log_sigmoid(-a)
+        )
         return u, jnp.sum(log_q)
 
 

@@ -72,12 +72,22 @@ class Data(AbstractSpec):
         self.lowres_factor, self.options = lowres_factor, dict(options)
 
     def config_fields(self) -> dict:
-        return {"name": self.name, "n_train": self.n_train, "n_test": self.n_test,
-                "lowres_factor": self.lowres_factor, **self.options}  # fmt: skip
+        return {
+            "name": self.name,
+            "n_train": self.n_train,
+            "n_test": self.n_test,
+            "lowres_factor": self.lowres_factor,
+            **self.options,
+        }
 
     def config_hints(self) -> dict:
-        return {"name": str, "n_train": int | None, "n_test": int | None,
-                "lowres_factor": int | None, **_DATA_OPTIONS.get(self.name, {})}  # fmt: skip
+        return {
+            "name": str,
+            "n_train": int | None,
+            "n_test": int | None,
+            "lowres_factor": int | None,
+            **_DATA_OPTIONS.get(self.name, {}),
+        }
 
     def load(self, data_dir=None, *, key, shard: tuple[int, int] | None = None) -> "_data.Dataset":
         """The dataset; with `shard=(rank, count)` the training split is that process's share
@@ -134,8 +144,13 @@ class Net(AbstractSpec):
     @staticmethod
     def _parameters(cls) -> dict[str, inspect.Parameter]:
         ps = inspect.signature(cls.__init__).parameters
-        return {n: p for n, p in ps.items() if n != "self" and n not in _DATA_DECIDED
-                and p.kind is not inspect.Parameter.VAR_KEYWORD}  # fmt: skip
+        return {
+            n: p
+            for n, p in ps.items()
+            if n != "self"
+            and n not in _DATA_DECIDED
+            and p.kind is not inspect.Parameter.VAR_KEYWORD
+        }
 
     def resolved(self) -> dict:
         """Every constructor argument: the class's defaults updated with those given."""
@@ -143,15 +158,22 @@ class Net(AbstractSpec):
         return {**defaults, **self.kwargs}
 
     def config_fields(self) -> dict:
-        return {"cls": self.cls, "conditional": self.conditional,
-                "preconditioning": self.preconditioning, "dequantizer": self.dequantizer,
-                **self.resolved()}  # fmt: skip
+        return {
+            "cls": self.cls,
+            "conditional": self.conditional,
+            "preconditioning": self.preconditioning,
+            "dequantizer": self.dequantizer,
+            **self.resolved(),
+        }
 
     def config_hints(self) -> dict:
         hints = signature_hints(self.cls.__init__)
-        return {"conditional": bool, "preconditioning": AbstractPreconditioning,
-                "dequantizer": UniformDequantizer | None,
-                **{n: hints.get(n) for n in self._parameters(self.cls)}}  # fmt: skip
+        return {
+            "conditional": bool,
+            "preconditioning": AbstractPreconditioning,
+            "dequantizer": UniformDequantizer | None,
+            **{n: hints.get(n) for n in self._parameters(self.cls)},
+        }
 
     def conditioning(self, num_classes, cond_shape) -> dict:
         """The network keywords for data with `num_classes` labels or conditioning inputs of
@@ -166,16 +188,19 @@ class Net(AbstractSpec):
                 raise ValueError(f"{self.cls.__name__} cannot condition on {what}; use UNet.")
             return {name: cond_shape[0]}
         if num_classes is None:
-            raise ValueError("model.conditional needs data with labels, parameters or maps; this "
-                             "dataset has none.")  # fmt: skip
+            raise ValueError(
+                "model.conditional needs data with labels, parameters or maps; this "
+                "dataset has none."
+            )
         return {"num_classes": num_classes}
 
     def build(self, sde: AbstractSDE, data_shape, *, key, num_classes=None, cond_shape=None):
         """The `ScoreModel` of this network for data of `data_shape`."""
         cond = self.conditioning(num_classes, cond_shape)
         net = self.cls(tuple(data_shape), key=key, **self.resolved(), **cond)
-        return ScoreModel(net, sde, preconditioning=self.preconditioning,
-                          dequantizer=self.dequantizer)  # fmt: skip
+        return ScoreModel(
+            net, sde, preconditioning=self.preconditioning, dequantizer=self.dequantizer
+        )
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
@@ -254,12 +279,18 @@ class Sample:
                 raise ValueError(f"sample.samplers[{name!r}] must be an sgm sampler, got {s!r}.")
         if not isinstance(self.controlled, AbstractSampler):
             raise ValueError(f"sample.controlled must be an sgm sampler, got {self.controlled!r}.")
-        for name in ("n_samples", "inpaint_particles", "classifier_steps",
-                     "classifier_batch_size", "classifier_width"):  # fmt: skip
+        for name in (
+            "n_samples",
+            "inpaint_particles",
+            "classifier_steps",
+            "classifier_batch_size",
+            "classifier_width",
+        ):
             _positive_int(f"sample.{name}", getattr(self, name))
         if self.inpaint_method not in ("smc", "replace"):
-            raise ValueError(f"sample.inpaint_method must be smc or replace, got "
-                             f"{self.inpaint_method!r}.")  # fmt: skip
+            raise ValueError(
+                f"sample.inpaint_method must be smc or replace, got {self.inpaint_method!r}."
+            )
         if not self.classifier_lr > 0:
             raise ValueError(f"sample.classifier_lr must be positive, got {self.classifier_lr}.")
         if self.guidance_scale < 0 or self.classifier_scale < 0:
@@ -304,25 +335,39 @@ class Experiment:
     budget: str = ""  # the measured budget behind its defaults
 
     def __post_init__(self):
-        expected = {"data": Data, "sde": AbstractSDE, "net": Net, "train": Train,
-                    "loss": DSMLoss, "optimizer": Adam, "sample": Sample, "eval": Eval}  # fmt: skip
+        expected = {
+            "data": Data,
+            "sde": AbstractSDE,
+            "net": Net,
+            "train": Train,
+            "loss": DSMLoss,
+            "optimizer": Adam,
+            "sample": Sample,
+            "eval": Eval,
+        }
         for name, kind in expected.items():
             if not isinstance(getattr(self, name), kind):
-                raise ValueError(f"Experiment.{name} must be a {kind.__name__}, got "
-                                 f"{type(getattr(self, name)).__name__}.")  # fmt: skip
+                raise ValueError(
+                    f"Experiment.{name} must be a {kind.__name__}, got "
+                    f"{type(getattr(self, name)).__name__}."
+                )
         if self.loss.label_dropout or self.loss.null_label is not None:
-            raise ValueError("set label dropout with Train(label_dropout=...); the null label "
-                             "is the data's number of classes.")  # fmt: skip
+            raise ValueError(
+                "set label dropout with Train(label_dropout=...); the null label "
+                "is the data's number of classes."
+            )
 
     def build_model(self, data_shape, *, num_classes=None, cond_shape=None) -> ScoreModel:
         """The untrained model, initialised from `train.seed`."""
         key = jr.split(jr.key(self.train.seed))[0]
-        return self.net.build(self.sde, data_shape, key=key, num_classes=num_classes,
-                              cond_shape=cond_shape)  # fmt: skip
+        return self.net.build(
+            self.sde, data_shape, key=key, num_classes=num_classes, cond_shape=cond_shape
+        )
 
     def build_loss(self, num_classes=None, cond_shape=None) -> DSMLoss:
         """The loss; label dropout applies to class-conditional models only."""
         if self.net.conditional and num_classes is not None and cond_shape is None:
-            return dataclasses.replace(self.loss, label_dropout=self.train.label_dropout,
-                                       null_label=num_classes)  # fmt: skip
+            return dataclasses.replace(
+                self.loss, label_dropout=self.train.label_dropout, null_label=num_classes
+            )
         return self.loss

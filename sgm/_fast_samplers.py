@@ -246,8 +246,9 @@ class UniPC(AbstractSampler):
         p_i = self._order_at(i)
         outs = []
         for p in range(1, self.order + 1):
-            rows, b, h_phi_1, b_h = _unipc_coefficients(p, jnp.append(rks[: p - 1], 1.0), -h,
-                                                        self.variant)  # fmt: skip
+            rows, b, h_phi_1, b_h = _unipc_coefficients(
+                p, jnp.append(rks[: p - 1], 1.0), -h, self.variant
+            )
             base = (s_next / sde.marginal(ts[i])[1]) * x - m_next * h_phi_1 * m[0]
             if corrected_with is None:
                 if p == 1:
@@ -395,14 +396,24 @@ class ReverseSDESolver(AbstractSampler):
             jnp.full(data_shape, sde.diffusion(-tau))
         )
         brownian = diffrax.VirtualBrownianTree(
-            -sde.t1, -t_end, tol=(sde.t1 - t_end) / (4 * self.steps), shape=data_shape,
-            key=bkey, levy_area=diffrax.SpaceTimeLevyArea,
-        )  # fmt: skip
+            -sde.t1,
+            -t_end,
+            tol=(sde.t1 - t_end) / (4 * self.steps),
+            shape=data_shape,
+            key=bkey,
+            levy_area=diffrax.SpaceTimeLevyArea,
+        )
         terms = diffrax.MultiTerm(drift, diffrax.ControlTerm(diffusion, brownian))
         sol = diffrax.diffeqsolve(
-            terms, self.solver, -sde.t1, -t_end, dt0=(sde.t1 - t_end) / self.steps, y0=x0,
-            saveat=diffrax.SaveAt(t1=True), max_steps=self.steps + 1,
-        )  # fmt: skip
+            terms,
+            self.solver,
+            -sde.t1,
+            -t_end,
+            dt0=(sde.t1 - t_end) / self.steps,
+            y0=x0,
+            saveat=diffrax.SaveAt(t1=True),
+            max_steps=self.steps + 1,
+        )
         nfe = self.steps * drift_evaluations(self.solver)
         return self._finish(score, sde, t_end, sol.ys[0], nfe)
 

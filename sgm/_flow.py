@@ -133,9 +133,20 @@ def solver_evaluations(solver: diffrax.AbstractSolver) -> tuple[int, int]:
 
 
 def solve_ode(
-    vector_field, y0, t_start, t_stop, *, solver, rtol, atol, steps, max_steps, norm=None,
-    dt0=None, throw=True,
-) -> tuple[object, Int[Array, ""]]:  # fmt: skip
+    vector_field,
+    y0,
+    t_start,
+    t_stop,
+    *,
+    solver,
+    rtol,
+    atol,
+    steps,
+    max_steps,
+    norm=None,
+    dt0=None,
+    throw=True,
+) -> tuple[object, Int[Array, ""]]:
     """Solves `dy/dt = vector_field(t, y)` from `t_start` to `t_stop` with diffrax: adaptive
     (PID controller; `norm` of the scaled error, RMS by default) when `steps` is None, else
     `steps` fixed steps. Returns `(y(t_stop), nfe)`; rejected steps count, as they cost

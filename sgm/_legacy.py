@@ -22,7 +22,7 @@ _NET_ARGS = {
             "num_groups",
             "dropout",
         ),
-    ),  # fmt: skip
+    ),
     "mlp": ("MLP", ("width", "depth")),
     "dit": ("DiT", ("patch_size", "hidden", "depth", "dropout")),
 }
@@ -43,8 +43,11 @@ def from_legacy(d: dict) -> Experiment:
             sde_obj = VESDE(sigma_min=sde["sigma_min"], sigma_max=sde["sigma_max"])
         else:
             family = VPSDE if sde["kind"] == "vp" else SubVPSDE
-            sde_obj = family(beta_min=sde["beta_min"], beta_max=sde["beta_max"],
-                             schedule=sde.get("schedule", "linear"))  # fmt: skip
+            sde_obj = family(
+                beta_min=sde["beta_min"],
+                beta_max=sde["beta_max"],
+                schedule=sde.get("schedule", "linear"),
+            )
         cls, names = _NET_ARGS[model["kind"]]
         kwargs = {n: tuple(model[n]) if isinstance(model[n], list) else model[n] for n in names}
         steps, snr = sample.get("steps", 1000), sample.get("snr", 0.16)
@@ -67,7 +70,7 @@ def from_legacy(d: dict) -> Experiment:
                 n_test=data.get("n_test"),
                 lowres_factor=data.get("lowres_factor"),
                 **options,
-            ),  # fmt: skip
+            ),
             sde=sde_obj,
             # Before issue 15 every network predicted the noise, conditioned on t through
             # Fourier features of scale 16.
@@ -77,11 +80,11 @@ def from_legacy(d: dict) -> Experiment:
                 preconditioning=NoisePrediction(),
                 fourier_scale=16.0,
                 **kwargs,
-            ),  # fmt: skip
+            ),
             loss=DSMLoss(
                 weighting=train.get("weighting", "sigma2"),
                 importance_sampling=train.get("importance_sampling", False),
-            ),  # fmt: skip
+            ),
             optimizer=Adam(lr=train["lr"], warmup=train["warmup"], grad_clip=train["grad_clip"]),
             train=Train(
                 steps=train["steps"],
@@ -110,7 +113,7 @@ def from_legacy(d: dict) -> Experiment:
                         "classifier_width",
                     )
                     if k in sample
-                },  # fmt: skip
+                },
             ),
             eval=Eval(
                 trace=Exact() if ev.get("exact") else Hutchinson(n_probes=ev.get("n_probes", 1)),

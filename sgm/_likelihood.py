@@ -269,9 +269,11 @@ class LogLikelihood(eqx.Module):
         if bad.size:
             per_step, initial = solver_evaluations(self.solver)
             limit = per_step * self.max_steps + initial
-            reason = (f"the solve reached max_steps={self.max_steps}: raise max_steps or loosen "
-                      "rtol/atol" if np.any(np.asarray(nfe)[bad] >= limit)
-                      else "the score or the data is not finite")  # fmt: skip
+            reason = (
+                f"the solve reached max_steps={self.max_steps}: raise max_steps or loosen rtol/atol"
+                if np.any(np.asarray(nfe)[bad] >= limit)
+                else "the score or the data is not finite"
+            )
             raise RuntimeError(
                 f"no finite log-likelihood for {bad.size} of {n} examples (first: index "
                 f"{bad[0]}): {reason}."
@@ -281,8 +283,11 @@ class LogLikelihood(eqx.Module):
 
 @eqx.filter_jit
 def _loglik_batch(ll: LogLikelihood, x, keys, y):
-    precision = (contextlib.nullcontext() if ll.precision is None
-                 else jax.default_matmul_precision(ll.precision))  # fmt: skip
+    precision = (
+        contextlib.nullcontext()
+        if ll.precision is None
+        else jax.default_matmul_precision(ll.precision)
+    )
     # the products traced here carry the precision; inside the second context, also the
     # tracing of `check_score`, whose jaxpr JAX reuses for the same call in the solve
     with precision, unchecked_unless_labelled(y):

@@ -138,8 +138,9 @@ class DSMLoss(eqx.Module):
             return t, jnp.full_like(t, (rho_hi - rho_lo) / (hi - lo))
         if self.density == "lognormal":
             # rho = log sigma^2 = 2 log sigma; a truncated normal by its inverse CDF.
-            a, b = (ndtr((0.5 * log_inverse_snr(sde, e) - self.p_mean) / self.p_std)
-                    for e in (lo, hi))  # fmt: skip
+            a, b = (
+                ndtr((0.5 * log_inverse_snr(sde, e) - self.p_mean) / self.p_std) for e in (lo, hi)
+            )
             rho = 2 * (self.p_mean + self.p_std * ndtri(a + u * (b - a)))
             t = jnp.clip(jax.vmap(lambda r: sde.time_at_log_snr(-r))(rho), lo, hi)
         else:

@@ -4,8 +4,9 @@ import equinox as eqx
 import optax
 
 
-def lr_schedule(lr: float, *, steps: int | None = None, warmup: int = 100,
-                final_fraction: float = 0.0) -> optax.Schedule:  # fmt: skip
+def lr_schedule(
+    lr: float, *, steps: int | None = None, warmup: int = 100, final_fraction: float = 0.0
+) -> optax.Schedule:
     """A linear warm-up from 0 to `lr` over `warmup` steps, then `lr` (when `steps` is None)
     or a cosine decay to `final_fraction * lr` at `steps` (Loshchilov & Hutter 2017). A run
     of `steps <= warmup` (a quick try of a long configuration) only warms up."""
@@ -65,10 +66,15 @@ class Adam(eqx.Module):
         """The optax transformation for a run of `steps` steps (with `decay`, the rate reaches
         `final_fraction * lr` there; without, `steps` is not needed)."""
         if self.decay and steps is None:
-            raise ValueError("Adam(decay=True) decays over the run: pass its length, "
-                             "transform(steps).")  # fmt: skip
-        schedule = lr_schedule(self.lr, steps=steps if self.decay else None,
-                               warmup=self.warmup, final_fraction=self.final_fraction)  # fmt: skip
+            raise ValueError(
+                "Adam(decay=True) decays over the run: pass its length, transform(steps)."
+            )
+        schedule = lr_schedule(
+            self.lr,
+            steps=steps if self.decay else None,
+            warmup=self.warmup,
+            final_fraction=self.final_fraction,
+        )
         adam = optax.adam(schedule, b2=self.b2)
         if self.grad_clip is None:
             return adam

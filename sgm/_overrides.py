@@ -26,8 +26,15 @@ _NET_KINDS = {"unet": "UNet", "mlp": "MLP", "dit": "DiT"}
 _LOSS_FROM_DATA = ("label_dropout", "null_label")
 
 # What an existing run accepts: settings that do not change the trained model.
-RUN_SETTINGS = ("train.steps", "train.log_every", "train.eval_every", "train.checkpoint_every",
-                "train.keep_checkpoints", "train.divergence_factor", "data.n_test")  # fmt: skip
+RUN_SETTINGS = (
+    "train.steps",
+    "train.log_every",
+    "train.eval_every",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.divergence_factor",
+    "data.n_test",
+)
 RUN_SECTIONS = ("sample", "eval")
 
 
@@ -97,17 +104,22 @@ def _apply(exp: Experiment, key: str, raw: str, given: str) -> Experiment:
         if name == "kind":
             cls = _SDE_KINDS.get(raw)
             if cls is None:
-                raise ValueError(f"bad value {raw!r} for sde.kind: expected one of "
-                                 f"{tuple(_SDE_KINDS)}")  # fmt: skip
-            shared = {k: v for k, v in fields_of(exp.sde).items()
-                      if k in {f.name for f in dataclasses.fields(cls)}}  # fmt: skip
+                raise ValueError(
+                    f"bad value {raw!r} for sde.kind: expected one of {tuple(_SDE_KINDS)}"
+                )
+            shared = {
+                k: v
+                for k, v in fields_of(exp.sde).items()
+                if k in {f.name for f in dataclasses.fields(cls)}
+            }
             return replace(sde=cls(**shared))
         return replace(sde=_set(exp.sde, name, raw, given))
     if section == "net":
         if name == "kind":
             if raw not in _NET_KINDS:
-                raise ValueError(f"bad value {raw!r} for model.kind: expected one of "
-                                 f"{tuple(_NET_KINDS)}")  # fmt: skip
+                raise ValueError(
+                    f"bad value {raw!r} for model.kind: expected one of {tuple(_NET_KINDS)}"
+                )
             cls = registered(_NET_KINDS[raw])
             if cls is exp.net.cls:
                 return exp
@@ -138,14 +150,18 @@ def _apply_sample(s: Sample, name: str, raw: str, given: str) -> Sample:
         names = raw.replace(",", " ").split()
         unknown = [n for n in names if n not in s.samplers and n not in SAMPLERS]
         if unknown or not names:
-            raise ValueError(f"unknown samplers {unknown}; choose from "
-                             f"{sorted(set(SAMPLERS) | set(s.samplers))}.")  # fmt: skip
+            raise ValueError(
+                f"unknown samplers {unknown}; choose from "
+                f"{sorted(set(SAMPLERS) | set(s.samplers))}."
+            )
         chosen = {n: s.samplers[n] if n in s.samplers else SAMPLERS[n]() for n in names}
         return dataclasses.replace(s, samplers=chosen)
     if name in ("steps", "snr"):  # the SDE samplers of the list, as before
         kinds = (EulerMaruyama, PredictorCorrector) if name == "steps" else (PredictorCorrector,)
-        samplers = {n: _set(v, name, raw, f"sample.{name}") if isinstance(v, kinds) else v
-                    for n, v in s.samplers.items()}  # fmt: skip
+        samplers = {
+            n: _set(v, name, raw, f"sample.{name}") if isinstance(v, kinds) else v
+            for n, v in s.samplers.items()
+        }
         return dataclasses.replace(s, samplers=samplers)
     head, dot, rest = name.partition(".")
     if dot:

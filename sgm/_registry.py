@@ -20,10 +20,27 @@ from ._trace import Exact, Hutchinson, HutchPlusPlus
 
 register(VPSDE, SubVPSDE, VESDE, LearnedVPSDE)
 register(nets.MLP, nets.UNet, nets.DiT)
-register(EulerMaruyama, PredictorCorrector, ProbabilityFlowODE, DPMSolver, UniPC, HeunSampler,
-         ReverseSDESolver)  # fmt: skip
-register(diffrax.Euler, diffrax.Heun, diffrax.Midpoint, diffrax.Ralston, diffrax.Bosh3,
-         diffrax.Tsit5, diffrax.Dopri5, diffrax.Dopri8, diffrax.SRA1, diffrax.ShARK)  # fmt: skip
+register(
+    EulerMaruyama,
+    PredictorCorrector,
+    ProbabilityFlowODE,
+    DPMSolver,
+    UniPC,
+    HeunSampler,
+    ReverseSDESolver,
+)
+register(
+    diffrax.Euler,
+    diffrax.Heun,
+    diffrax.Midpoint,
+    diffrax.Ralston,
+    diffrax.Bosh3,
+    diffrax.Tsit5,
+    diffrax.Dopri5,
+    diffrax.Dopri8,
+    diffrax.SRA1,
+    diffrax.ShARK,
+)
 register(ODEVariables, Exact, Hutchinson, HutchPlusPlus)
 register(EDMPreconditioning, NoisePrediction, UniformDequantizer, AffineScaler)
 register(DSMLoss, Adam, Data, Net, Train, Sample, Eval, Experiment)

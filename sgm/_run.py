@@ -58,8 +58,14 @@ def _before_preconditioning(data: dict) -> dict:
     the defaults then, which it did not record either."""
     net = data.get("net")
     if isinstance(net, dict) and "preconditioning" not in net:
-        data = {**data, "net": {"preconditioning": {"__class__": "NoisePrediction"},
-                                "fourier_scale": 16.0, **net}}  # fmt: skip
+        data = {
+            **data,
+            "net": {
+                "preconditioning": {"__class__": "NoisePrediction"},
+                "fourier_scale": 16.0,
+                **net,
+            },
+        }
     return data
 
 
@@ -120,8 +126,13 @@ class RunDir:
                 "directory."
             ) from None
         write_json(path / CONFIG, to_json(config))
-        info = {"experiment": config.name, "created": _now(), **info, "settings": {},
-                "invocations": []}  # fmt: skip
+        info = {
+            "experiment": config.name,
+            "created": _now(),
+            **info,
+            "settings": {},
+            "invocations": [],
+        }
         write_json(path / INFO, info)
         return cls(path, config, info)
 
@@ -143,8 +154,12 @@ class RunDir:
         changed in `run.json`; returns the run with those settings applied."""
         info = dict(self.info)
         info["settings"] = {**info.get("settings", {}), **settings}
-        invocation = {"time": _now(), "mode": mode, "overrides": dict(overrides),
-                      "processes": jax.process_count()}  # fmt: skip
+        invocation = {
+            "time": _now(),
+            "mode": mode,
+            "overrides": dict(overrides),
+            "processes": jax.process_count(),
+        }
         info["invocations"] = [*info.get("invocations", []), invocation]
         if is_main():  # process 0 alone writes files
             write_json(self.path / INFO, info)

@@ -92,8 +92,9 @@ def _euler_maruyama_step(score, sde, t, t_next, x, z):
 def _scan_steps(step, x1, ts, key, unroll):
     """`step(x, (t, t_next, key))` over the grid `ts`, one key per step."""
     keys = jr.split(key, len(ts) - 1)
-    x, _ = lax.scan(lambda x, inputs: (step(x, inputs), None), x1, (ts[:-1], ts[1:], keys),
-                    unroll=unroll)  # fmt: skip
+    x, _ = lax.scan(
+        lambda x, inputs: (step(x, inputs), None), x1, (ts[:-1], ts[1:], keys), unroll=unroll
+    )
     return x
 
 

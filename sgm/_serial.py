@@ -67,8 +67,11 @@ def fields_of(obj) -> dict[str, Any]:
         return obj.config_fields()
     # a learned array (a `LearnedVPSDE`'s schedule) is initialised from the other fields and
     # restored from the model's checkpoint, never written to a configuration
-    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)
-            if f.init and not f.metadata.get("learned")}  # fmt: skip
+    return {
+        f.name: getattr(obj, f.name)
+        for f in dataclasses.fields(obj)
+        if f.init and not f.metadata.get("learned")
+    }
 
 
 def to_json(obj) -> Any:

@@ -38,8 +38,9 @@ class _Batches:
     process's examples, so the batch at any step is known from the step alone (exact resume).
     Each batch becomes one global array sharded over the `'data'` mesh axis."""
 
-    def __init__(self, x, labels, batch_size, seed, mesh: Mesh, *, rank=None, n_proc=None,
-                 sharded=False):  # fmt: skip
+    def __init__(
+        self, x, labels, batch_size, seed, mesh: Mesh, *, rank=None, n_proc=None, sharded=False
+    ):
         rank = jax.process_index() if rank is None else rank
         n_proc = jax.process_count() if n_proc is None else n_proc
         mine = slice(None) if sharded else slice(rank, None, n_proc)  # rows rank::n_proc
@@ -143,15 +144,29 @@ def _check_class_labels(model: ScoreModel, name: str, y) -> None:
         )
 
 
-def _check_options(x, labels, steps, batch_size, ema_decay, log_every, eval_every,
-                   checkpoint_every, keep_checkpoints, divergence_factor):  # fmt: skip
+def _check_options(
+    x,
+    labels,
+    steps,
+    batch_size,
+    ema_decay,
+    log_every,
+    eval_every,
+    checkpoint_every,
+    keep_checkpoints,
+    divergence_factor,
+):
     def positive(name, value):
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
 
-    for name, value in (("steps", steps), ("batch_size", batch_size), ("log_every", log_every),
-                        ("checkpoint_every", checkpoint_every),
-                        ("keep_checkpoints", keep_checkpoints)):  # fmt: skip
+    for name, value in (
+        ("steps", steps),
+        ("batch_size", batch_size),
+        ("log_every", log_every),
+        ("checkpoint_every", checkpoint_every),
+        ("keep_checkpoints", keep_checkpoints),
+    ):
         positive(name, value)
     if eval_every is not None:
         positive("eval_every", eval_every)
@@ -249,8 +264,18 @@ def train(
     x, labels, sharded = _as_arrays(data, labels)
     x = np.asarray(x)
     labels = None if labels is None else np.asarray(labels)
-    _check_options(x, labels, steps, batch_size, ema_decay, log_every, eval_every,
-                   checkpoint_every, keep_checkpoints, divergence_factor)  # fmt: skip
+    _check_options(
+        x,
+        labels,
+        steps,
+        batch_size,
+        ema_decay,
+        log_every,
+        eval_every,
+        checkpoint_every,
+        keep_checkpoints,
+        divergence_factor,
+    )
     for name, y in (("labels", labels), ("eval_labels", eval_labels)):
         _check_class_labels(model, name, y)
     mesh = global_mesh()
@@ -328,8 +353,11 @@ def train(
         last_good = step
 
     def diverged(message):
-        where = (f"; the last good checkpoint (step {last_good}) is kept in {ckpt}"
-                 if last_good is not None else "; no checkpoint was saved")  # fmt: skip
+        where = (
+            f"; the last good checkpoint (step {last_good}) is kept in {ckpt}"
+            if last_good is not None
+            else "; no checkpoint was saved"
+        )
         return TrainingDiverged(message + where, last_good)
 
     with (

@@ -45,21 +45,29 @@ def initialize(*, timeout: int = 300) -> None:
                 f"{given['JAX_NUM_PROCESSES']!r} and {given['JAX_PROCESS_ID']!r}."
             ) from None
         if not (n >= 1 and 0 <= rank < n):
-            raise ValueError(f"need JAX_NUM_PROCESSES >= 1 and 0 <= JAX_PROCESS_ID < it; got "
-                             f"{n} and {rank}.")  # fmt: skip
+            raise ValueError(
+                f"need JAX_NUM_PROCESSES >= 1 and 0 <= JAX_PROCESS_ID < it; got {n} and {rank}."
+            )
         address = given["JAX_COORDINATOR_ADDRESS"]
         if ":" not in address:
             raise ValueError(f"JAX_COORDINATOR_ADDRESS must be host:port, got {address!r}.")
         bind = os.environ.get("JAX_COORDINATOR_BIND_ADDRESS", address)
-        kwargs = dict(coordinator_address=address, num_processes=n, process_id=rank,
-                      coordinator_bind_address=bind)  # fmt: skip
+        kwargs = dict(
+            coordinator_address=address,
+            num_processes=n,
+            process_id=rank,
+            coordinator_bind_address=bind,
+        )
         _rendezvous(address, n, rank, timeout)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
         jax.distributed.initialize(initialization_timeout=timeout, **kwargs)
     except Exception as e:
-        what = (f"{kwargs['num_processes']} processes at {kwargs['coordinator_address']}"
-                if kwargs else "the job that cluster auto-detection found")  # fmt: skip
+        what = (
+            f"{kwargs['num_processes']} processes at {kwargs['coordinator_address']}"
+            if kwargs
+            else "the job that cluster auto-detection found"
+        )
         raise RuntimeError(
             f"could not join {what} within {timeout} s: {str(e).splitlines()[0]}. Check that "
             "every process was started with the same coordinator address and process count "
@@ -94,8 +102,7 @@ def _gather_hellos(host, port, n, deadline, timeout):
             try:
                 conn, _ = server.accept()
             except TimeoutError:
-                problem = (f"only process(es) {sorted(arrived)} of {n} arrived within "
-                           f"{timeout:g} s")  # fmt: skip
+                problem = f"only process(es) {sorted(arrived)} of {n} arrived within {timeout:g} s"
                 break
             conn.settimeout(max(deadline - time.monotonic(), 0.01))
             try:

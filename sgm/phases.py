@@ -161,8 +161,9 @@ def save_conditional(ds, x, y, path, title):
         k = min(8, len(x))
         idx = np.arange(k) % len(ds.test)
         rows = np.concatenate([np.asarray(y[:k]), np.asarray(x[:k]), ds.test[idx]])
-        plot.save_image_grid(to_unit(ds, rows), path, ncol=k,
-                             title=f"{title}\nrows: condition, sample, truth")  # fmt: skip
+        plot.save_image_grid(
+            to_unit(ds, rows), path, ncol=k, title=f"{title}\nrows: condition, sample, truth"
+        )
     elif ds.condition == "vector" and len(ds.data_shape) == 2 and y.shape[1] == 1:
         lag1 = lambda s: np.sum(s[:, 1:] * s[:, :-1], 1) / np.sum(s[:, :-1] ** 2, 1)  # noqa: E731
         flat = lambda a: np.asarray(a).reshape(len(a), -1)  # noqa: E731
@@ -209,8 +210,10 @@ def sample(cfg: Experiment, ds: Dataset, run: Run, metrics: dict) -> None:
             save_conditional(ds, x, y, run.path / f"conditional_{name}.png", title)
             if ds.check_conditional is not None and finite:
                 out[name]["check"] = ds.check_conditional(np.asarray(x), np.asarray(y))
-        bar.write(f"sampled with {name}: NFE {float(nfe.mean()):.0f}, {seconds:.1f} s"
-                  + (f", check {out[name]['check']}" if "check" in out[name] else ""))  # fmt: skip
+        bar.write(
+            f"sampled with {name}: NFE {float(nfe.mean()):.0f}, {seconds:.1f} s"
+            + (f", check {out[name]['check']}" if "check" in out[name] else "")
+        )
     metrics["samplers"] = out
 
 
@@ -316,15 +319,25 @@ def colorize(cfg: Experiment, ds: Dataset, run: Run, metrics: dict) -> None:
     grey = x.mean(axis=1, keepdims=True)
     s = cfg.sample
     start = time.perf_counter()
-    out = colorize_images(run.model, run.sde, s.controlled,
-                       key=jr.key(6), grey=grey, method=s.inpaint_method,
-                       n_particles=s.inpaint_particles)  # fmt: skip
+    out = colorize_images(
+        run.model,
+        run.sde,
+        s.controlled,
+        key=jr.key(6),
+        grey=grey,
+        method=s.inpaint_method,
+        n_particles=s.inpaint_particles,
+    )
     metrics["colorize"] = {"seconds": time.perf_counter() - start, "method": s.inpaint_method}
     if not is_main():  # process 0 alone writes files
         return
     grid = jnp.concatenate([jnp.repeat(grey, 3, axis=1), out, x])
-    plot.save_image_grid(to_unit(ds, grid), run.path / "colorize.png", ncol=8,
-                         title="rows: grey input / colourised / original")  # fmt: skip
+    plot.save_image_grid(
+        to_unit(ds, grid),
+        run.path / "colorize.png",
+        ncol=8,
+        title="rows: grey input / colourised / original",
+    )
     print(f"colourised 8 images in {metrics['colorize']['seconds']:.1f} s")
 
 
@@ -364,8 +377,7 @@ def guided(cfg: Experiment, ds: Dataset, run: Run, metrics: dict) -> None:
         raise PhaseError(f"--mode guided needs labelled data; {cfg.data.name} has no labels")
     s = cfg.sample
     start = time.perf_counter()
-    net = nets.Classifier(ds.data_shape, ds.num_classes, key=jr.key(7),
-                              width=s.classifier_width)  # fmt: skip
+    net = nets.Classifier(ds.data_shape, ds.num_classes, key=jr.key(7), width=s.classifier_width)
     clf, losses = train_classifier(
         NoisyClassifier(net, run.sde),
         ds.train,
@@ -385,8 +397,7 @@ def guided(cfg: Experiment, ds: Dataset, run: Run, metrics: dict) -> None:
     y = jnp.repeat(jnp.arange(k), 8)
     # a class-conditional model called without y is its unconditional (null-label) score
     score = ClassifierGuidance(lambda t, x: run.model(t, x), clf, s.classifier_scale)
-    x = draw(score, run.sde, s.controlled, key=jr.key(9),
-                   shape=(len(y), *ds.data_shape), y=y)  # fmt: skip
+    x = draw(score, run.sde, s.controlled, key=jr.key(9), shape=(len(y), *ds.data_shape), y=y)
     judged = jnp.argmax(jax.vmap(lambda x: clf.logits(t_small, x))(x), 1)
     metrics["guided"] = {
         "classifier_steps": s.classifier_steps,
@@ -398,6 +409,10 @@ def guided(cfg: Experiment, ds: Dataset, run: Run, metrics: dict) -> None:
     }
     if not is_main():  # process 0 alone writes files
         return
-    plot.save_image_grid(to_unit(ds, x), run.path / "guided.png", ncol=8,
-                         title=f"classifier guidance, scale {s.classifier_scale}")  # fmt: skip
+    plot.save_image_grid(
+        to_unit(ds, x),
+        run.path / "guided.png",
+        ncol=8,
+        title=f"classifier guidance, scale {s.classifier_scale}",
+    )
     print(f"classifier guidance: {metrics['guided']}")

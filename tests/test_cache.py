@@ -18,9 +18,14 @@ print(len(hits))
 
 
 def _run(tmp_path, **env):
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "cache")],
-                          env={**os.environ, **env}, capture_output=True, text=True, check=True,
-                          timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path / "cache")],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     where, hits = proc.stdout.split()
     return where, int(hits)
 
@@ -56,7 +61,9 @@ logging.getLogger("jax._src.compiler").setLevel(logging.DEBUG)
 sgm.enable_compilation_cache(sys.argv[1], min_compile_seconds=0)
 """
 
-TRAIN = CACHE_LOG + """
+TRAIN = (
+    CACHE_LOG
+    + """
 sde = sgm.VPSDE()
 net = sgm.nets.MLP((2,), key=jr.key(0), width=8, depth=1, num_classes=3)
 x = np.asarray(jr.normal(jr.key(1), (64, 2)))
@@ -65,14 +72,23 @@ sgm.train(sgm.ScoreModel(net, sde), sde, x, optax.adam(1e-3), steps=2, batch_siz
           key=jr.key(2), labels=y, progress=False)
 print(sum("cache hit for 'jit_train_step'" in m for m in records))
 """
+)
 
 
 def test_the_training_step_is_stored_and_loaded(tmp_path):
     """The training step is traced without checks (no host callbacks), so a second run loads it
     from the cache; the labels are checked on the host instead."""
-    runs = [subprocess.run([sys.executable, "-c", TRAIN, str(tmp_path / "cache")],
-                           env={**os.environ, "SGM_COMPILATION_CACHE": "1"}, capture_output=True,
-                           text=True, check=True, timeout=300) for _ in range(2)]  # fmt: skip
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", TRAIN, str(tmp_path / "cache")],
+            env={**os.environ, "SGM_COMPILATION_CACHE": "1"},
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=300,
+        )
+        for _ in range(2)
+    ]
     assert [int(r.stdout.split()[-1]) for r in runs] == [0, 1]
 
 
@@ -87,11 +103,14 @@ def test_class_labels_are_checked_before_training():
     x = np.zeros((16, 2), np.float32)
     for bad in (np.full(16, 4), np.full(16, -1), np.full(16, 0.5)):
         with pytest.raises(ValueError, match=r"labels must be integer class labels in \[0, 3\]"):
-            sgm.train(model, sde, x, optax.adam(1e-3), steps=1, batch_size=8, key=jr.key(0),
-                      labels=bad)  # fmt: skip
+            sgm.train(
+                model, sde, x, optax.adam(1e-3), steps=1, batch_size=8, key=jr.key(0), labels=bad
+            )
 
 
-SAMPLE = CACHE_LOG + """
+SAMPLE = (
+    CACHE_LOG
+    + """
 sde = sgm.VPSDE()
 model = sgm.ScoreModel(sgm.nets.MLP((2,), key=jr.key(0), width=8, depth=1), sde)
 sgm.sample(model, sde, sgm.EulerMaruyama(steps=5), key=jr.key(1), shape=(4, 2))
@@ -99,12 +118,21 @@ sgm.log_likelihood(model, sde, np.zeros((2, 2), np.float32), key=jr.key(2), max_
 print(sum("cache hit for 'jit__sample_batch'" in m for m in records),
       sum("cache hit for 'jit__loglik_batch'" in m for m in records))
 """
+)
 
 
 def test_sampling_and_likelihood_programs_are_stored_and_loaded(tmp_path):
     """Unconditional sampling and likelihood programs carry no traced checks (their times are
     valid by construction), so a second process loads them from the cache."""
-    runs = [subprocess.run([sys.executable, "-c", SAMPLE, str(tmp_path / "cache")],
-                           env={**os.environ, "SGM_COMPILATION_CACHE": "1"}, capture_output=True,
-                           text=True, check=True, timeout=300) for _ in range(2)]  # fmt: skip
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", SAMPLE, str(tmp_path / "cache")],
+            env={**os.environ, "SGM_COMPILATION_CACHE": "1"},
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=300,
+        )
+        for _ in range(2)
+    ]
     assert [r.stdout.split()[-2:] for r in runs] == [["0", "0"], ["1", "1"]]

@@ -30,14 +30,23 @@ def test_class_conditional_digits_draw_the_requested_class():
     model = sgm.ScoreModel(net, sde)
     loss = sgm.DSMLoss(label_dropout=0.1, null_label=10)
     optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-3))
-    model = sgm.train(model, sde, ds, optimizer, steps=3000, batch_size=128, key=jr.key(1),
-                      loss=loss, labels=ds.train_labels, progress=False)  # fmt: skip
+    model = sgm.train(
+        model,
+        sde,
+        ds,
+        optimizer,
+        steps=3000,
+        batch_size=128,
+        key=jr.key(1),
+        loss=loss,
+        labels=ds.train_labels,
+        progress=False,
+    )
 
     per_class = 30
     y = jnp.repeat(jnp.arange(10), per_class)
     score = sgm.ClassifierFreeGuidance(model, guidance_scale=2.0, null_label=10)
-    x = sgm.sample(score, sde, sgm.DPMSolver(steps=20), key=jr.key(2), shape=(len(y), 1, 8, 8),
-                   y=y)  # fmt: skip
+    x = sgm.sample(score, sde, sgm.DPMSolver(steps=20), key=jr.key(2), shape=(len(y), 1, 8, 8), y=y)
     assert bool(jnp.all(jnp.isfinite(x)))
     predicted = judge.predict(flat(jnp.clip(x, -1, 1)))
     accuracy = float(np.mean(predicted == np.asarray(y)))

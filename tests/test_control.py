@@ -27,8 +27,16 @@ def conditional():
 def inpainted(sde, method, **kw):
     g = sgm.Gaussian(MU, COV)
     x = jnp.tile(jnp.array([*X_KNOWN, jnp.nan, jnp.nan]), (N, 1))
-    out = sgm.inpaint(g.score(sde), sde, sgm.EulerMaruyama(steps=200), key=jr.key(0), x=x,
-                      mask=jnp.asarray(KNOWN), method=method, **kw)  # fmt: skip
+    out = sgm.inpaint(
+        g.score(sde),
+        sde,
+        sgm.EulerMaruyama(steps=200),
+        key=jr.key(0),
+        x=x,
+        mask=jnp.asarray(KNOWN),
+        method=method,
+        **kw,
+    )
     np.testing.assert_array_equal(out[:, :2], np.tile(X_KNOWN, (N, 1)).astype(np.float32))
     return np.asarray(out[:, 2:], np.float64)
 
@@ -65,8 +73,14 @@ def test_colorization_conditions_on_the_grey_level():
         return exact(t, x.reshape(3)).reshape(3, 1, 1)
 
     c = 0.25
-    rgb = sgm.colorize(score, sde, sgm.EulerMaruyama(steps=200), key=jr.key(0),
-                       grey=jnp.full((N, 1, 1, 1), c), n_particles=16)  # fmt: skip
+    rgb = sgm.colorize(
+        score,
+        sde,
+        sgm.EulerMaruyama(steps=200),
+        key=jr.key(0),
+        grey=jnp.full((N, 1, 1, 1), c),
+        n_particles=16,
+    )
     rgb = np.asarray(rgb).reshape(N, 3)
     np.testing.assert_allclose(rgb.mean(1), c, atol=1e-5)
     a = np.ones(3) / 3
@@ -107,8 +121,14 @@ def test_classifier_guidance_with_the_exact_classifier():
         return jax.nn.log_softmax(mix.component_log_probs(x, sde=sde, t=t))[y]
 
     guided = sgm.ClassifierGuidance(mix.score(sde), log_prob_y, guidance_scale=1.0)
-    x = sgm.sample(guided, sde, sgm.EulerMaruyama(steps=300), key=jr.key(0), shape=(1000, 2),
-                   y=jnp.full((1000,), 0))  # fmt: skip
+    x = sgm.sample(
+        guided,
+        sde,
+        sgm.EulerMaruyama(steps=300),
+        key=jr.key(0),
+        shape=(1000, 2),
+        y=jnp.full((1000,), 0),
+    )
     assert float(jnp.mean(jax.vmap(mix.assign)(x) == 0)) > 0.995
     comp = mix.component(0)
     np.testing.assert_allclose(x.mean(0), comp.mean, atol=0.03)
@@ -128,9 +148,15 @@ def test_trained_time_dependent_classifier_matches_the_exact_posterior():
     noise = 0.15 * jr.normal(jr.key(1), (n, 2))
     x = mix.components.mean[labels] + noise
     net = sgm.nets.Classifier((2,), 4, key=jr.key(2), width=64, depth=3)
-    clf, losses = sgm.train_classifier(sgm.NoisyClassifier(net, sde), x, labels,
-                                       optax.adam(2e-3), steps=1500, batch_size=256,
-                                       key=jr.key(3))  # fmt: skip
+    clf, losses = sgm.train_classifier(
+        sgm.NoisyClassifier(net, sde),
+        x,
+        labels,
+        optax.adam(2e-3),
+        steps=1500,
+        batch_size=256,
+        key=jr.key(3),
+    )
     assert np.mean(losses[-100:]) < np.mean(losses[:100])
     for t in (0.01, 0.2, 0.5, 1.0):
         m, s = sde.marginal(t)
@@ -141,12 +167,19 @@ def test_trained_time_dependent_classifier_matches_the_exact_posterior():
         model = jax.nn.log_softmax(jax.vmap(lambda z, t=t: clf.logits(t, z))(xt), axis=1)
         assert float(jnp.sum(jnp.exp(exact) * (exact - model), 1).mean()) < 0.05, t
     guided = sgm.ClassifierGuidance(mix.score(sde), clf, guidance_scale=1.0)
-    out = sgm.sample(guided, sde, sgm.EulerMaruyama(steps=300), key=jr.key(5), shape=(1000, 2),
-                     y=jnp.zeros(1000, int))  # fmt: skip
+    out = sgm.sample(
+        guided,
+        sde,
+        sgm.EulerMaruyama(steps=300),
+        key=jr.key(5),
+        shape=(1000, 2),
+        y=jnp.zeros(1000, int),
+    )
     assert float(jnp.mean(jax.vmap(mix.assign)(out) == 0)) > 0.95
     with pytest.raises(ValueError, match="labels must be"):
-        sgm.train_classifier(clf, x, np.zeros(3, int), optax.adam(1e-3), steps=1, batch_size=2,
-                             key=jr.key(0))  # fmt: skip
+        sgm.train_classifier(
+            clf, x, np.zeros(3, int), optax.adam(1e-3), steps=1, batch_size=2, key=jr.key(0)
+        )
 
 
 def test_bad_input_raises():
@@ -155,14 +188,23 @@ def test_bad_input_raises():
     with pytest.raises(ValueError, match="mask must be boolean"):
         sgm.inpaint(g.score(sde), sde, sgm.EulerMaruyama(), key=jr.key(0), x=x, mask=jnp.ones(4))
     with pytest.raises(ValueError, match="mask must have shape"):
-        sgm.inpaint(g.score(sde), sde, sgm.EulerMaruyama(), key=jr.key(0), x=x,
-                    mask=jnp.ones(3, bool))  # fmt: skip
+        sgm.inpaint(
+            g.score(sde), sde, sgm.EulerMaruyama(), key=jr.key(0), x=x, mask=jnp.ones(3, bool)
+        )
     with pytest.raises(ValueError, match="EulerMaruyama"):
-        sgm.inpaint(g.score(sde), sde, sgm.ProbabilityFlowODE(), key=jr.key(0), x=x,
-                    mask=jnp.ones(4, bool))  # fmt: skip
+        sgm.inpaint(
+            g.score(sde), sde, sgm.ProbabilityFlowODE(), key=jr.key(0), x=x, mask=jnp.ones(4, bool)
+        )
     with pytest.raises(ValueError, match="method"):
-        sgm.inpaint(g.score(sde), sde, sgm.EulerMaruyama(), key=jr.key(0), x=x,
-                    mask=jnp.ones(4, bool), method="repaint")  # fmt: skip
+        sgm.inpaint(
+            g.score(sde),
+            sde,
+            sgm.EulerMaruyama(),
+            key=jr.key(0),
+            x=x,
+            mask=jnp.ones(4, bool),
+            method="repaint",
+        )
     with pytest.raises(ValueError, match=r"\(n, 1, H, W\)"):
         sgm.colorize(g.score(sde), sde, sgm.EulerMaruyama(), key=jr.key(0), grey=jnp.zeros((2, 3)))
 
@@ -179,12 +221,24 @@ def test_model_conditioned_on_a_parameter_vector():
     theta = np.asarray(jr.uniform(jr.key(0), (8192, 1), minval=-1.0, maxval=1.0))
     x = np.concatenate([theta, -theta], 1) + 0.2 * np.asarray(jr.normal(jr.key(1), (8192, 2)))
     net = sgm.nets.MLP((2,), key=jr.key(2), width=128, depth=3, cond_dim=1)
-    model = sgm.train(sgm.ScoreModel(net, sde), sde, x.astype(np.float32), optax.adam(2e-3),
-                      steps=1500, batch_size=256, key=jr.key(3), labels=theta.astype(np.float32),
-                      progress=False, ema_decay=0.99)  # fmt: skip
+    model = sgm.train(
+        sgm.ScoreModel(net, sde),
+        sde,
+        x.astype(np.float32),
+        optax.adam(2e-3),
+        steps=1500,
+        batch_size=256,
+        key=jr.key(3),
+        labels=theta.astype(np.float32),
+        progress=False,
+        ema_decay=0.99,
+    )
     for value in (-0.7, 0.7):
         y = jnp.full((1000, 1), value)
-        out = np.asarray(sgm.sample(model, sde, sgm.EulerMaruyama(steps=300), key=jr.key(4),
-                                    shape=(1000, 2), y=y))  # fmt: skip
+        out = np.asarray(
+            sgm.sample(
+                model, sde, sgm.EulerMaruyama(steps=300), key=jr.key(4), shape=(1000, 2), y=y
+            )
+        )
         np.testing.assert_allclose(out.mean(0), [value, -value], atol=0.1)
         np.testing.assert_allclose(out.std(0), [0.2, 0.2], rtol=0.25)

@@ -187,11 +187,23 @@ def test_bad_conditioning_inputs():
     with pytest.raises(ValueError, match="both train_cond and test_cond"):
         sgm.data.Dataset("s", (1, 8), x, x, train_cond=np.zeros((4, 2), np.float32))
     with pytest.raises(ValueError, match=r"expected \(4, p\)"):
-        sgm.data.Dataset("s", (1, 8), x, x, train_cond=np.zeros((4, 1, 7), np.float32),
-                         test_cond=np.zeros((4, 1, 7), np.float32))  # fmt: skip
+        sgm.data.Dataset(
+            "s",
+            (1, 8),
+            x,
+            x,
+            train_cond=np.zeros((4, 1, 7), np.float32),
+            test_cond=np.zeros((4, 1, 7), np.float32),
+        )
     with pytest.raises(ValueError, match="finite float32"):
-        sgm.data.Dataset("s", (1, 8), x, x, train_cond=np.full((4, 2), np.nan, np.float32),
-                         test_cond=np.zeros((4, 2), np.float32))  # fmt: skip
+        sgm.data.Dataset(
+            "s",
+            (1, 8),
+            x,
+            x,
+            train_cond=np.full((4, 2), np.nan, np.float32),
+            test_cond=np.zeros((4, 2), np.float32),
+        )
 
 
 def test_a_process_reads_only_its_share_of_a_tfds_dataset(monkeypatch):
@@ -241,6 +253,7 @@ def test_sharded_datasets_hold_their_share():
     with pytest.raises(ValueError, match="rank"):
         ds.sharded(4, 4)
     with pytest.raises(ValueError, match="process 2 of 4"):
-        model = sgm.ScoreModel(sgm.nets.MLP((1, 8, 8), key=jr.key(0), width=8, depth=1),
-                               sgm.VPSDE())  # fmt: skip
+        model = sgm.ScoreModel(
+            sgm.nets.MLP((1, 8, 8), key=jr.key(0), width=8, depth=1), sgm.VPSDE()
+        )
         sgm.train(model, sgm.VPSDE(), part, None, steps=1, batch_size=4, key=jr.key(0))

@@ -26,16 +26,21 @@ def perturbed(dq, scale=0.3, seed=0):
     """A dequantizer whose last layer is not zero (so `mu` and `sigma` vary with the input)."""
     leaves, tree = jax.tree.flatten(dq)
     keys = jr.split(jr.key(seed), len(leaves))
-    leaves = [a + scale * jr.normal(k, a.shape) if eqx.is_inexact_array(a) else a
-              for a, k in zip(leaves, keys, strict=True)]  # fmt: skip
+    leaves = [
+        a + scale * jr.normal(k, a.shape) if eqx.is_inexact_array(a) else a
+        for a, k in zip(leaves, keys, strict=True)
+    ]
     return jax.tree.unflatten(tree, leaves)
 
 
 @pytest.mark.parametrize("kind", ["uniform", "variational"])
 def test_samples_stay_in_their_bins(kind):
     k = images()
-    dq = (sgm.UniformDequantizer() if kind == "uniform"
-          else perturbed(sgm.VariationalDequantizer((1, 2, 3), key=jr.key(0))))  # fmt: skip
+    dq = (
+        sgm.UniformDequantizer()
+        if kind == "uniform"
+        else perturbed(sgm.VariationalDequantizer((1, 2, 3), key=jr.key(0)))
+    )
     x, _ = jax.vmap(lambda x, key: dq(x, key=key))(as_model_scale(k), jr.split(jr.key(1), len(k)))
     v = np.asarray(sgm.AffineScaler().inverse(x)) * 256
     assert np.all(v >= k) and np.all(v < k + 1)
@@ -66,8 +71,11 @@ def test_bits_per_dim_matches_the_closed_form(kind):
     sde = sgm.VPSDE()
     g = sgm.Gaussian(jnp.zeros(6), jnp.full(6, 0.4))
     score = lambda t, x: g.score(sde)(t, x.reshape(6)).reshape(1, 2, 3)  # noqa: E731
-    dq = (sgm.UniformDequantizer() if kind == "uniform"
-          else perturbed(sgm.VariationalDequantizer((1, 2, 3), key=jr.key(0))))  # fmt: skip
+    dq = (
+        sgm.UniformDequantizer()
+        if kind == "uniform"
+        else perturbed(sgm.VariationalDequantizer((1, 2, 3), key=jr.key(0)))
+    )
     k = images()
     bpd = sgm.dequantized_bits_per_dim(score, sde, k, dq, key=jr.key(5), trace=sgm.Exact())
     ukey, _ = jr.split(jr.split(jr.key(5), 1)[0])
@@ -85,13 +93,19 @@ def test_uniform_agrees_with_bits_per_dim():
     score = lambda t, x: g.score(sde)(t, x.reshape(6)).reshape(1, 2, 3)  # noqa: E731
     k = images(64)
     a = sgm.bits_per_dim(score, sde, k, key=jr.key(0), trace=sgm.Exact())
-    b = sgm.dequantized_bits_per_dim(score, sde, k, sgm.UniformDequantizer(), key=jr.key(1),
-                                     trace=sgm.Exact())  # fmt: skip
+    b = sgm.dequantized_bits_per_dim(
+        score, sde, k, sgm.UniformDequantizer(), key=jr.key(1), trace=sgm.Exact()
+    )
     assert abs(float(a.mean() - b.mean())) < 3 * float(jnp.std(a - b)) / math.sqrt(64)
     # uint8 images (MNIST's and the digits' type) give the same values as other integer types
-    c = sgm.dequantized_bits_per_dim(score, sde, np.asarray(k, np.uint8),
-                                     sgm.UniformDequantizer(), key=jr.key(1),
-                                     trace=sgm.Exact())  # fmt: skip
+    c = sgm.dequantized_bits_per_dim(
+        score,
+        sde,
+        np.asarray(k, np.uint8),
+        sgm.UniformDequantizer(),
+        key=jr.key(1),
+        trace=sgm.Exact(),
+    )
     np.testing.assert_array_equal(b, c)
 
 

@@ -56,7 +56,7 @@ def test_unipc_corrector_raises_the_order(sde):
             lambda n, p=p: sgm.UniPC(steps=n, order=p, lower_order_final=False),
             sde,
             g,
-        )  # fmt: skip
+        )
         for p in (1, 2, 3)
     }
     assert 1.7 < slope(errors[1]) < 2.3, errors[1]
@@ -72,8 +72,9 @@ def test_unipc_reaches_16d_mixture_within_20_nfe(sde):
     means = jnp.concatenate([jnp.eye(4), jnp.zeros((4, 12))], axis=1) * 1.5
     mix = sgm.GaussianMixture(jnp.array([0.1, 0.2, 0.3, 0.4]), means, jnp.full(4, 0.09))
     sde, n = SDES[sde], 10_000
-    x, nfe = sgm.sample(mix.score(sde), sde, sgm.UniPC(steps=20), key=jr.key(0),
-                        shape=(n, 16), return_nfe=True)  # fmt: skip
+    x, nfe = sgm.sample(
+        mix.score(sde), sde, sgm.UniPC(steps=20), key=jr.key(0), shape=(n, 16), return_nfe=True
+    )
     assert int(nfe.max()) <= 20
     data_lp = float(jax.vmap(mix.log_prob)(mix.sample(jr.key(1), 50_000)).mean())
     assert abs(float(jax.vmap(mix.log_prob)(x).mean()) - data_lp) < 0.1
@@ -101,8 +102,14 @@ def test_dpm_solver_reaches_mixture_within_20_nfe(sde):
     """19 steps + no denoising = 19 NFE: mode weights within 0.02 and the mean log-density
     within 0.06 nats of the data's (Euler-Maruyama with 1000 steps: 0.02 nats, see README)."""
     mix, sde = four_gaussians(), SDES[sde]
-    x, nfe = sgm.sample(mix.score(sde), sde, sgm.DPMSolver(steps=19), key=jr.key(0),
-                        shape=(4000, 2), return_nfe=True)  # fmt: skip
+    x, nfe = sgm.sample(
+        mix.score(sde),
+        sde,
+        sgm.DPMSolver(steps=19),
+        key=jr.key(0),
+        shape=(4000, 2),
+        return_nfe=True,
+    )
     assert int(nfe.max()) <= 20
     data_lp = float(jax.vmap(mix.log_prob)(mix.sample(jr.key(1), 50_000)).mean())
     assert abs(float(jax.vmap(mix.log_prob)(x).mean()) - data_lp) < 0.06
@@ -139,8 +146,13 @@ def test_reverse_sde_solvers_match_closed_form(solver):
     sde = SDES["vp"]
     g = sgm.Gaussian(jnp.array([0.5, -0.3]), jnp.array([[0.3, 0.1], [0.1, 0.2]]))
     n = 8000
-    x = sgm.sample(g.score(sde), sde, sgm.ReverseSDESolver(solver=solver, steps=50),
-                   key=jr.key(0), shape=(n, 2))  # fmt: skip
+    x = sgm.sample(
+        g.score(sde),
+        sde,
+        sgm.ReverseSDESolver(solver=solver, steps=50),
+        key=jr.key(0),
+        shape=(n, 2),
+    )
     se_mean = jnp.sqrt(jnp.diag(g.cov) / n)
     assert float(jnp.max(jnp.abs(x.mean(0) - g.mean) / se_mean)) < 5
     np.testing.assert_allclose(jnp.cov(x.T), g.cov, atol=0.02)
@@ -166,13 +178,20 @@ def test_bad_settings_raise():
 def test_known_poor_combinations_warn():
     mix = four_gaussians()
     vp, ve = SDES["vp"], SDES["ve"]
-    for sde, sampler in [(vp, sgm.HeunSampler(steps=10)), (vp, sgm.DPMSolver(steps=10)),
-                         (ve, sgm.ProbabilityFlowODE(solver=diffrax.Euler(), steps=20)),
-                         (ve, sgm.ProbabilityFlowODE(steps=5))]:  # fmt: skip
+    for sde, sampler in [
+        (vp, sgm.HeunSampler(steps=10)),
+        (vp, sgm.DPMSolver(steps=10)),
+        (ve, sgm.ProbabilityFlowODE(solver=diffrax.Euler(), steps=20)),
+        (ve, sgm.ProbabilityFlowODE(steps=5)),
+    ]:
         with pytest.warns(UserWarning, match="measured|fixed steps"):
             sgm.sample(mix.score(sde), sde, sampler, key=jr.key(0), shape=(2, 2))
-    fine = [(vp, sgm.DPMSolver(steps=19)), (ve, sgm.ProbabilityFlowODE(steps=20)),
-            (ve, sgm.ProbabilityFlowODE(solver=diffrax.Euler(), steps=200)),
-            (ve, sgm.HeunSampler(steps=10)), (ve, sgm.DPMSolver(steps=10))]  # fmt: skip
+    fine = [
+        (vp, sgm.DPMSolver(steps=19)),
+        (ve, sgm.ProbabilityFlowODE(steps=20)),
+        (ve, sgm.ProbabilityFlowODE(solver=diffrax.Euler(), steps=200)),
+        (ve, sgm.HeunSampler(steps=10)),
+        (ve, sgm.DPMSolver(steps=10)),
+    ]
     for sde, sampler in fine:
         assert sampler.poor_combination(sde) is None

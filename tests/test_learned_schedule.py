@@ -20,9 +20,12 @@ from sgm._serial import from_json, to_json
 def random_schedule(seed: int, hidden: int = 16) -> sgm.LearnedVPSDE:
     """A schedule far from the initial one (knees anywhere, weights of several scales)."""
     k1, k2, k3 = jr.split(jr.key(seed), 3)
-    return sgm.LearnedVPSDE(hidden=hidden, raw_a=2 * jr.normal(k1, (hidden,)),
-                            raw_w=2 + 2 * jr.normal(k2, (hidden,)),
-                            b=3 * jr.normal(k3, (hidden,)))  # fmt: skip
+    return sgm.LearnedVPSDE(
+        hidden=hidden,
+        raw_a=2 * jr.normal(k1, (hidden,)),
+        raw_w=2 + 2 * jr.normal(k2, (hidden,)),
+        b=3 * jr.normal(k3, (hidden,)),
+    )
 
 
 SCHEDULES = {"initial": sgm.LearnedVPSDE(hidden=16), "random": random_schedule(0)}
@@ -91,10 +94,16 @@ def test_gaussian_likelihood_does_not_depend_on_the_schedule():
 
 @pytest.mark.parametrize(
     "sampler",
-    [sgm.EulerMaruyama(), sgm.PredictorCorrector(), sgm.ProbabilityFlowODE(),
-     sgm.DPMSolver(steps=19), sgm.UniPC(steps=20), sgm.HeunSampler(steps=35)],
+    [
+        sgm.EulerMaruyama(),
+        sgm.PredictorCorrector(),
+        sgm.ProbabilityFlowODE(),
+        sgm.DPMSolver(steps=19),
+        sgm.UniPC(steps=20),
+        sgm.HeunSampler(steps=35),
+    ],
     ids=["em", "pc", "ode", "dpm", "unipc", "heun"],
-)  # fmt: skip
+)
 def test_every_sampler_accepts_it(sampler):
     """Under a random learned schedule with the exact score, each sampler reproduces the
     four-Gaussian mixture: mode weights within 0.03, mean log-density within 0.08 nats of the
@@ -171,8 +180,18 @@ def test_training_the_schedule_lowers_the_variance_and_keeps_the_bound():
     model = sgm.ScoreModel(GaussianDenoiser(mu, var), sde)
     loss = sgm.DSMLoss(weighting="likelihood")
     data = np.asarray(g.sample(jr.key(0), 4096))
-    trained = sgm.train(model, sde, data, sgm.Adam(3e-2, warmup=0), steps=400, key=jr.key(1),
-                        batch_size=256, loss=loss, ema_decay=0.0, progress=False)  # fmt: skip
+    trained = sgm.train(
+        model,
+        sde,
+        data,
+        sgm.Adam(3e-2, warmup=0),
+        steps=400,
+        key=jr.key(1),
+        batch_size=256,
+        loss=loss,
+        ema_decay=0.0,
+        progress=False,
+    )
     assert not np.allclose(trained.sde.raw_a, sde.raw_a)
     x = g.sample(jr.key(2), 65_536)
     span = sde.t1 - max(loss.eps, sde.t0)
@@ -187,11 +206,15 @@ def test_training_the_schedule_lowers_the_variance_and_keeps_the_bound():
 
 
 def test_losses_other_than_the_bound_are_refused():
-    model = sgm.ScoreModel(sgm.nets.MLP((2,), width=8, depth=1, key=jr.key(0)),
-                           sgm.LearnedVPSDE(hidden=4))  # fmt: skip
+    model = sgm.ScoreModel(
+        sgm.nets.MLP((2,), width=8, depth=1, key=jr.key(0)), sgm.LearnedVPSDE(hidden=4)
+    )
     x = jnp.zeros((4, 2))
-    for loss in (sgm.DSMLoss(), sgm.DSMLoss(weighting="sigma2"),
-                 sgm.DSMLoss(weighting="likelihood", importance_sampling=True)):  # fmt: skip
+    for loss in (
+        sgm.DSMLoss(),
+        sgm.DSMLoss(weighting="sigma2"),
+        sgm.DSMLoss(weighting="likelihood", importance_sampling=True),
+    ):
         with pytest.raises(ValueError, match="learned noise schedule"):
             loss.batch_loss(model, x, key=jr.key(0))
 

@@ -144,9 +144,14 @@ def test_bits_per_dim_matches_analytic_value(low, high):
     g = sgm.Gaussian(jnp.zeros(d), jnp.full((d,), 0.3**2))
     images = jnp.array([[10, 128, 200, 90], [140, 100, 60, 170]], dtype=jnp.uint8)
     bpd = sgm.bits_per_dim(
-        g.score(sde), sde, jnp.repeat(images, copies, 0), key=jr.key(0), n_dequant=2,
-        trace=sgm.Exact(), scaler=sgm.AffineScaler(low, high),
-    ).reshape(2, copies)  # fmt: skip
+        g.score(sde),
+        sde,
+        jnp.repeat(images, copies, 0),
+        key=jr.key(0),
+        n_dequant=2,
+        trace=sgm.Exact(),
+        scaler=sgm.AffineScaler(low, high),
+    ).reshape(2, copies)
     se = bpd.std(1) / math.sqrt(copies)
     assert bool(jnp.all(se < 2e-3)), se
     err = jnp.abs(bpd.mean(1) - analytic_bpd(images, sde, 0.3, low, high))
@@ -255,8 +260,9 @@ def test_two_devices_give_the_values_of_one(tmp_path):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
     out = tmp_path / "lp.npy"
     helpers = str(os.path.dirname(__file__))
-    subprocess.run([sys.executable, str(script), str(out), helpers], env=env, check=True,
-                   timeout=300)  # fmt: skip
+    subprocess.run(
+        [sys.executable, str(script), str(out), helpers], env=env, check=True, timeout=300
+    )
     sde, g = SDES["vp"], rotated_gaussian(d=3)
     x = g.sample(jr.key(0), 3)
     lp = sgm.log_likelihood(g.score(sde), sde, x, key=jr.key(1), rtol=1e-5, atol=1e-5)
@@ -324,14 +330,23 @@ def test_products_in_the_solve_run_in_float32(precision):
     adaptive solve (measured on an H200: 452 NFE instead of 224). None leaves JAX's default."""
     from sgm._likelihood import _loglik_batch
 
-    net = sgm.nets.UNet((1, 8, 8), channels=8, channel_mults=(1,), attention_levels=(0,),
-                        num_groups=4, key=jr.key(0))  # fmt: skip
+    net = sgm.nets.UNet(
+        (1, 8, 8),
+        channels=8,
+        channel_mults=(1,),
+        attention_levels=(0,),
+        num_groups=4,
+        key=jr.key(0),
+    )
     sde = sgm.VPSDE()
     ll = sgm.LogLikelihood(sgm.ScoreModel(net, sde), sde, precision=precision)
     x, keys = jnp.zeros((2, 1, 8, 8)), jr.split(jr.key(0), 2)
     text = _loglik_batch.lower(ll, x, keys, None).as_text()
-    ops = [line for line in text.splitlines()
-           if "stablehlo.dot_general" in line or "stablehlo.convolution" in line]  # fmt: skip
+    ops = [
+        line
+        for line in text.splitlines()
+        if "stablehlo.dot_general" in line or "stablehlo.convolution" in line
+    ]
     assert len(ops) > 10
     highest = ["HIGHEST" in line for line in ops]
     assert all(highest) if precision == "highest" else not all(highest)

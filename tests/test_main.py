@@ -15,11 +15,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import main as cli  # noqa: E402
 
 TINY_UNET = [
-    "--model.channels", "8", "--model.channel_mults", "1,2", "--model.attention_levels", "1",
-    "--model.num_groups", "4", "--train.steps", "4", "--train.batch_size", "16",
-    "--train.log_every", "2", "--sample.samplers", "em", "--sample.steps", "5",
-    "--sample.n_samples", "4", "--eval.n_images", "2", "--eval.batch_size", "2",
-]  # fmt: skip
+    "--model.channels",
+    "8",
+    "--model.channel_mults",
+    "1,2",
+    "--model.attention_levels",
+    "1",
+    "--model.num_groups",
+    "4",
+    "--train.steps",
+    "4",
+    "--train.batch_size",
+    "16",
+    "--train.log_every",
+    "2",
+    "--sample.samplers",
+    "em",
+    "--sample.steps",
+    "5",
+    "--sample.n_samples",
+    "4",
+    "--eval.n_images",
+    "2",
+    "--eval.batch_size",
+    "2",
+]
 
 
 def run_dir_of(out: Path, name: str) -> Path:
@@ -28,8 +48,15 @@ def run_dir_of(out: Path, name: str) -> Path:
 
 
 def check_run(run: Path, samplers):
-    for name in ("config.json", "run.json", "model.eqx", "metrics.json", "loss.png",
-                 "marginals.png", "history.json"):  # fmt: skip
+    for name in (
+        "config.json",
+        "run.json",
+        "model.eqx",
+        "metrics.json",
+        "loss.png",
+        "marginals.png",
+        "history.json",
+    ):
         assert (run / name).exists(), name
     metrics = json.loads((run / "metrics.json").read_text())
     for s in samplers:
@@ -41,20 +68,47 @@ def check_run(run: Path, samplers):
 
 
 def test_toy_end_to_end_then_sample_from_the_run(tmp_path):
-    args = ["--experiment", "moons_vp", "--out", str(tmp_path), "--train.steps", "30",
-            "--train.log_every", "10", "--sample.steps", "10", "--sample.n_samples", "64",
-            "--eval.n_images", "4"]  # fmt: skip
+    args = [
+        "--experiment",
+        "moons_vp",
+        "--out",
+        str(tmp_path),
+        "--train.steps",
+        "30",
+        "--train.log_every",
+        "10",
+        "--sample.steps",
+        "10",
+        "--sample.n_samples",
+        "64",
+        "--eval.n_images",
+        "4",
+    ]
     assert cli.main(args) == 0
     run = run_dir_of(tmp_path, "moons_vp")
     check_run(run, ["em", "pc", "ode"])
     loaded = sgm.load_run(run)
     assert loaded.sde == sgm.VPSDE() and loaded.config.train.steps == 30
-    x = sgm.sample(loaded.model, loaded.sde, sgm.EulerMaruyama(steps=5), key=jr.key(0),
-                   shape=(3, 2))  # fmt: skip
+    x = sgm.sample(
+        loaded.model, loaded.sde, sgm.EulerMaruyama(steps=5), key=jr.key(0), shape=(3, 2)
+    )
     assert x.shape == (3, 2)
     model_time = (run / "model.eqx").stat().st_mtime
-    assert cli.main(["--experiment", "moons_vp", "--out", str(tmp_path), "--mode", "sample",
-                     "--run-dir", str(run)]) == 0  # fmt: skip
+    assert (
+        cli.main(
+            [
+                "--experiment",
+                "moons_vp",
+                "--out",
+                str(tmp_path),
+                "--mode",
+                "sample",
+                "--run-dir",
+                str(run),
+            ]
+        )
+        == 0
+    )
     assert (run / "model.eqx").stat().st_mtime == model_time  # not retrained
 
 
@@ -76,9 +130,23 @@ def test_mnist_from_idx_end_to_end(tmp_path):
 def test_list(capsys):
     assert cli.main(["--list"]) == 0
     out = capsys.readouterr().out
-    names = ("mnist_ve", "mnist_vp", "mnist_subvp", "cifar10_vp", "flowers_ve", "digits_vp",
-             "moons_vp", "eight_gaussians_ve", "ou_vp", "ou_theta_vp", "digits_sr_vp",
-             "digits_dit_vp", "mnist_dit_vp", "mnist_vp_likelihood", "mnist_vdm")  # fmt: skip
+    names = (
+        "mnist_ve",
+        "mnist_vp",
+        "mnist_subvp",
+        "cifar10_vp",
+        "flowers_ve",
+        "digits_vp",
+        "moons_vp",
+        "eight_gaussians_ve",
+        "ou_vp",
+        "ou_theta_vp",
+        "digits_sr_vp",
+        "digits_dit_vp",
+        "mnist_dit_vp",
+        "mnist_vp_likelihood",
+        "mnist_vdm",
+    )
     for name in names:
         assert name in out
     assert out.count("budget: ") == len(names) and "BUDGET" not in out
@@ -111,8 +179,12 @@ def test_missing_corrupt_or_unprepared_data_is_a_clear_error_and_leaves_no_run(
     assert "does not exist" in capsys.readouterr().err
     bad = tmp_path / "bad"
     bad.mkdir()
-    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                 "t10k-labels-idx1-ubyte"):  # fmt: skip
+    for stem in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
         (bad / stem).write_bytes(b"\x00\x00\x08\x03" + bytes(7))
     with pytest.raises(SystemExit):
         cli.main(["--experiment", "mnist_ve", "--data-dir", str(bad), "--out", str(out)])
@@ -138,15 +210,29 @@ def test_inpaint_and_classes_modes(tmp_path):
     """A tiny class-conditional digits model: --mode classes draws a class grid with
     classifier-free guidance, --mode guided one with a trained classifier; --mode inpaint
     fills in half images, known pixels unchanged."""
-    args = ["--experiment", "digits_vp", "--out", str(tmp_path), *TINY_UNET,
-            "--model.conditional", "true", "--sample.inpaint_steps", "5",
-            "--sample.inpaint_particles", "2"]  # fmt: skip
+    args = [
+        "--experiment",
+        "digits_vp",
+        "--out",
+        str(tmp_path),
+        *TINY_UNET,
+        "--model.conditional",
+        "true",
+        "--sample.inpaint_steps",
+        "5",
+        "--sample.inpaint_particles",
+        "2",
+    ]
     assert cli.main(args) == 0
     run = run_dir_of(tmp_path, "digits_vp")
     assert cli.main([*args, "--mode", "classes", "--run-dir", str(run)]) == 0
     assert (run / "classes.png").exists()
-    assert cli.main([*args, "--mode", "guided", "--sample.classifier_steps", "5",
-                     "--run-dir", str(run)]) == 0  # fmt: skip
+    assert (
+        cli.main(
+            [*args, "--mode", "guided", "--sample.classifier_steps", "5", "--run-dir", str(run)]
+        )
+        == 0
+    )
     assert (run / "guided.png").exists() and (run / "classifier.eqx").exists()
     guided = json.loads((run / "metrics.json").read_text())["guided"]
     assert 0 <= guided["classifier_test_accuracy_at_t_end"] <= 1
@@ -159,8 +245,17 @@ def test_colorize_mode_on_rgb_data_offline(tmp_path):
     """cifar10_vp on tfds mock data (random RGB images, offline): a tiny model, then --mode
     colorize writes its grid; the grey level of the result is the input's."""
     tfds = pytest.importorskip("tensorflow_datasets")
-    args = ["--experiment", "cifar10_vp", "--out", str(tmp_path), *TINY_UNET,
-            "--sample.inpaint_steps", "5", "--sample.inpaint_particles", "2"]  # fmt: skip
+    args = [
+        "--experiment",
+        "cifar10_vp",
+        "--out",
+        str(tmp_path),
+        *TINY_UNET,
+        "--sample.inpaint_steps",
+        "5",
+        "--sample.inpaint_particles",
+        "2",
+    ]
     with tfds.testing.mock_data(num_examples=16):
         assert cli.main([*args, "--mode", "train"]) == 0
         run = run_dir_of(tmp_path, "cifar10_vp")
@@ -206,16 +301,31 @@ def test_map_conditioned_experiment(tmp_path):
 
 
 def test_conditional_model_needs_something_to_condition_on(tmp_path):
-    args = ["--experiment", "ou_vp", "--out", str(tmp_path), *TINY_UNET,
-            "--model.conditional", "true"]  # fmt: skip
+    args = [
+        "--experiment",
+        "ou_vp",
+        "--out",
+        str(tmp_path),
+        *TINY_UNET,
+        "--model.conditional",
+        "true",
+    ]
     with pytest.raises(ValueError, match="needs data with labels, parameters or maps"):
         cli.main(args)
 
 
 @pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"MNIST subset not at {MNIST_DIR}")
 def test_likelihood_experiment_trains_on_dequantized_images(tmp_path):
-    args = ["--experiment", "mnist_vp_likelihood", "--data-dir", str(MNIST_DIR),
-            "--out", str(tmp_path), "--mode", "train"]  # fmt: skip
+    args = [
+        "--experiment",
+        "mnist_vp_likelihood",
+        "--data-dir",
+        str(MNIST_DIR),
+        "--out",
+        str(tmp_path),
+        "--mode",
+        "train",
+    ]
     assert cli.main(args + TINY_UNET) == 0
     run = sgm.load_run(run_dir_of(tmp_path, "mnist_vp_likelihood"))
     assert run.model.dequantizer == sgm.UniformDequantizer()
@@ -226,22 +336,44 @@ def test_likelihood_experiment_trains_on_dequantized_images(tmp_path):
 def test_learned_schedule_experiment_trains_samples_and_resumes(tmp_path):
     """mnist_vdm: the schedule trains with the model, config.json holds only its settings,
     the loaded run samples and evaluates with the trained schedule, and a resume continues."""
-    args = ["--experiment", "mnist_vdm", "--data-dir", str(MNIST_DIR), "--out", str(tmp_path),
-            *TINY_UNET, "--train.steps", "3", "--optimizer.lr", "0.05"]  # fmt: skip
+    args = [
+        "--experiment",
+        "mnist_vdm",
+        "--data-dir",
+        str(MNIST_DIR),
+        "--out",
+        str(tmp_path),
+        *TINY_UNET,
+        "--train.steps",
+        "3",
+        "--optimizer.lr",
+        "0.05",
+    ]
     assert cli.main([*args, "--mode", "train"]) == 0
     run_dir = run_dir_of(tmp_path, "mnist_vdm")
     written = json.loads((run_dir / "config.json").read_text())["sde"]
-    assert written == {"__class__": "LearnedVPSDE", "log_snr_max": 13.8155,
-                       "log_snr_min": -10.05, "hidden": 64, "t0": 1e-5, "t1": 1.0}  # fmt: skip
+    assert written == {
+        "__class__": "LearnedVPSDE",
+        "log_snr_max": 13.8155,
+        "log_snr_min": -10.05,
+        "hidden": 64,
+        "t0": 1e-5,
+        "t1": 1.0,
+    }
     run = sgm.load_run(run_dir)
     assert run.sde is run.model.sde
     assert not np.allclose(run.sde.raw_a, sgm.LearnedVPSDE().raw_a)
     assert cli.main([*args, "--run-dir", str(run_dir), "--mode", "sample"]) == 0
     assert cli.main([*args, "--run-dir", str(run_dir), "--mode", "likelihood"]) == 0
-    assert np.isfinite(json.loads((run_dir / "metrics.json").read_text())
-                       ["test_bits_per_dim"]["mean"])  # fmt: skip
-    assert cli.main([*args, "--run-dir", str(run_dir), "--resume", "--train.steps", "5",
-                     "--mode", "train"]) == 0  # fmt: skip
+    assert np.isfinite(
+        json.loads((run_dir / "metrics.json").read_text())["test_bits_per_dim"]["mean"]
+    )
+    assert (
+        cli.main(
+            [*args, "--run-dir", str(run_dir), "--resume", "--train.steps", "5", "--mode", "train"]
+        )
+        == 0
+    )
     assert not np.allclose(sgm.load_run(run_dir).sde.raw_a, run.sde.raw_a)
 
 
@@ -254,15 +386,22 @@ def test_a_dequantizer_must_fit_the_data(tmp_path, capsys):
     with pytest.raises(sgm.phases.PhaseError, match="num_bits=None"):
         sgm.phases.check_data(cfg, ds)
     with pytest.raises(SystemExit):
-        cli.main(["--experiment", "mnist_vp_likelihood", "--data.name", "two_moons",
-                  "--out", str(tmp_path)])  # fmt: skip
+        cli.main(
+            [
+                "--experiment",
+                "mnist_vp_likelihood",
+                "--data.name",
+                "two_moons",
+                "--out",
+                str(tmp_path),
+            ]
+        )
     assert "dequantizer" in capsys.readouterr().err
     assert not (tmp_path / "mnist_vp_likelihood").exists()
 
 
 def test_transformer_experiment_trains_and_samples(tmp_path):
-    tiny_dit = ["--model.hidden", "16", "--model.depth", "1", "--model.heads", "2",
-                *TINY_UNET[8:]]  # fmt: skip
+    tiny_dit = ["--model.hidden", "16", "--model.depth", "1", "--model.heads", "2", *TINY_UNET[8:]]
     out = ["--experiment", "digits_dit_vp", "--out", str(tmp_path)]
     assert cli.main([*out, *tiny_dit, "--mode", "train"]) == 0
     run = run_dir_of(tmp_path, "digits_dit_vp")

@@ -24,11 +24,34 @@ import sgm
 from sgm._train import _Batches, init_state, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--experiment", "moons_vp", "--model.width", "16", "--model.depth", "1",
-        "--train.batch_size", "32", "--train.log_every", "2", "--train.checkpoint_every", "4",
-        "--data.n_train", "256", "--data.n_test", "16", "--sample.samplers", "em",
-        "--sample.steps", "3", "--sample.n_samples", "6", "--eval.n_images", "3",
-        "--eval.batch_size", "2"]  # fmt: skip
+TINY = [
+    "--experiment",
+    "moons_vp",
+    "--model.width",
+    "16",
+    "--model.depth",
+    "1",
+    "--train.batch_size",
+    "32",
+    "--train.log_every",
+    "2",
+    "--train.checkpoint_every",
+    "4",
+    "--data.n_train",
+    "256",
+    "--data.n_test",
+    "16",
+    "--sample.samplers",
+    "em",
+    "--sample.steps",
+    "3",
+    "--sample.n_samples",
+    "6",
+    "--eval.n_images",
+    "3",
+    "--eval.batch_size",
+    "2",
+]
 
 
 def free_port() -> int:
@@ -44,11 +67,23 @@ def launch(command: list[str], n: int = 2, *, ranks=None, counts=None) -> list[s
     procs = []
     ranks = range(n) if ranks is None else ranks
     for rank, count in zip(ranks, counts or [n] * len(ranks), strict=True):
-        env = dict(os.environ, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-                   JAX_NUM_PROCESSES=str(count), JAX_PROCESS_ID=str(rank))  # fmt: skip
+        env = dict(
+            os.environ,
+            JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+            JAX_NUM_PROCESSES=str(count),
+            JAX_PROCESS_ID=str(rank),
+        )
         env.pop("XLA_FLAGS", None)  # one CPU device per process
-        procs.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True))  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     return procs
 
 
@@ -136,13 +171,24 @@ def test_a_two_process_job_through_main_writes_one_run(tmp_path):
     for stdout, _ in outs:  # each process held half of the 256 training examples
         assert "data (128, 2)" in stdout
     assert sorted(p.name for p in (run / "checkpoint").iterdir()) == [
-        "step_00000004", "step_00000008"]  # fmt: skip
+        "step_00000004",
+        "step_00000008",
+    ]
 
 
 def test_sigterm_to_one_process_stops_both_at_one_step_then_resume(tmp_path):
     out = ["--out", str(tmp_path)]
-    cmd = [sys.executable, "main.py", *TINY, *out, "--train.steps", "100000", "--mode", "train",
-           "--distributed"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "main.py",
+        *TINY,
+        *out,
+        "--train.steps",
+        "100000",
+        "--mode",
+        "train",
+        "--distributed",
+    ]
     procs = launch(cmd)
     deadline = time.time() + 400
     while time.time() < deadline and not list(tmp_path.glob("moons_vp/*/checkpoint/step_*")):
@@ -155,8 +201,18 @@ def test_sigterm_to_one_process_stops_both_at_one_step_then_resume(tmp_path):
     step = sgm.checkpoint_meta(run / "checkpoint")["step"]
     for _, err in outs:
         assert f"interrupted at step {step}" in err and "--resume" in err
-    resume = [sys.executable, "main.py", "--run-dir", str(run), "--resume", "--mode", "train",
-              "--train.steps", str(step + 4), "--distributed"]  # fmt: skip
+    resume = [
+        sys.executable,
+        "main.py",
+        "--run-dir",
+        str(run),
+        "--resume",
+        "--mode",
+        "train",
+        "--train.steps",
+        str(step + 4),
+        "--distributed",
+    ]
     codes, outs = finish(launch(resume))
     assert codes == [0, 0], outs[0][1][-3000:] + outs[1][1][-3000:]
     assert sgm.checkpoint_meta(run / "checkpoint")["step"] == step + 4
@@ -165,8 +221,16 @@ def test_sigterm_to_one_process_stops_both_at_one_step_then_resume(tmp_path):
 
 
 def test_a_process_that_never_arrives_is_an_error_not_a_hang(tmp_path):
-    cmd = [sys.executable, "main.py", *TINY, "--out", str(tmp_path), "--distributed",
-           "--distributed-timeout", "5"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "main.py",
+        *TINY,
+        "--out",
+        str(tmp_path),
+        "--distributed",
+        "--distributed-timeout",
+        "5",
+    ]
     start = time.time()
     codes, outs = finish(launch(cmd, ranks=[0]), timeout=240)
     assert codes[0] == 2, outs[0][1][-3000:]
@@ -192,7 +256,7 @@ def test_a_process_that_never_arrives_is_an_error_not_a_hang(tmp_path):
                 "JAX_PROCESS_ID": "2",
             },
             "0 <= JAX_PROCESS_ID",
-        ),  # fmt: skip
+        ),
     ],
 )
 def test_bad_launch_settings_are_clear_errors(env, message, monkeypatch):

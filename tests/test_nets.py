@@ -29,7 +29,7 @@ NETS = {
     "dit": (
         lambda **kw: DiT((1, 28, 28), key=jr.key(0), patch_size=4, hidden=32, depth=2, **kw),
         (1, 28, 28),
-    ),  # fmt: skip
+    ),
     "dit_rgb": (lambda **kw: DiT((3, 8, 8), key=jr.key(0), hidden=32, depth=1, **kw), (3, 8, 8)),
 }
 

@@ -25,8 +25,9 @@ def test_default_optimizer_is_unchanged():
     clip by global norm, then Adam on the linear warm-up."""
     params = {"w": jnp.array([1.0, -2.0, 3.0])}
     grads = {"w": jnp.array([3.0, 4.0, 12.0])}
-    old = optax.chain(optax.clip_by_global_norm(1.0),
-                      optax.adam(optax.linear_schedule(0.0, 2e-4, 50)))  # fmt: skip
+    old = optax.chain(
+        optax.clip_by_global_norm(1.0), optax.adam(optax.linear_schedule(0.0, 2e-4, 50))
+    )
     new = sgm.default_optimizer(2e-4, warmup=50)
     s_old, s_new = old.init(params), new.init(params)
     for _ in range(3):

@@ -24,11 +24,34 @@ from sgm._run import read_config
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import main as cli  # noqa: E402
 
-TINY = ["--experiment", "moons_vp", "--model.width", "16", "--model.depth", "1",
-        "--train.batch_size", "32", "--train.log_every", "2", "--train.checkpoint_every", "4",
-        "--data.n_train", "256", "--data.n_test", "16", "--sample.samplers", "em",
-        "--sample.steps", "3", "--sample.n_samples", "4", "--eval.n_images", "2",
-        "--eval.batch_size", "2"]  # fmt: skip
+TINY = [
+    "--experiment",
+    "moons_vp",
+    "--model.width",
+    "16",
+    "--model.depth",
+    "1",
+    "--train.batch_size",
+    "32",
+    "--train.log_every",
+    "2",
+    "--train.checkpoint_every",
+    "4",
+    "--data.n_train",
+    "256",
+    "--data.n_test",
+    "16",
+    "--sample.samplers",
+    "em",
+    "--sample.steps",
+    "3",
+    "--sample.n_samples",
+    "4",
+    "--eval.n_images",
+    "2",
+    "--eval.batch_size",
+    "2",
+]
 
 
 def only_run(out: Path, name: str = "moons_vp") -> Path:
@@ -55,14 +78,28 @@ def test_config_json_records_every_constructor_argument():
 
 
 def test_overrides_that_worked_before_still_work():
-    exp = sgm.override(EXPERIMENTS["digits_vp"], {
-        "train.steps": "7", "train.lr": "1e-4", "train.batch_size": "16", "train.warmup": "3",
-        "train.weighting": "likelihood", "train.importance_sampling": "true",
-        "model.channels": "16", "model.channel_mults": "1,2", "model.attention_levels": "1",
-        "sample.samplers": "em,pc,dpm", "sample.steps": "5", "sample.snr": "0.1",
-        "sample.n_samples": "3", "sample.inpaint_steps": "9", "eval.n_images": "2",
-        "eval.exact": "true", "sde.beta_max": "10",
-    })  # fmt: skip
+    exp = sgm.override(
+        EXPERIMENTS["digits_vp"],
+        {
+            "train.steps": "7",
+            "train.lr": "1e-4",
+            "train.batch_size": "16",
+            "train.warmup": "3",
+            "train.weighting": "likelihood",
+            "train.importance_sampling": "true",
+            "model.channels": "16",
+            "model.channel_mults": "1,2",
+            "model.attention_levels": "1",
+            "sample.samplers": "em,pc,dpm",
+            "sample.steps": "5",
+            "sample.snr": "0.1",
+            "sample.n_samples": "3",
+            "sample.inpaint_steps": "9",
+            "eval.n_images": "2",
+            "eval.exact": "true",
+            "sde.beta_max": "10",
+        },
+    )
     assert exp.train.steps == 7 and exp.train.batch_size == 16
     assert exp.optimizer == sgm.Adam(lr=1e-4, warmup=3, decay=True)
     assert exp.loss == sgm.DSMLoss(weighting="likelihood", importance_sampling=True)
@@ -78,10 +115,17 @@ def test_overrides_that_worked_before_still_work():
 
 
 def test_new_overrides_reach_any_field():
-    exp = sgm.override(EXPERIMENTS["mnist_vp"], {
-        "sample.dpm.steps": "10", "sample.ode.solver": "Heun", "sde.kind": "ve",
-        "sde.sigma_max": "20", "model.kind": "mlp", "model.width": "64",
-    })  # fmt: skip
+    exp = sgm.override(
+        EXPERIMENTS["mnist_vp"],
+        {
+            "sample.dpm.steps": "10",
+            "sample.ode.solver": "Heun",
+            "sde.kind": "ve",
+            "sde.sigma_max": "20",
+            "model.kind": "mlp",
+            "model.width": "64",
+        },
+    )
     assert exp.sample.samplers["dpm"].steps == 10
     assert type(exp.sample.samplers["ode"].solver).__name__ == "Heun"
     assert exp.sde == sgm.VESDE(sigma_max=20.0)
@@ -124,8 +168,23 @@ def test_existing_run_keeps_its_configuration(tmp_path, capsys):
     config.json is never rewritten; overrides are recorded with a time stamp; an override
     that would change the model is refused."""
     out = ["--out", str(tmp_path)]
-    assert cli.main([*TINY, *out, "--mode", "train", "--train.steps", "4", "--train.lr", "1e-3",
-                     "--train.batch_size", "64"]) == 0  # fmt: skip
+    assert (
+        cli.main(
+            [
+                *TINY,
+                *out,
+                "--mode",
+                "train",
+                "--train.steps",
+                "4",
+                "--train.lr",
+                "1e-3",
+                "--train.batch_size",
+                "64",
+            ]
+        )
+        == 0
+    )
     run = only_run(tmp_path)
     config = (run / "config.json").read_bytes()
     assert cli.main([*out, "--run-dir", str(run), "--resume", "--train.steps", "6"]) == 0
@@ -146,8 +205,9 @@ def test_existing_run_keeps_its_configuration(tmp_path, capsys):
         cli.main([*out, "--run-dir", str(run), "--mode", "sample", "--model.width", "32"])
     assert "other values of net.width" in capsys.readouterr().err
     # sampling settings may change; the run still loads with its own network afterwards
-    assert cli.main([*out, "--run-dir", str(run), "--mode", "sample",
-                     "--sample.samplers", "dpm"]) == 0  # fmt: skip
+    assert (
+        cli.main([*out, "--run-dir", str(run), "--mode", "sample", "--sample.samplers", "dpm"]) == 0
+    )
     assert (run / "samples_dpm.png").exists() and (run / "config.json").read_bytes() == config
     assert sgm.load_run(run).model.net.inp.out_features == 16
 
@@ -163,8 +223,15 @@ def test_runs_started_together_never_share_a_directory(tmp_path):
     )
     root = str(Path(__file__).resolve().parents[1])
     env = dict(os.environ, PYTHONPATH=root)
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], env=env,
-                              stdout=subprocess.PIPE, text=True) for _ in range(3)]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(tmp_path)],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
     paths = {p.communicate(timeout=300)[0].strip() for p in procs}
     assert all(p.returncode == 0 for p in procs)
     assert len(paths) == 3 and len(list((tmp_path / "moons_vp").iterdir())) == 3
@@ -219,8 +286,9 @@ def test_an_interrupted_run_resumes_with_its_history(tmp_path):
         """
     )
     args = [*TINY, "--out", str(tmp_path), "--mode", "train", "--train.steps", "10"]
-    proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 130, proc.stderr[-2000:]
     assert "--resume" in proc.stderr
     run = only_run(tmp_path)
@@ -257,8 +325,18 @@ KW = dict(batch_size=64, key=jr.key(1), progress=False, ema_decay=0.9, log_every
 def test_checkpoints_keep_the_last_k_with_checksums_and_fall_back(tmp_path):
     old = os.umask(0o022)
     try:
-        sgm.train(tiny_model(), SDE, mixture(), OPT, steps=9, checkpoint_dir=tmp_path,
-                  checkpoint_every=3, keep_checkpoints=2, fingerprint="abc", **KW)  # fmt: skip
+        sgm.train(
+            tiny_model(),
+            SDE,
+            mixture(),
+            OPT,
+            steps=9,
+            checkpoint_dir=tmp_path,
+            checkpoint_every=3,
+            keep_checkpoints=2,
+            fingerprint="abc",
+            **KW,
+        )
     finally:
         os.umask(old)
     slots = sorted(p.name for p in tmp_path.iterdir())
@@ -274,23 +352,43 @@ def test_checkpoints_keep_the_last_k_with_checksums_and_fall_back(tmp_path):
     data[len(data) // 2] ^= 1
     state.write_bytes(bytes(data))
     with pytest.warns(UserWarning, match="checksum mismatch"):
-        resumed = sgm.train(tiny_model(), SDE, mixture(), OPT, steps=12, checkpoint_dir=tmp_path,
-                            checkpoint_every=3, resume=True, fingerprint="abc", **KW)  # fmt: skip
+        resumed = sgm.train(
+            tiny_model(),
+            SDE,
+            mixture(),
+            OPT,
+            steps=12,
+            checkpoint_dir=tmp_path,
+            checkpoint_every=3,
+            resume=True,
+            fingerprint="abc",
+            **KW,
+        )
     full = sgm.train(tiny_model(), SDE, mixture(), OPT, steps=12, **KW)
     for a, b in zip(leaves(full), leaves(resumed), strict=True):
         np.testing.assert_array_equal(a, b)
     # another configuration's checkpoint is refused
     with pytest.raises(sgm.CheckpointError, match="another configuration"):
-        sgm.train(tiny_model(), SDE, mixture(), OPT, steps=15, checkpoint_dir=tmp_path,
-                  resume=True, fingerprint="xyz", **KW)  # fmt: skip
+        sgm.train(
+            tiny_model(),
+            SDE,
+            mixture(),
+            OPT,
+            steps=15,
+            checkpoint_dir=tmp_path,
+            resume=True,
+            fingerprint="xyz",
+            **KW,
+        )
 
 
 def test_temporaries_of_interrupted_writes_are_removed(tmp_path):
     sgm.train(tiny_model(), SDE, mixture(), OPT, steps=2, checkpoint_dir=tmp_path, **KW)
     (tmp_path / ".tmp-step_00000004-dead").mkdir()
     (tmp_path / ".tmp-step_00000004-dead" / "state.eqx").write_bytes(b"half")
-    sgm.train(tiny_model(), SDE, mixture(), OPT, steps=4, checkpoint_dir=tmp_path,
-              resume=True, **KW)  # fmt: skip
+    sgm.train(
+        tiny_model(), SDE, mixture(), OPT, steps=4, checkpoint_dir=tmp_path, resume=True, **KW
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step_00000002", "step_00000004"]
 
 
@@ -340,15 +438,29 @@ _KILLED = textwrap.dedent(
 def _killed_then_resumed(tmp_path, where: str, nth: int):
     ckpt = tmp_path / "ckpt"
     tests = os.path.dirname(__file__)
-    proc = subprocess.run([sys.executable, "-c", _KILLED, str(ckpt), tests, where, str(nth)],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILLED, str(ckpt), tests, where, str(nth)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert sgm.checkpoint_meta(ckpt)["step"] == 3 * (nth - 1)
-    resumed, history = sgm.train(tiny_model(), SDE, mixture(), OPT, steps=30,
-                                 checkpoint_dir=ckpt, checkpoint_every=3, resume=True,
-                                 return_history=True, **KW)  # fmt: skip
-    full, full_history = sgm.train(tiny_model(), SDE, mixture(), OPT, steps=30,
-                                   return_history=True, **KW)  # fmt: skip
+    resumed, history = sgm.train(
+        tiny_model(),
+        SDE,
+        mixture(),
+        OPT,
+        steps=30,
+        checkpoint_dir=ckpt,
+        checkpoint_every=3,
+        resume=True,
+        return_history=True,
+        **KW,
+    )
+    full, full_history = sgm.train(
+        tiny_model(), SDE, mixture(), OPT, steps=30, return_history=True, **KW
+    )
     for a, b in zip(leaves(full), leaves(resumed), strict=True):
         np.testing.assert_array_equal(a, b)
     assert history["step"] == full_history["step"] == list(range(2, 31, 2))
@@ -376,14 +488,35 @@ def test_divergence_stops_the_run_naming_the_last_good_checkpoint(tmp_path):
         sgm.train(tiny_model(), SDE, mixture(), optax.adam(10.0), steps=200, **KW)
     late = optax.adam(optax.piecewise_constant_schedule(1e-3, {6: 1e4}))  # fine, then not
     with pytest.raises(sgm.TrainingDiverged, match=r"last good checkpoint \(step 4\)"):
-        sgm.train(tiny_model(), SDE, mixture(), late, steps=200, checkpoint_every=4,
-                  checkpoint_dir=tmp_path, **KW)  # fmt: skip
+        sgm.train(
+            tiny_model(),
+            SDE,
+            mixture(),
+            late,
+            steps=200,
+            checkpoint_every=4,
+            checkpoint_dir=tmp_path,
+            **KW,
+        )
     assert sgm.checkpoint_meta(tmp_path)["step"] == 4
 
 
 def test_lr_10_through_main_is_an_error_not_a_result(tmp_path, capsys):
-    code = cli.main([*TINY, "--out", str(tmp_path), "--train.lr", "10", "--train.warmup", "0",
-                     "--train.steps", "300", "--train.log_every", "10"])  # fmt: skip
+    code = cli.main(
+        [
+            *TINY,
+            "--out",
+            str(tmp_path),
+            "--train.lr",
+            "10",
+            "--train.warmup",
+            "0",
+            "--train.steps",
+            "300",
+            "--train.log_every",
+            "10",
+        ]
+    )
     assert code == 1
     assert "diverged" in capsys.readouterr().err
     assert not (only_run(tmp_path) / "metrics.json").exists()
@@ -394,9 +527,12 @@ def test_train_rejects_what_gave_raw_errors():
         sgm.train(tiny_model(), SDE, np.zeros((64, 2), np.uint8), OPT, steps=1, key=jr.key(0))
     with pytest.raises(ValueError, match="one entry per example"):
         sgm.train(tiny_model(), SDE, mixture(), OPT, steps=1, key=jr.key(0), labels=np.zeros(3))
-    for kw, what in [({"steps": -5}, "steps"), ({"steps": 1, "ema_decay": 1.5}, "ema_decay"),
-                     ({"steps": 1, "log_every": 0}, "log_every"),
-                     ({"steps": 1, "batch_size": 0}, "batch_size")]:  # fmt: skip
+    for kw, what in [
+        ({"steps": -5}, "steps"),
+        ({"steps": 1, "ema_decay": 1.5}, "ema_decay"),
+        ({"steps": 1, "log_every": 0}, "log_every"),
+        ({"steps": 1, "batch_size": 0}, "batch_size"),
+    ]:
         with pytest.raises(ValueError, match=what):
             sgm.train(tiny_model(), SDE, mixture(), OPT, key=jr.key(0), **kw)
 
@@ -468,23 +604,33 @@ _OLD_CONFIG = {
         "inpaint_method": "smc",
     },
     "eval": {"n_images": 2, "exact": True, "n_probes": 1, "n_dequant": 1, "batch_size": 2},
-}  # fmt: skip  (what the earlier ExperimentConfig.to_dict() wrote for this run)
+}  # what the earlier ExperimentConfig.to_dict() wrote for this run
 
 
 def test_runs_written_before_still_load(tmp_path):
     run = tmp_path / "old"
     run.mkdir()
     (run / "config.json").write_text(json.dumps(_OLD_CONFIG))
-    (run / "run.json").write_text(json.dumps({"data_shape": [2], "num_classes": None,
-                                              "cond_shape": None, "data": "two_moons",
-                                              "devices": 1}))  # fmt: skip
+    (run / "run.json").write_text(
+        json.dumps(
+            {
+                "data_shape": [2],
+                "num_classes": None,
+                "cond_shape": None,
+                "data": "two_moons",
+                "devices": 1,
+            }
+        )
+    )
     # the earlier build_model: MLP((2,), key=split(key(seed))[0], width=16, depth=1)
     net = sgm.nets.MLP((2,), key=jr.split(jr.key(0))[0], width=16, depth=1)
     sgm.save_model(run / "model.eqx", sgm.ScoreModel(net, sgm.VPSDE()))
     loaded = sgm.load_run(run)
     assert loaded.config.optimizer == sgm.Adam(lr=0.002, warmup=100)
-    assert loaded.config.sample.samplers == {"em": sgm.EulerMaruyama(steps=3),
-                                             "dpm": sgm.DPMSolver(steps=20)}  # fmt: skip
+    assert loaded.config.sample.samplers == {
+        "em": sgm.EulerMaruyama(steps=3),
+        "dpm": sgm.DPMSolver(steps=20),
+    }
     for a, b in zip(leaves(loaded.model), leaves(sgm.ScoreModel(net, sgm.VPSDE())), strict=True):
         np.testing.assert_array_equal(a, b)
     # It predicted the noise from t through Fourier features of scale 16, the defaults then:
@@ -494,8 +640,9 @@ def test_runs_written_before_still_load(tmp_path):
     old = sgm.nets.MLP((2,), key=jr.split(jr.key(0))[0], width=16, depth=1, fourier_scale=16.0)
     x, t = jnp.array([0.3, -1.2]), 0.4
     m, s = sgm.VPSDE().marginal(t)
-    np.testing.assert_allclose(loaded.model(t, x), -old(jnp.asarray(t), x / jnp.hypot(m, s)) / s,
-                               rtol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        loaded.model(t, x), -old(jnp.asarray(t), x / jnp.hypot(m, s)) / s, rtol=1e-6
+    )
     assert cli.main(["--run-dir", str(run), "--mode", "sample"]) == 0
     assert (run / "samples_dpm.png").exists()
     (run / "config.json").write_text(json.dumps({"name": "x", "model": {}}))

@@ -88,8 +88,9 @@ def test_bad_input_raises():
     with pytest.raises(ValueError, match="multiple of"):
         sgm.train(tiny_model(), SDE, data(), OPT, steps=1, batch_size=10_000, key=jr.key(0))
     with pytest.raises(ValueError, match="finite"):
-        sgm.train(tiny_model(), SDE, np.full((8, 2), np.nan), OPT, steps=1, batch_size=4,
-                  key=jr.key(0))  # fmt: skip
+        sgm.train(
+            tiny_model(), SDE, np.full((8, 2), np.nan), OPT, steps=1, batch_size=4, key=jr.key(0)
+        )
     with pytest.raises(ValueError, match="model.sde"):
         sgm.train(tiny_model(), sgm.VESDE(), data(), OPT, steps=1, key=jr.key(0))
 
@@ -155,10 +156,21 @@ def test_four_devices_give_the_same_parameters_as_one(tmp_path):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
     subprocess.run(
         [sys.executable, str(script), str(out), os.path.dirname(__file__)],
-        env=env, check=True, timeout=300,
-    )  # fmt: skip
-    one = sgm.train(tiny_model(), SDE, data(), OPT, steps=5, batch_size=64, key=jr.key(1),
-                    progress=False, ema_decay=0.0)  # fmt: skip
+        env=env,
+        check=True,
+        timeout=300,
+    )
+    one = sgm.train(
+        tiny_model(),
+        SDE,
+        data(),
+        OPT,
+        steps=5,
+        batch_size=64,
+        key=jr.key(1),
+        progress=False,
+        ema_decay=0.0,
+    )
     multi = np.load(out)
     for i, leaf in enumerate(params(one)):
         np.testing.assert_allclose(multi[f"arr_{i}"], leaf, rtol=1e-5, atol=1e-6)
@@ -172,8 +184,17 @@ def test_mlp_learns_a_gaussian_mixture():
     mix = four_gaussians()
     x = np.asarray(mix.sample(jr.key(0), 8192))
     model0 = sgm.ScoreModel(sgm.nets.MLP((2,), key=jr.key(1), width=128, depth=3), SDE)
-    model = sgm.train(model0, SDE, x, optax.adam(2e-3), steps=600, batch_size=256,
-                      key=jr.key(2), progress=False, ema_decay=0.99)  # fmt: skip
+    model = sgm.train(
+        model0,
+        SDE,
+        x,
+        optax.adam(2e-3),
+        steps=600,
+        batch_size=256,
+        key=jr.key(2),
+        progress=False,
+        ema_decay=0.99,
+    )
     sampler = sgm.EulerMaruyama(steps=500)
     data_lp = float(jax.vmap(mix.log_prob)(x).mean())
     before = sgm.sample(model0, SDE, sampler, key=jr.key(3), shape=(2000, 2))
@@ -191,8 +212,9 @@ def test_ema_warms_up():
     raw = [tiny_model()] + [
         sgm.train(tiny_model(), SDE, data(), OPT, steps=n, ema_decay=0.0, **kw) for n in (1, 2)
     ]
-    ema = [sgm.train(tiny_model(), SDE, data(), OPT, steps=n, ema_decay=0.999, **kw)
-           for n in (1, 2)]  # fmt: skip
+    ema = [
+        sgm.train(tiny_model(), SDE, data(), OPT, steps=n, ema_decay=0.999, **kw) for n in (1, 2)
+    ]
     p0, p1, p2 = (params(m) for m in raw)
     e1 = [0.1 * a + 0.9 * b for a, b in zip(p0, p1, strict=True)]
     e2 = [(2 / 11) * a + (9 / 11) * b for a, b in zip(e1, p2, strict=True)]

@@ -119,8 +119,9 @@ class Dataset:
         processes; the test split stays whole."""
         if self.shard is not None:
             raise ValueError(f"{self.name} is already sharded ({self.shard}).")
-        if not (isinstance(count, int) and count >= 1 and isinstance(rank, int)
-                and 0 <= rank < count):  # fmt: skip
+        if not (
+            isinstance(count, int) and count >= 1 and isinstance(rank, int) and 0 <= rank < count
+        ):
             raise ValueError(f"need 0 <= rank < count, got rank={rank!r}, count={count!r}.")
         take = lambda a: None if a is None else a[rank::count]  # noqa: E731
         return dataclasses.replace(

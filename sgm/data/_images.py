@@ -42,8 +42,9 @@ def _read_split(tfds_name, parts: str, data_dir, train_rows) -> list[dict]:
     """The examples of `parts` ("train+validation" reads as one split); with `train_rows =
     (rank, count, limit)` only the rows `rank::count` of the first `limit` (None: all)."""
     if train_rows is None:
-        return [ex for part in parts.split("+") for ex in load_tfds(tfds_name, part,
-                                                                    data_dir=data_dir)]  # fmt: skip
+        return [
+            ex for part in parts.split("+") for ex in load_tfds(tfds_name, part, data_dir=data_dir)
+        ]
     rank, count, limit = train_rows
     sources = [_tfds_source(tfds_name, part, data_dir) for part in parts.split("+")]
     offsets = np.cumsum([0] + [len(s) for s in sources])
@@ -55,8 +56,9 @@ def _read_split(tfds_name, parts: str, data_dir, train_rows) -> list[dict]:
     return out
 
 
-def _from_tfds(name, tfds_name, splits=("train", "test"), data_dir=None, transform=None,
-               train_rows=None):  # fmt: skip
+def _from_tfds(
+    name, tfds_name, splits=("train", "test"), data_dir=None, transform=None, train_rows=None
+):
     """A tfds image dataset; with `train_rows = (rank, count, limit)` the training split is
     that process's share (`Dataset.shard`) and only its rows are read."""
     out = {}

@@ -176,8 +176,12 @@ def ou_family_check(x, y, *, dt: float) -> dict:
 
     def log_density(s, a, v):
         rest = s[1:] - a * s[:-1]
-        return -0.5 * (s[0] ** 2 + jnp.sum(rest**2) / v + length * math.log(2 * math.pi)
-                       + (length - 1) * jnp.log(v))  # fmt: skip
+        return -0.5 * (
+            s[0] ** 2
+            + jnp.sum(rest**2) / v
+            + length * math.log(2 * math.pi)
+            + (length - 1) * jnp.log(v)
+        )
 
     expected = -0.5 * (length + length * math.log(2 * math.pi) + (length - 1) * jnp.log(v))
     lp = jax.vmap(log_density)(x, a, v)

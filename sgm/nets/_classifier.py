@@ -48,8 +48,11 @@ class Classifier(eqx.Module):
                 self.layers.append(eqx.nn.Linear(cin, width, key=next(keys)))
                 self.norms.append(eqx.nn.LayerNorm(width))
             else:
-                self.layers.append(eqx.nn.Conv(ndim, cin, width, 3, stride=1 if i == 0 else 2,
-                                               padding=1, key=next(keys)))  # fmt: skip
+                self.layers.append(
+                    eqx.nn.Conv(
+                        ndim, cin, width, 3, stride=1 if i == 0 else 2, padding=1, key=next(keys)
+                    )
+                )
                 self.norms.append(eqx.nn.GroupNorm(min(8, width), width))
             self.embs.append(eqx.nn.Linear(embed_dim, width, key=next(keys)))
             cin = width

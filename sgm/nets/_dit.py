@@ -14,8 +14,9 @@ from ._embedding import Conditioning, check_input, check_no_condition, dropout
 
 def _zero_linear(cin, cout, *, key):
     lin = eqx.nn.Linear(cin, cout, key=key)
-    return eqx.tree_at(lambda m: (m.weight, m.bias), lin,
-                       (jnp.zeros_like(lin.weight), jnp.zeros_like(lin.bias)))  # fmt: skip
+    return eqx.tree_at(
+        lambda m: (m.weight, m.bias), lin, (jnp.zeros_like(lin.weight), jnp.zeros_like(lin.bias))
+    )
 
 
 def _modulate(x, shift, scale):
@@ -78,9 +79,21 @@ class DiT(eqx.Module):
     ada_out: eqx.nn.Linear
     head: eqx.nn.Linear
 
-    def __init__(self, data_shape, *, key: PRNGKeyArray, patch_size=2, hidden=128, depth=4,
-                 heads=4, mlp_ratio=4, num_classes=None, cond_dim=None, dropout=0.0,
-                 fourier_scale=1.0):  # fmt: skip
+    def __init__(
+        self,
+        data_shape,
+        *,
+        key: PRNGKeyArray,
+        patch_size=2,
+        hidden=128,
+        depth=4,
+        heads=4,
+        mlp_ratio=4,
+        num_classes=None,
+        cond_dim=None,
+        dropout=0.0,
+        fourier_scale=1.0,
+    ):
         data_shape = tuple(data_shape)
         if len(data_shape) != 3:
             raise ValueError(f"DiT takes images (C, H, W), got data_shape {data_shape}.")
@@ -91,8 +104,13 @@ class DiT(eqx.Module):
         n_tokens = math.ceil(h / p) * math.ceil(w / p)
         ckey, ikey, pkey, okey, hkey, *bkeys = jr.split(key, 5 + depth)
         self.data_shape, self.patch_size = data_shape, p
-        self.cond = Conditioning(hidden, key=ckey, num_classes=num_classes, cond_dim=cond_dim,
-                                 fourier_scale=fourier_scale)  # fmt: skip
+        self.cond = Conditioning(
+            hidden,
+            key=ckey,
+            num_classes=num_classes,
+            cond_dim=cond_dim,
+            fourier_scale=fourier_scale,
+        )
         self.patch_in = eqx.nn.Linear(c * p * p, hidden, key=ikey)
         self.pos = 0.02 * jr.normal(pkey, (n_tokens, hidden))
         self.blocks = [_DiTBlock(hidden, heads, mlp_ratio, dropout, key=k) for k in bkeys]

@@ -51,8 +51,9 @@ class Conditioning(eqx.Module):
         self.fourier_scale = fourier_scale
 
     def __call__(self, c, y=None) -> Float[Array, " embed_dim"]:
-        emb = self.time_mlp(fourier_features(jnp.asarray(c, float), self.embed_dim,
-                                             self.fourier_scale, seed=0))  # fmt: skip
+        emb = self.time_mlp(
+            fourier_features(jnp.asarray(c, float), self.embed_dim, self.fourier_scale, seed=0)
+        )
         if self.label_table is not None:
             y = jnp.asarray(self.num_classes if y is None else y)
             if y.shape != ():
@@ -82,8 +83,10 @@ def check_input(name: str, x, data_shape: tuple[int, ...]) -> None:
 
 def check_no_condition(name: str, y) -> None:
     if y is not None:
-        raise ValueError(f"{name} is unconditional but got y; build it with num_classes=, "
-                         "cond_dim= or cond_channels= to condition it.")  # fmt: skip
+        raise ValueError(
+            f"{name} is unconditional but got y; build it with num_classes=, "
+            "cond_dim= or cond_channels= to condition it."
+        )
 
 
 def param_count(module) -> int:

@@ -56,13 +56,29 @@ class MLP(eqx.Module):
     norm: eqx.nn.LayerNorm
     out: eqx.nn.Linear
 
-    def __init__(self, data_shape, *, key: PRNGKeyArray, width=128, depth=3, embed_dim=128,
-                 num_classes=None, cond_dim=None, dropout=0.0, fourier_scale=1.0):  # fmt: skip
+    def __init__(
+        self,
+        data_shape,
+        *,
+        key: PRNGKeyArray,
+        width=128,
+        depth=3,
+        embed_dim=128,
+        num_classes=None,
+        cond_dim=None,
+        dropout=0.0,
+        fourier_scale=1.0,
+    ):
         self.data_shape = tuple(data_shape)
         d = math.prod(self.data_shape)
         ckey, ikey, okey, *bkeys = jr.split(key, 3 + depth)
-        self.cond = Conditioning(embed_dim, key=ckey, num_classes=num_classes, cond_dim=cond_dim,
-                                 fourier_scale=fourier_scale)  # fmt: skip
+        self.cond = Conditioning(
+            embed_dim,
+            key=ckey,
+            num_classes=num_classes,
+            cond_dim=cond_dim,
+            fourier_scale=fourier_scale,
+        )
         self.inp = eqx.nn.Linear(d, width, key=ikey)
         self.blocks = [_Block(width, embed_dim, dropout, key=k) for k in bkeys]
         self.norm = eqx.nn.LayerNorm(width)

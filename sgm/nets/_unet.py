@@ -29,9 +29,14 @@ def conv(layer: eqx.nn.Conv, x: Float[Array, "c *spatial"]) -> Float[Array, "o *
         lhs.shape, rhs.shape, (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C")
     )
     out = lax.conv_general_dilated(
-        lhs, rhs, window_strides=layer.stride, padding=layer.padding,
-        rhs_dilation=layer.dilation, dimension_numbers=dims, feature_group_count=layer.groups,
-    )  # fmt: skip
+        lhs,
+        rhs,
+        window_strides=layer.stride,
+        padding=layer.padding,
+        rhs_dilation=layer.dilation,
+        dimension_numbers=dims,
+        feature_group_count=layer.groups,
+    )
     out = jnp.moveaxis(out[0], -1, 0)
     return out + layer.bias if layer.use_bias else out
 
@@ -126,10 +131,23 @@ class UNet(eqx.Module):
     norm_out: eqx.nn.GroupNorm
     conv_out: eqx.nn.Conv
 
-    def __init__(self, data_shape, *, key: PRNGKeyArray, channels=32, channel_mults=(1, 2, 2),
-                 num_res_blocks=1, attention_levels=(2,), dropout=0.0, num_groups=8,
-                 embed_dim=None, num_classes=None, cond_dim=None, cond_channels=0,
-                 fourier_scale=1.0):  # fmt: skip
+    def __init__(
+        self,
+        data_shape,
+        *,
+        key: PRNGKeyArray,
+        channels=32,
+        channel_mults=(1, 2, 2),
+        num_res_blocks=1,
+        attention_levels=(2,),
+        dropout=0.0,
+        num_groups=8,
+        embed_dim=None,
+        num_classes=None,
+        cond_dim=None,
+        cond_channels=0,
+        fourier_scale=1.0,
+    ):
         data_shape = tuple(data_shape)
         if len(data_shape) not in (2, 3):
             raise ValueError(f"UNet takes data_shape (C, H, W) or (C, L), got {data_shape}.")
@@ -142,8 +160,13 @@ class UNet(eqx.Module):
         self.data_shape, self.cond_channels = data_shape, cond_channels
         self.attention_levels = tuple(attention_levels)
         keys = iter(jr.split(key, 8 + 4 * len(channel_mults) * (num_res_blocks + 2)))
-        self.cond = Conditioning(embed_dim, key=next(keys), num_classes=num_classes,
-                                 cond_dim=cond_dim, fourier_scale=fourier_scale)  # fmt: skip
+        self.cond = Conditioning(
+            embed_dim,
+            key=next(keys),
+            num_classes=num_classes,
+            cond_dim=cond_dim,
+            fourier_scale=fourier_scale,
+        )
         self.conv_in = _conv(ndim, data_shape[0] + cond_channels, channels, 3, key=next(keys))
         widths = [channels * m for m in channel_mults]
 
