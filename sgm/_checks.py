@@ -1,10 +1,82 @@
-"""Checks at the API boundary: bad input raises a ValueError a user can act on."""
+"""Checks at the API boundary: bad input raises a ValueError a user can act on.
+
+One rule for settings everywhere: an integer setting accepts a Python or NumPy integer and
+refuses `bool` (`True` is not a step count); a float setting accepts any real number (Python,
+NumPy, or an integer) but neither `bool` nor NaN. Each check returns the value as a plain Python
+`int` or `float`, so that what is stored (and serialised) has one type.
+"""
+
+import math
+import numbers
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ._sde import AbstractSDE
+
+
+def _is_integer(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+
+
+def check_int(name: str, value, *, minimum: int = 1, none: bool = False) -> int | None:
+    """`value` as an `int >= minimum` (or `None` where `none`); else a ValueError naming `name`."""
+    if value is None and none:
+        return None
+    if not _is_integer(value) or value < minimum:
+        what = f"an integer >= {minimum}" + (" or None" if none else "")
+        raise ValueError(f"{name} must be {what}, got {value!r}.")
+    return int(value)
+
+
+def check_float(
+    name: str,
+    value,
+    *,
+    above: float | None = None,
+    at_least: float | None = None,
+    below: float | None = None,
+    none: bool = False,
+) -> float | None:
+    """`value` as a finite-or-infinite real `float` with `value > above`, `value >= at_least` and
+    `value < below` (the bounds given), or `None` where `none`."""
+    if value is None and none:
+        return None
+    ok = _is_real(value) and not math.isnan(value)
+    ok = ok and (above is None or value > above) and (at_least is None or value >= at_least)
+    ok = ok and (below is None or value < below)
+    if not ok:
+        parts = [f"> {above:g}"] if above is not None else []
+        parts += [f">= {at_least:g}"] if at_least is not None else []
+        parts += [f"< {below:g}"] if below is not None else []
+        what = "a number" + (" " + " and ".join(parts) if parts else "")
+        raise ValueError(
+            f"{name} must be {what}" + (" or None" if none else "") + f", got {value!r}."
+        )
+    return float(value)
+
+
+def check_positive(name: str, value, *, none: bool = False) -> float | None:
+    """`value` as a finite `float > 0` (or `None` where `none`)."""
+    value = check_float(name, value, above=0.0, none=none)
+    if value is not None and math.isinf(value):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
+    return value
+
+
+def check_probability(name: str, value, *, closed: bool = False) -> float:
+    """`value` as a `float` in `[0, 1)` (`[0, 1]` where `closed`)."""
+    if closed:
+        value = check_float(name, value, at_least=0.0)
+        if value > 1:
+            raise ValueError(f"{name} must be a number in [0, 1], got {value!r}.")
+        return value
+    return check_float(name, value, at_least=0.0, below=1.0)
 
 
 def check_sde(sde) -> None:
