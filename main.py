@@ -16,8 +16,10 @@ import jax
 import jax.random as jr
 
 import sgm
+import sgm.experiment
 from experiments import EXPERIMENTS
-from sgm import distributed, phases
+from sgm import distributed
+from sgm.experiment import phases
 
 AFTER_TRAINING = {
     "sample": phases.sample,
@@ -72,7 +74,7 @@ def parse_args(argv):
     return p, args, overrides
 
 
-def existing_run(args, name: str | None) -> sgm.RunDir:
+def existing_run(args, name: str | None) -> sgm.experiment.RunDir:
     """The run an invocation continues or evaluates: `--run-dir`, else the latest run of the
     experiment with a checkpoint (`--resume`) or with a trained model (other modes)."""
     if args.run_dir:
@@ -81,10 +83,10 @@ def existing_run(args, name: str | None) -> sgm.RunDir:
             raise ValueError(
                 f"--run-dir {path} does not exist; check the path (nothing was created)."
             )
-        return sgm.RunDir.open(path)
+        return sgm.experiment.RunDir.open(path)
     if name is None:
         raise ValueError("give --experiment NAME or --run-dir DIR.")
-    run = sgm.RunDir.latest(args.out, name, resumable=args.resume)
+    run = sgm.experiment.RunDir.latest(args.out, name, resumable=args.resume)
     if run is None:
         what = "with a checkpoint" if args.resume else "that finished training"
         raise ValueError(
@@ -109,30 +111,30 @@ def configure(args, overrides):
                 f"--run-dir {args.run_dir} already exists; pass --resume to "
                 "continue it, or name a new directory."
             )
-        return sgm.override(EXPERIMENTS[name], overrides), None, {}
+        return sgm.experiment.override(EXPERIMENTS[name], overrides), None, {}
     run = existing_run(args, name)
     if name is not None and name != run.config.name:
         raise ValueError(f"{run.path} is a run of {run.config.name}, not {name}.")
-    cfg = sgm.override(run.config, overrides)
+    cfg = sgm.experiment.override(run.config, overrides)
     settings = run.settings_from(cfg)
     if args.resume:
         run.checkpoint_step()  # a clear error when there is nothing to resume
     return cfg, run, settings
 
 
-def open_run(args, overrides, cfg, run, settings, ds) -> sgm.RunDir:
+def open_run(args, overrides, cfg, run, settings, ds) -> sgm.experiment.RunDir:
     """Creates the run (process 0, which names it to the others) or checks the data against
     the existing one, and records this invocation."""
     if run is None and distributed.is_main():
         info = phases.data_info(ds)
         run = (
-            sgm.RunDir.create_at(args.run_dir, cfg, info)
+            sgm.experiment.RunDir.create_at(args.run_dir, cfg, info)
             if args.run_dir
-            else sgm.RunDir.create(args.out, cfg, info)
+            else sgm.experiment.RunDir.create(args.out, cfg, info)
         )
     path = distributed.broadcast_text(str(run.path) if distributed.is_main() else "")
     if run is None or str(run.path) != path:
-        run = sgm.RunDir.open(path)
+        run = sgm.experiment.RunDir.open(path)
     if list(ds.data_shape) != run.info["data_shape"]:
         raise ValueError(
             f"{run.path} was trained on data of shape {run.info['data_shape']}; "
@@ -196,9 +198,9 @@ def main(argv=None) -> int:
         earlier = metrics.get("train_seconds", 0.0) if args.resume else 0.0
         metrics["train_seconds"] = earlier + time.perf_counter() - start
         if distributed.is_main():
-            sgm.plot.save_marginals(cfg.sde, run.path / "marginals.png")
+            sgm.experiment.plot.save_marginals(cfg.sde, run.path / "marginals.png")
     distributed.barrier("trained")  # model.eqx is written
-    trained = sgm.load_run(run.path)
+    trained = sgm.experiment.load_run(run.path)
     modes = ("sample", "likelihood") if args.mode == "all" else (args.mode,)
     try:
         for mode in (m for m in modes if m in AFTER_TRAINING):
@@ -206,7 +208,7 @@ def main(argv=None) -> int:
     except phases.PhaseError as e:
         raise SystemExit(str(e)) from None
     if distributed.is_main():
-        sgm.write_json(metrics_path, metrics)
+        sgm.experiment.write_json(metrics_path, metrics)
         print(f"metrics written to {metrics_path}")
     return 0
 

@@ -2,7 +2,7 @@
 
 import json
 
-from sgm import write_json
+from sgm.experiment import write_json
 
 
 def report(result: dict, out: str | None) -> None:

@@ -24,7 +24,7 @@ import sgm  # noqa: E402
 def main():
     cache, run_dir, data_dir = sys.argv[1:4]
     sgm.enable_compilation_cache(cache, min_compile_seconds=0)
-    run = sgm.load_run(run_dir)
+    run = sgm.experiment.load_run(run_dir)
     ds = sgm.data.load("mnist", data_dir=data_dir)
     t = time.perf_counter()
     bpd = sgm.bits_per_dim(run.model, run.sde, ds.test_int[:2], key=jr.key(0), progress=False)

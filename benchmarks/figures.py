@@ -155,7 +155,7 @@ def colorization():
     same = jax.vmap(mix.assign)(rgb.reshape(10, -1)) == jax.vmap(mix.assign)(truth.reshape(10, -1))
     grey_err = float(jnp.abs(rgb.mean(1, keepdims=True) - grey).max())
     shown = jnp.concatenate([jnp.repeat(grey, 3, axis=1), rgb, truth])
-    sgm.plot.save_image_grid(
+    sgm.experiment.plot.save_image_grid(
         jnp.clip((shown + 1) / 2, 0, 1),
         FIGS / "colorization.png",
         ncol=10,
@@ -179,7 +179,7 @@ def main():
         likelihood_check()
         colorization()
         for name, sde in {"vp": sgm.VPSDE(), "subvp": sgm.SubVPSDE(), "ve": sgm.VESDE()}.items():
-            sgm.plot.save_marginals(sde, FIGS / f"marginals_{name}.png")
+            sgm.experiment.plot.save_marginals(sde, FIGS / f"marginals_{name}.png")
     runs = [
         ("digits", args.digits_run, "*.png"),
         ("mnist", args.mnist_run, "*.png"),

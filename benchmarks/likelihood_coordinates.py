@@ -19,6 +19,7 @@ import jax.random as jr
 from _report import report
 
 import sgm
+import sgm.experiment
 
 CHOICES = {
     "t/x rms (before issue 16)": dict(
@@ -37,7 +38,7 @@ def main():
     p.add_argument("--n-images", type=int, default=4)
     p.add_argument("--out")
     args = p.parse_args()
-    run, ds = sgm.load_run(args.run_dir), sgm.data.mnist(args.data_dir)
+    run, ds = sgm.experiment.load_run(args.run_dir), sgm.data.mnist(args.data_dir)
     n = args.n_images
     k = jnp.asarray(ds.test_int[:n], jnp.float32)
     x = ds.scaler((k + jr.uniform(jr.key(0), k.shape)) / 256.0)

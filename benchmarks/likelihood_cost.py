@@ -43,6 +43,7 @@ import numpy as np
 from _report import report
 
 import sgm
+import sgm.experiment
 from sgm._trace import balanced_chunks, exact_trace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -129,9 +130,9 @@ def closed_form(quick: bool):
 def load_model(run_dir: str, checkpoint: bool):
     """The run's EMA model; with `checkpoint`, from the last checkpoint of an unfinished run."""
     if not checkpoint:
-        run = sgm.load_run(run_dir)
+        run = sgm.experiment.load_run(run_dir)
         return run.config, run.sde, run.model, run.data_shape
-    run = sgm.RunDir.open(run_dir)
+    run = sgm.experiment.RunDir.open(run_dir)
     config, info = run.config, run.info
     shape = tuple(info["data_shape"])
     model = config.build_model(shape, num_classes=info["num_classes"])

@@ -28,6 +28,7 @@ import optax
 from _report import report
 
 import sgm
+import sgm.experiment
 
 
 class Classifier(eqx.Module):
@@ -114,7 +115,7 @@ def main():
     p.add_argument("--out")
     args = p.parse_args()
     n = 200 if args.quick else args.n
-    run = sgm.load_run(args.run_dir)
+    run = sgm.experiment.load_run(args.run_dir)
     ds = sgm.data.mnist(args.data_dir)
     clf, accuracy = train_classifier(ds)
     feats = jax.jit(jax.vmap(clf.features))

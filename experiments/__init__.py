@@ -1,4 +1,4 @@
-"""One named experiment per module, each an `sgm.Experiment` made of the library's own
+"""One named experiment per module, each an `Experiment` made of the library's own
 objects. `EXPERIMENTS[name]`; `python main.py --list` prints them."""
 
 from . import (

@@ -1,15 +1,16 @@
 """CIFAR-10 at 32x32 (tfds)."""
 
 import sgm
+from sgm.experiment import Data, Eval, Experiment, Net, Sample, Train
 from sgm.nets import UNet
 
-EXPERIMENT = sgm.Experiment(
+EXPERIMENT = Experiment(
     name="cifar10_vp",
     description="CIFAR-10 32x32 RGB via tfds, VP SDE, UNet (prepared tfds data, GPU)",
     budget="not run here: needs the tfds data set and an accelerator (paper: 1.3M steps)",
-    data=sgm.Data("cifar10"),
+    data=Data("cifar10"),
     sde=sgm.VPSDE(),
-    net=sgm.Net(
+    net=Net(
         UNet,
         channels=64,
         channel_mults=(1, 2, 2, 2),
@@ -18,10 +19,10 @@ EXPERIMENT = sgm.Experiment(
         dropout=0.1,
     ),
     optimizer=sgm.Adam(lr=2e-4, warmup=5000),
-    train=sgm.Train(steps=200_000, batch_size=128),
-    sample=sgm.Sample(
+    train=Train(steps=200_000, batch_size=128),
+    sample=Sample(
         n_samples=64,
         samplers={"pc": sgm.PredictorCorrector(steps=1000), "ode": sgm.ProbabilityFlowODE()},
     ),
-    eval=sgm.Eval(n_images=256),
+    eval=Eval(n_images=256),
 )

@@ -2,7 +2,7 @@
 
 import dataclasses
 
-import sgm
+from sgm.experiment import Net
 from sgm.nets import DiT
 
 from .digits_vp import EXPERIMENT as DIGITS_VP
@@ -12,5 +12,5 @@ EXPERIMENT = dataclasses.replace(
     name="digits_dit_vp",
     description="8x8 scikit-learn digits, VP SDE, class-conditional DiT (patch 2, 84 x 4)",
     budget="1500 steps x 128: 4.4 min training on 2 CPU cores (partly shared), 4.66 bits/dim",
-    net=sgm.Net(DiT, conditional=True, patch_size=2, hidden=84, depth=4, heads=4),
+    net=Net(DiT, conditional=True, patch_size=2, hidden=84, depth=4, heads=4),
 )

@@ -1,20 +1,21 @@
 """8x8 digits given their low-resolution version: super-resolution."""
 
 import sgm
+from sgm.experiment import Data, Eval, Experiment, Net, Sample, Train
 from sgm.nets import UNet
 
-EXPERIMENT = sgm.Experiment(
+EXPERIMENT = Experiment(
     name="digits_sr_vp",
     description="8x8 digits conditioned on their 4x4 block means (a map, concatenated as an "
     "extra channel): super-resolution, VP SDE, UNet",
     budget="1000 steps x 128: 12 min training, 1.2 min sampling, 1.4 min bits/dim "
     "(2-core CPU, shared)",
-    data=sgm.Data("digits", lowres_factor=2),
+    data=Data("digits", lowres_factor=2),
     sde=sgm.VPSDE(),
-    net=sgm.Net(UNet, conditional=True, channels=32, channel_mults=(1, 2), attention_levels=(1,)),
+    net=Net(UNet, conditional=True, channels=32, channel_mults=(1, 2), attention_levels=(1,)),
     optimizer=sgm.Adam(lr=1e-3, warmup=100, decay=True),
-    train=sgm.Train(steps=1000, batch_size=128),
-    sample=sgm.Sample(
+    train=Train(steps=1000, batch_size=128),
+    sample=Sample(
         n_samples=64,
         samplers={
             "em": sgm.EulerMaruyama(steps=500),
@@ -22,5 +23,5 @@ EXPERIMENT = sgm.Experiment(
             "unipc": sgm.UniPC(steps=20),
         },
     ),
-    eval=sgm.Eval(n_images=64),
+    eval=Eval(n_images=64),
 )

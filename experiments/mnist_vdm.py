@@ -5,6 +5,7 @@ uniform in t, dequantized images (issue 15, item 4)."""
 import dataclasses
 
 import sgm
+from sgm.experiment import Net
 
 from .mnist_vp import EXPERIMENT as MNIST_VP
 
@@ -15,6 +16,6 @@ EXPERIMENT = dataclasses.replace(
     "model by the likelihood bound, dequantized images",
     budget="2000 steps x 64: not run on a CPU (a step is mnist_vp's plus a second backward pass)",
     sde=sgm.LearnedVPSDE(),
-    net=sgm.Net(MNIST_VP.net.cls, dequantizer=sgm.UniformDequantizer(), **MNIST_VP.net.kwargs),
+    net=Net(MNIST_VP.net.cls, dequantizer=sgm.UniformDequantizer(), **MNIST_VP.net.kwargs),
     loss=sgm.DSMLoss(weighting="likelihood", time_sampling="antithetic"),
 )

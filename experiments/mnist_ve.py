@@ -1,18 +1,19 @@
 """MNIST under the VE SDE."""
 
 import sgm
+from sgm.experiment import Data, Eval, Experiment, Net, Sample, Train
 from sgm.nets import UNet
 
-EXPERIMENT = sgm.Experiment(
+EXPERIMENT = Experiment(
     name="mnist_ve",
     description="MNIST 28x28, VE SDE (sigma_max 50), UNet; tfds or --data-dir IDX",
     budget="2000 steps x 64: 2 h 11 min training on 2 CPU cores (shared), 17 min sampling",
-    data=sgm.Data("mnist"),
+    data=Data("mnist"),
     sde=sgm.VESDE(sigma_min=0.01, sigma_max=50.0),
-    net=sgm.Net(UNet, channels=32, channel_mults=(1, 2, 2), attention_levels=(2,)),
+    net=Net(UNet, channels=32, channel_mults=(1, 2, 2), attention_levels=(2,)),
     optimizer=sgm.Adam(lr=1e-3, warmup=100, decay=True),
-    train=sgm.Train(steps=2000, batch_size=64),
-    sample=sgm.Sample(
+    train=Train(steps=2000, batch_size=64),
+    sample=Sample(
         n_samples=36,
         samplers={
             "em": sgm.EulerMaruyama(steps=500),
@@ -21,5 +22,5 @@ EXPERIMENT = sgm.Experiment(
             "heun": sgm.HeunSampler(steps=18),
         },
     ),
-    eval=sgm.Eval(n_images=32),
+    eval=Eval(n_images=32),
 )

@@ -1,18 +1,19 @@
 """MNIST under the VP SDE."""
 
 import sgm
+from sgm.experiment import Data, Eval, Experiment, Net, Sample, Train
 from sgm.nets import UNet
 
-EXPERIMENT = sgm.Experiment(
+EXPERIMENT = Experiment(
     name="mnist_vp",
     description="MNIST 28x28, VP SDE (linear beta 0.1 to 20), UNet; tfds or --data-dir IDX",
     budget="2000 steps x 64: 33-38 min training on 2 CPU cores (shared)",
-    data=sgm.Data("mnist"),
+    data=Data("mnist"),
     sde=sgm.VPSDE(),
-    net=sgm.Net(UNet, channels=32, channel_mults=(1, 2, 2), attention_levels=(2,)),
+    net=Net(UNet, channels=32, channel_mults=(1, 2, 2), attention_levels=(2,)),
     optimizer=sgm.Adam(lr=1e-3, warmup=100, decay=True),
-    train=sgm.Train(steps=2000, batch_size=64),
-    sample=sgm.Sample(
+    train=Train(steps=2000, batch_size=64),
+    sample=Sample(
         n_samples=36,
         samplers={
             "em": sgm.EulerMaruyama(steps=500),
@@ -21,5 +22,5 @@ EXPERIMENT = sgm.Experiment(
             "dpm": sgm.DPMSolver(steps=20),
         },
     ),
-    eval=sgm.Eval(n_images=32),
+    eval=Eval(n_images=32),
 )

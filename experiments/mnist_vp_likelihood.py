@@ -5,6 +5,7 @@ Score-Based Diffusion Models*), at the same budget."""
 import dataclasses
 
 import sgm
+from sgm.experiment import Net
 
 from .mnist_vp import EXPERIMENT as MNIST_VP
 
@@ -14,6 +15,6 @@ EXPERIMENT = dataclasses.replace(
     description="mnist_vp trained by the likelihood bound: g^2 weighting, importance-sampled "
     "times, dequantized images",
     budget="2000 steps x 64: 50 min training on 2 busy CPU cores (the cost per step of mnist_vp)",
-    net=sgm.Net(MNIST_VP.net.cls, dequantizer=sgm.UniformDequantizer(), **MNIST_VP.net.kwargs),
+    net=Net(MNIST_VP.net.cls, dequantizer=sgm.UniformDequantizer(), **MNIST_VP.net.kwargs),
     loss=sgm.DSMLoss(weighting="likelihood", importance_sampling=True),
 )

@@ -1,11 +1,6 @@
 """sgm: score-based generative modelling with SDEs, in JAX and Equinox."""
 
-from . import (
-    data as data,
-    nets as nets,
-    phases as phases,  # noqa: E402  (uses the names above)
-    plot as plot,
-)
+from . import data as data, distributed as distributed, nets as nets
 from ._cache import enable_compilation_cache as enable_compilation_cache
 from ._checkpoint import (
     CheckpointError as CheckpointError,
@@ -34,14 +29,6 @@ from ._dequant import (
     VariationalDequantizer as VariationalDequantizer,
     dequantized_bits_per_dim as dequantized_bits_per_dim,
 )
-from ._experiment import (
-    Data as Data,
-    Eval as Eval,
-    Experiment as Experiment,
-    Net as Net,
-    Sample as Sample,
-    Train as Train,
-)
 from ._fast_samplers import (
     DPMSolver as DPMSolver,
     HeunSampler as HeunSampler,
@@ -49,7 +36,7 @@ from ._fast_samplers import (
     UniPC as UniPC,
 )
 from ._flow import ODEVariables as ODEVariables
-from ._io import save_model as save_model, write_json as write_json
+from ._io import save_model as save_model
 from ._learned_schedule import (
     AbstractLearnedSDE as AbstractLearnedSDE,
     LearnedVPSDE as LearnedVPSDE,
@@ -61,9 +48,6 @@ from ._likelihood import (
 )
 from ._losses import DSMLoss as DSMLoss
 from ._optimizer import Adam as Adam, lr_schedule as lr_schedule
-from ._overrides import override as override, valid_keys as valid_keys
-from ._registry import register as register
-from ._run import Run as Run, RunDir as RunDir, load_run as load_run
 from ._samplers import (
     AbstractSampler as AbstractSampler,
     EulerMaruyama as EulerMaruyama,
@@ -85,7 +69,6 @@ from ._sde import (
     AbstractSDE as AbstractSDE,
     SubVPSDE as SubVPSDE,
 )
-from ._serial import from_json as from_json, to_json as to_json
 from ._trace import (
     AbstractTraceEstimator as AbstractTraceEstimator,
     Exact as Exact,

@@ -16,6 +16,7 @@ trained to minimise the estimator's variance (their appendix I.2; `DSMLoss` does
 `AbstractLearnedSDE`), and its end points stay where they are set.
 """
 
+import dataclasses
 import math
 
 import equinox as eqx
@@ -25,7 +26,6 @@ import numpy as np
 from jaxtyping import Array, Float, Scalar, ScalarLike
 
 from ._sde import AbstractSDE, _check_interval, _check_time
-from ._serial import fields_of
 
 
 def _softplus_inverse(y: float) -> float:
@@ -160,9 +160,15 @@ class LearnedVPSDE(AbstractLearnedSDE):
         return 1e-3
 
 
+def _settings(sde: AbstractSDE) -> dict:
+    """The fields of `sde` that are settings, not learned arrays."""
+    fields = dataclasses.fields(sde)  # pyright: ignore[reportArgumentType]
+    return {f.name: getattr(sde, f.name) for f in fields if not f.metadata.get("learned")}
+
+
 def same_sde(a: AbstractSDE, b: AbstractSDE) -> bool:
     """Whether `a` and `b` are the same SDE; a learned one is the same SDE whatever its
     parameters have learned (its class and configuration agree)."""
     if isinstance(a, AbstractLearnedSDE) or isinstance(b, AbstractLearnedSDE):
-        return type(a) is type(b) and fields_of(a) == fields_of(b)
+        return type(a) is type(b) and _settings(a) == _settings(b)
     return a == b

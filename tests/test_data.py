@@ -10,6 +10,7 @@ import pytest
 from helpers import MNIST_DIR
 
 import sgm
+import sgm.experiment
 from sgm.data import delay_embed, delay_unembed, load_csv, ornstein_uhlenbeck, read_idx
 
 needs_mnist = pytest.mark.skipif(
@@ -233,9 +234,11 @@ def test_a_process_reads_only_its_share_of_a_tfds_dataset(monkeypatch):
 
     monkeypatch.setattr(_images, "_tfds_source", counting)
     with tfds.testing.mock_data(num_examples=7):
-        full = sgm.Data("flowers", resolution=16).load(key=jr.key(0))
+        full = sgm.experiment.Data("flowers", resolution=16).load(key=jr.key(0))
         read.clear()
-        part = sgm.Data("flowers", n_train=11, resolution=16).load(key=jr.key(0), shard=(1, 3))
+        part = sgm.experiment.Data("flowers", n_train=11, resolution=16).load(
+            key=jr.key(0), shard=(1, 3)
+        )
     assert part.shard == (1, 3) and len(full.train) == 14
     np.testing.assert_array_equal(part.train_int, full.train_int[:11][1::3])
     np.testing.assert_array_equal(part.train_labels, full.train_labels[:11][1::3])
@@ -246,7 +249,7 @@ def test_a_process_reads_only_its_share_of_a_tfds_dataset(monkeypatch):
 
 def test_sharded_datasets_hold_their_share():
     ds = sgm.data.digits(key=jr.key(0))
-    part = sgm.Data("digits", n_train=100).load(key=jr.key(0), shard=(2, 4))
+    part = sgm.experiment.Data("digits", n_train=100).load(key=jr.key(0), shard=(2, 4))
     np.testing.assert_array_equal(part.train, ds.train[:100][2::4])
     np.testing.assert_array_equal(part.train_labels, ds.train_labels[:100][2::4])
     assert part.shard == (2, 4) and len(part.test) == len(ds.test)

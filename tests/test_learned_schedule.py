@@ -14,7 +14,7 @@ from helpers import four_gaussians, rotated_gaussian
 
 import sgm
 from sgm._losses import variance_objective
-from sgm._serial import from_json, to_json
+from sgm.experiment import from_json, to_json
 
 
 def random_schedule(seed: int, hidden: int = 16) -> sgm.LearnedVPSDE:

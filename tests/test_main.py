@@ -10,6 +10,7 @@ import pytest
 from helpers import MNIST_DIR
 
 import sgm
+import sgm.experiment
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import main as cli  # noqa: E402
@@ -87,7 +88,7 @@ def test_toy_end_to_end_then_sample_from_the_run(tmp_path):
     assert cli.main(args) == 0
     run = run_dir_of(tmp_path, "moons_vp")
     check_run(run, ["em", "pc", "ode"])
-    loaded = sgm.load_run(run)
+    loaded = sgm.experiment.load_run(run)
     assert loaded.sde == sgm.VPSDE() and loaded.config.train.steps == 30
     x = sgm.sample(
         loaded.model, loaded.sde, sgm.EulerMaruyama(steps=5), key=jr.key(0), shape=(3, 2)
@@ -124,7 +125,7 @@ def test_mnist_from_idx_end_to_end(tmp_path):
     assert cli.main(args + TINY_UNET) == 0
     run = run_dir_of(tmp_path, "mnist_ve")
     check_run(run, ["em"])
-    assert sgm.load_run(run).data_shape == (1, 28, 28)
+    assert sgm.experiment.load_run(run).data_shape == (1, 28, 28)
 
 
 def test_list(capsys):
@@ -203,7 +204,7 @@ def test_unfinished_run_is_not_mistaken_for_a_finished_one(tmp_path):
     run.mkdir()
     (run / "config.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match="not a finished run"):
-        sgm.load_run(run)
+        sgm.experiment.load_run(run)
 
 
 def test_inpaint_and_classes_modes(tmp_path):
@@ -283,7 +284,7 @@ def test_parameter_conditioned_experiment(tmp_path):
     assert set(check) >= {"delta_log_density_per_dim", "lag1_mean_error", "variance"}
     assert metrics["test_nll_nats_per_dim"]["given"] == "vector"
     assert (run / "conditional_em.png").exists()
-    loaded = sgm.load_run(run)
+    loaded = sgm.experiment.load_run(run)
     assert loaded.cond_shape == (1,) and loaded.model.net.cond.cond_dim == 1
     with pytest.raises(SystemExit, match="conditioned on vectors"):
         cli.main([*args, "--mode", "inpaint", "--run-dir", str(run)])
@@ -297,7 +298,7 @@ def test_map_conditioned_experiment(tmp_path):
     metrics = check_run(run, ["em"])
     assert set(metrics["samplers"]["em"]["check"]) == {"lowres_rmse", "lowres_rmse_unmatched"}
     assert (run / "conditional_em.png").exists()
-    assert sgm.load_run(run).model.net.cond_channels == 1
+    assert sgm.experiment.load_run(run).model.net.cond_channels == 1
 
 
 def test_conditional_model_needs_something_to_condition_on(tmp_path):
@@ -327,7 +328,7 @@ def test_likelihood_experiment_trains_on_dequantized_images(tmp_path):
         "train",
     ]
     assert cli.main(args + TINY_UNET) == 0
-    run = sgm.load_run(run_dir_of(tmp_path, "mnist_vp_likelihood"))
+    run = sgm.experiment.load_run(run_dir_of(tmp_path, "mnist_vp_likelihood"))
     assert run.model.dequantizer == sgm.UniformDequantizer()
     assert run.config.loss == sgm.DSMLoss(weighting="likelihood", importance_sampling=True)
 
@@ -360,7 +361,7 @@ def test_learned_schedule_experiment_trains_samples_and_resumes(tmp_path):
         "t0": 1e-5,
         "t1": 1.0,
     }
-    run = sgm.load_run(run_dir)
+    run = sgm.experiment.load_run(run_dir)
     assert run.sde is run.model.sde
     assert not np.allclose(run.sde.raw_a, sgm.LearnedVPSDE().raw_a)
     assert cli.main([*args, "--run-dir", str(run_dir), "--mode", "sample"]) == 0
@@ -374,7 +375,7 @@ def test_learned_schedule_experiment_trains_samples_and_resumes(tmp_path):
         )
         == 0
     )
-    assert not np.allclose(sgm.load_run(run_dir).sde.raw_a, run.sde.raw_a)
+    assert not np.allclose(sgm.experiment.load_run(run_dir).sde.raw_a, run.sde.raw_a)
 
 
 def test_a_dequantizer_must_fit_the_data(tmp_path, capsys):
@@ -383,8 +384,8 @@ def test_a_dequantizer_must_fit_the_data(tmp_path, capsys):
 
     ds = sgm.data.load("two_moons", key=jr.key(0))
     cfg = EXPERIMENTS["mnist_vp_likelihood"]
-    with pytest.raises(sgm.phases.PhaseError, match="num_bits=None"):
-        sgm.phases.check_data(cfg, ds)
+    with pytest.raises(sgm.experiment.phases.PhaseError, match="num_bits=None"):
+        sgm.experiment.phases.check_data(cfg, ds)
     with pytest.raises(SystemExit):
         cli.main(
             [
@@ -405,6 +406,6 @@ def test_transformer_experiment_trains_and_samples(tmp_path):
     out = ["--experiment", "digits_dit_vp", "--out", str(tmp_path)]
     assert cli.main([*out, *tiny_dit, "--mode", "train"]) == 0
     run = run_dir_of(tmp_path, "digits_dit_vp")
-    assert type(sgm.load_run(run).model.net).__name__ == "DiT"
+    assert type(sgm.experiment.load_run(run).model.net).__name__ == "DiT"
     assert cli.main([*out, "--run-dir", str(run), "--mode", "sample"]) == 0
     assert (run / "samples_em.png").exists()

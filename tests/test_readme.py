@@ -19,7 +19,7 @@ def test_readme_has_examples():
 def test_experiment_example_is_the_shipped_one():
     """The README's experiment is `experiments/mnist_vp.py` apart from its texts and the
     samplers shown, and survives config.json and back."""
-    import sgm
+    import sgm.experiment
     from experiments import EXPERIMENTS
 
     scope: dict = {}
@@ -28,7 +28,7 @@ def test_experiment_example_is_the_shipped_one():
     shipped = EXPERIMENTS["mnist_vp"]
     for name in ("data", "sde", "net", "loss", "optimizer", "train", "eval"):
         assert getattr(exp, name) == getattr(shipped, name), name
-    assert sgm.from_json(sgm.to_json(exp)) == exp
+    assert sgm.experiment.from_json(sgm.experiment.to_json(exp)) == exp
 
 
 def test_closed_form_example_runs():

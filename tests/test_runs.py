@@ -18,8 +18,9 @@ import pytest
 from helpers import TinyNet, four_gaussians
 
 import sgm
+import sgm.experiment
 from experiments import EXPERIMENTS
-from sgm._run import read_config
+from sgm.experiment._run import read_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import main as cli  # noqa: E402
@@ -65,20 +66,20 @@ def only_run(out: Path, name: str = "moons_vp") -> Path:
 @pytest.mark.parametrize("name", sorted(EXPERIMENTS))
 def test_every_experiment_round_trips_through_json(name):
     exp = EXPERIMENTS[name]
-    text = json.dumps(sgm.to_json(exp))
-    assert sgm.from_json(json.loads(text)) == exp
+    text = json.dumps(sgm.experiment.to_json(exp))
+    assert sgm.experiment.from_json(json.loads(text)) == exp
 
 
 def test_config_json_records_every_constructor_argument():
     """The network's defaults are resolved when written, so a later change of a class default
     does not change what an old run loads."""
-    net = sgm.to_json(EXPERIMENTS["moons_vp"])["net"]
+    net = sgm.experiment.to_json(EXPERIMENTS["moons_vp"])["net"]
     assert net["cls"] == {"__type__": "MLP"} and net["width"] == 128
     assert net["embed_dim"] == 128  # not given in the experiment: the class default, written out
 
 
 def test_overrides_that_worked_before_still_work():
-    exp = sgm.override(
+    exp = sgm.experiment.override(
         EXPERIMENTS["digits_vp"],
         {
             "train.steps": "7",
@@ -110,12 +111,12 @@ def test_overrides_that_worked_before_still_work():
     assert exp.sample.samplers["dpm"] == sgm.DPMSolver(steps=20)  # not an SDE sampler
     assert exp.sample.controlled.steps == 9 and exp.sde.beta_max == 10
     assert exp.eval.trace == sgm.Exact()
-    probes = sgm.override(EXPERIMENTS["digits_vp"], {"eval.n_probes": "4"}).eval.trace
+    probes = sgm.experiment.override(EXPERIMENTS["digits_vp"], {"eval.n_probes": "4"}).eval.trace
     assert probes == sgm.Hutchinson(n_probes=4)
 
 
 def test_new_overrides_reach_any_field():
-    exp = sgm.override(
+    exp = sgm.experiment.override(
         EXPERIMENTS["mnist_vp"],
         {
             "sample.dpm.steps": "10",
@@ -130,7 +131,7 @@ def test_new_overrides_reach_any_field():
     assert type(exp.sample.samplers["ode"].solver).__name__ == "Heun"
     assert exp.sde == sgm.VESDE(sigma_max=20.0)
     assert exp.net.cls is sgm.nets.MLP and exp.net.resolved()["width"] == 64
-    ou = sgm.override(EXPERIMENTS["ou_vp"], {"data.series_length": "32"})
+    ou = sgm.experiment.override(EXPERIMENTS["ou_vp"], {"data.series_length": "32"})
     assert ou.data.options == {"length": 32}
 
 
@@ -189,7 +190,7 @@ def test_existing_run_keeps_its_configuration(tmp_path, capsys):
     config = (run / "config.json").read_bytes()
     assert cli.main([*out, "--run-dir", str(run), "--resume", "--train.steps", "6"]) == 0
     assert (run / "config.json").read_bytes() == config
-    loaded = sgm.load_run(run)
+    loaded = sgm.experiment.load_run(run)
     assert loaded.config.train.steps == 6 and loaded.config.train.batch_size == 64
     assert loaded.config.optimizer.lr == 1e-3
     info = json.loads((run / "run.json").read_text())
@@ -209,15 +210,16 @@ def test_existing_run_keeps_its_configuration(tmp_path, capsys):
         cli.main([*out, "--run-dir", str(run), "--mode", "sample", "--sample.samplers", "dpm"]) == 0
     )
     assert (run / "samples_dpm.png").exists() and (run / "config.json").read_bytes() == config
-    assert sgm.load_run(run).model.net.inp.out_features == 16
+    assert sgm.experiment.load_run(run).model.net.inp.out_features == 16
 
 
 def test_runs_started_together_never_share_a_directory(tmp_path):
     script = textwrap.dedent(
         """
-        import sys, sgm
+        import sys, sgm.experiment
         from experiments import EXPERIMENTS
-        run = sgm.RunDir.create(sys.argv[1], EXPERIMENTS["moons_vp"], {"data_shape": [2]})
+        exp = EXPERIMENTS["moons_vp"]
+        run = sgm.experiment.RunDir.create(sys.argv[1], exp, {"data_shape": [2]})
         print(run.path)
         """
     )
@@ -251,7 +253,9 @@ def test_resume_never_starts_over(tmp_path, capsys):
     good = only_run(tmp_path)
     # a stray folder and a run that failed before its first checkpoint are not "the latest"
     (tmp_path / "moons_vp" / "zzz-not-a-run").mkdir()
-    failed = sgm.RunDir.create(tmp_path, EXPERIMENTS["moons_vp"], {"data_shape": [2]}).path
+    failed = sgm.experiment.RunDir.create(
+        tmp_path, EXPERIMENTS["moons_vp"], {"data_shape": [2]}
+    ).path
     assert cli.main([*TINY, *out, "--resume", "--train.steps", "6", "--mode", "train"]) == 0
     assert sgm.checkpoint_meta(good / "checkpoint")["step"] == 6
     assert not (failed / "checkpoint").exists()
@@ -625,7 +629,7 @@ def test_runs_written_before_still_load(tmp_path):
     # the earlier build_model: MLP((2,), key=split(key(seed))[0], width=16, depth=1)
     net = sgm.nets.MLP((2,), key=jr.split(jr.key(0))[0], width=16, depth=1)
     sgm.save_model(run / "model.eqx", sgm.ScoreModel(net, sgm.VPSDE()))
-    loaded = sgm.load_run(run)
+    loaded = sgm.experiment.load_run(run)
     assert loaded.config.optimizer == sgm.Adam(lr=0.002, warmup=100)
     assert loaded.config.sample.samplers == {
         "em": sgm.EulerMaruyama(steps=3),
@@ -647,7 +651,7 @@ def test_runs_written_before_still_load(tmp_path):
     assert (run / "samples_dpm.png").exists()
     (run / "config.json").write_text(json.dumps({"name": "x", "model": {}}))
     with pytest.raises(ValueError, match="earlier version that cannot be read"):
-        sgm.load_run(run)
+        sgm.experiment.load_run(run)
 
 
 def test_configurations_written_before_preconditioning_keep_their_network(tmp_path):
@@ -655,7 +659,7 @@ def test_configurations_written_before_preconditioning_keep_their_network(tmp_pa
     and no Fourier scale: it is read as what it trained, NoisePrediction at scale 16; one
     written now keeps what it names."""
     exp = EXPERIMENTS["moons_vp"]
-    data = sgm.to_json(exp)
+    data = sgm.experiment.to_json(exp)
     assert data["net"]["preconditioning"] == {"__class__": "EDMPreconditioning", "sigma_data": 1.0}
     now = tmp_path / "now.json"
     now.write_text(json.dumps(data))
@@ -676,9 +680,9 @@ def test_a_run_keeps_its_fingerprint_across_versions(name):
     """Checkpoints record `model_fingerprint(config)`; resuming compares it with the fingerprint
     of the run's `config.json` as written, which is the same number, so a later version that
     adds fields (with defaults) still resumes the run."""
-    from sgm._overrides import model_fingerprint, written_fingerprint
+    from sgm.experiment._overrides import model_fingerprint, written_fingerprint
 
     exp = EXPERIMENTS[name]
-    assert written_fingerprint(sgm.to_json(exp)) == model_fingerprint(exp)
-    changed = sgm.override(exp, {"train.batch_size": "4"})
-    assert written_fingerprint(sgm.to_json(changed)) != model_fingerprint(exp)
+    assert written_fingerprint(sgm.experiment.to_json(exp)) == model_fingerprint(exp)
+    changed = sgm.experiment.override(exp, {"train.batch_size": "4"})
+    assert written_fingerprint(sgm.experiment.to_json(changed)) != model_fingerprint(exp)

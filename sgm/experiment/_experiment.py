@@ -11,17 +11,17 @@ from typing import Literal
 
 import jax.random as jr
 
-from . import data as _data
-from ._dequant import UniformDequantizer
-from ._fast_samplers import DPMSolver, HeunSampler, UniPC
-from ._losses import DSMLoss
-from ._optimizer import Adam
-from ._samplers import AbstractSampler, EulerMaruyama, PredictorCorrector, ProbabilityFlowODE
-from ._score import AbstractPreconditioning, EDMPreconditioning, ScoreModel
-from ._sde import AbstractSDE
+from .. import data as _data
+from .._dequant import UniformDequantizer
+from .._fast_samplers import DPMSolver, HeunSampler, UniPC
+from .._losses import DSMLoss
+from .._optimizer import Adam
+from .._samplers import AbstractSampler, EulerMaruyama, PredictorCorrector, ProbabilityFlowODE
+from .._score import AbstractPreconditioning, EDMPreconditioning, ScoreModel
+from .._sde import AbstractSDE
+from .._trace import AbstractTraceEstimator, Hutchinson
+from .._train import train as _train_fn
 from ._serial import AbstractSpec, registered, signature_hints
-from ._trace import AbstractTraceEstimator, Hutchinson
-from ._train import train as _train_fn
 
 # Short names of the samplers main.py offers (`--sample.samplers em,pc,dpm`); an experiment
 # may also name its own instances.

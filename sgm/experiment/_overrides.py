@@ -4,11 +4,11 @@ accepts."""
 
 import dataclasses
 
+from .._samplers import EulerMaruyama, PredictorCorrector
+from .._sde import VESDE, VPSDE, SubVPSDE
+from .._trace import Exact, Hutchinson, HutchPlusPlus
 from ._experiment import SAMPLERS, Eval, Experiment, Net, Sample
-from ._samplers import EulerMaruyama, PredictorCorrector
-from ._sde import VESDE, VPSDE, SubVPSDE
 from ._serial import field_hints, fields_of, fingerprint, parse_value, registered, to_json
-from ._trace import Exact, Hutchinson, HutchPlusPlus
 
 # Keys of earlier configurations, kept working.
 _ALIASES = {

@@ -3,20 +3,20 @@ configurable (and readable back from `config.json`) with one line here."""
 
 import diffrax
 
-from . import nets
-from ._dequant import UniformDequantizer
+from .. import nets
+from .._dequant import UniformDequantizer
+from .._fast_samplers import DPMSolver, HeunSampler, ReverseSDESolver, UniPC
+from .._flow import ODEVariables
+from .._learned_schedule import LearnedVPSDE
+from .._losses import DSMLoss
+from .._optimizer import Adam
+from .._samplers import EulerMaruyama, PredictorCorrector, ProbabilityFlowODE
+from .._scaler import AffineScaler
+from .._score import EDMPreconditioning, NoisePrediction
+from .._sde import VESDE, VPSDE, SubVPSDE
+from .._trace import Exact, Hutchinson, HutchPlusPlus
 from ._experiment import Data, Eval, Experiment, Net, Sample, Train
-from ._fast_samplers import DPMSolver, HeunSampler, ReverseSDESolver, UniPC
-from ._flow import ODEVariables
-from ._learned_schedule import LearnedVPSDE
-from ._losses import DSMLoss
-from ._optimizer import Adam
-from ._samplers import EulerMaruyama, PredictorCorrector, ProbabilityFlowODE
-from ._scaler import AffineScaler
-from ._score import EDMPreconditioning, NoisePrediction
-from ._sde import VESDE, VPSDE, SubVPSDE
 from ._serial import register as register
-from ._trace import Exact, Hutchinson, HutchPlusPlus
 
 register(VPSDE, SubVPSDE, VESDE, LearnedVPSDE)
 register(nets.MLP, nets.UNet, nets.DiT)

@@ -1,28 +1,28 @@
 """Figures: sample grids, scatter plots, loss curves, SDE marginals. File output lives here,
-outside the numerical core; every figure is written atomically."""
+outside the numerical core; every figure is written atomically (`sgm.save_model`'s writer).
 
-import os
-import tempfile
+Figures are drawn on `matplotlib.figure.Figure` objects, not through `pyplot`: matplotlib is
+imported when a figure is drawn, and the backend of an interactive session is never changed.
+"""
+
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from .._io import atomic_write
+
+
+def _subplots(*args, figsize):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*args)
 
 
 def _save(fig, path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
+    fmt = path.suffix.lstrip(".") or "png"
+    atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=110, bbox_inches="tight"))
     return path
 
 
@@ -44,7 +44,7 @@ def image_grid(images, ncol: int | None = None) -> np.ndarray:
 def save_image_grid(images, path, *, title: str | None = None, ncol: int | None = None) -> Path:
     """Saves images `(n, C, H, W)` with values in [0, 1] as one grid."""
     grid = image_grid(images, ncol)
-    fig, ax = plt.subplots(figsize=(4, 4 * grid.shape[0] / grid.shape[1]))
+    fig, ax = _subplots(figsize=(4, 4 * grid.shape[0] / grid.shape[1]))
     ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=1)
     ax.axis("off")
     if title:
@@ -54,7 +54,7 @@ def save_image_grid(images, path, *, title: str | None = None, ncol: int | None 
 
 def save_scatter(points, path, *, reference=None, title: str | None = None, lim=None) -> Path:
     """Saves 2-D points, optionally over reference points (the data) in grey."""
-    fig, ax = plt.subplots(figsize=(3.6, 3.6))
+    fig, ax = _subplots(figsize=(3.6, 3.6))
     if reference is not None:
         ref = np.asarray(reference)
         ax.scatter(ref[:, 0], ref[:, 1], s=2, c="0.75", label="data")
@@ -71,7 +71,7 @@ def save_scatter(points, path, *, reference=None, title: str | None = None, lim=
 
 def save_series(series, path, *, reference=None, title: str | None = None) -> Path:
     """Saves a few series `(n, L)` as lines, optionally with reference series in grey."""
-    fig, ax = plt.subplots(figsize=(5, 2.6))
+    fig, ax = _subplots(figsize=(5, 2.6))
     if reference is not None:
         for s in np.asarray(reference)[:8]:
             ax.plot(s, c="0.7", lw=0.8)
@@ -84,7 +84,7 @@ def save_series(series, path, *, reference=None, title: str | None = None) -> Pa
 
 def save_loss_curve(history: dict, path) -> Path:
     """Training loss (and held-out loss where recorded) against step."""
-    fig, ax = plt.subplots(figsize=(4.5, 3))
+    fig, ax = _subplots(figsize=(4.5, 3))
     ax.plot(history["step"], history["loss"], label="train")
     if history.get("eval_step"):
         ax.plot(history["eval_step"], history["eval_loss"], "o-", label="held-out (EMA)")
@@ -102,7 +102,7 @@ def save_marginals(sde, path, *, x0=(-1.0, 0.0, 1.0)) -> Path:
 
     t = jnp.linspace(sde.t0, sde.t1, 200)
     m, s = (np.asarray(a) for a in jax.vmap(sde.marginal)(t))
-    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3))
+    fig, (a, b) = _subplots(1, 2, figsize=(8, 3))
     for k, v in enumerate(x0):
         a.plot(t, m * v, c=f"C{k}", label=f"x0 = {v:g}")
         a.fill_between(t, m * v - 2 * s, m * v + 2 * s, color=f"C{k}", alpha=0.15)
@@ -123,7 +123,7 @@ def save_parameter_response(
     """A statistic of conditional samples against the parameter they were drawn at: `stat`
     (one per sample) and `reference` `(param, stat)` of real data as points, `exact`
     `(param_grid, values)` as a line."""
-    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    fig, ax = _subplots(figsize=(4.5, 3.2))
     if reference is not None:
         ax.scatter(*reference, s=6, c="0.6", label="data")
     ax.scatter(param, stat, s=6, c="C0", label="samples")

@@ -16,9 +16,12 @@ from pathlib import Path
 import equinox as eqx
 import jax
 
-from ._checkpoint import CheckpointError, verified
+from .._checkpoint import CheckpointError, verified
+from .._io import write_json
+from .._score import ScoreModel
+from .._sde import AbstractSDE
+from ..distributed import is_main
 from ._experiment import Experiment
-from ._io import write_json
 from ._legacy import from_legacy
 from ._overrides import (
     apply_settings,
@@ -27,10 +30,7 @@ from ._overrides import (
     training_changes,
     written_fingerprint,
 )
-from ._score import ScoreModel
-from ._sde import AbstractSDE
 from ._serial import from_json, to_json
-from .distributed import is_main
 
 CONFIG, INFO, MODEL, METRICS = "config.json", "run.json", "model.eqx", "metrics.json"
 HISTORY, CHECKPOINTS = "history.json", "checkpoint"

@@ -12,24 +12,25 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from . import nets, plot
-from ._checkpoint import checkpoint_meta
-from ._classifier import NoisyClassifier, train_classifier
-from ._control import (
+from .. import nets
+from .._checkpoint import checkpoint_meta
+from .._classifier import NoisyClassifier, train_classifier
+from .._control import (
     ClassifierFreeGuidance,
     ClassifierGuidance,
     colorize as colorize_images,
     inpaint as inpaint_examples,
 )
+from .._io import save_model, write_json
+from .._likelihood import bits_per_dim, log_likelihood
+from .._sampling import sample as draw
+from .._train import train as _train
+from ..data import Dataset
+from ..distributed import is_main
+from . import plot
 from ._experiment import Experiment
-from ._io import save_model, write_json
-from ._likelihood import bits_per_dim, log_likelihood
 from ._run import HISTORY, MODEL, Run, RunDir
-from ._sampling import sample as draw
 from ._serial import to_json
-from ._train import train as _train
-from .data import Dataset
-from .distributed import is_main
 
 
 class PhaseError(ValueError):

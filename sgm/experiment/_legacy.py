@@ -1,14 +1,14 @@
 """Reading the `config.json` of runs written before configurations were the library's objects
 (flat sections `data`, `sde`, `model`, `train`, `sample`, `eval` with `kind` switches)."""
 
+from .._losses import DSMLoss
+from .._optimizer import Adam
+from .._samplers import EulerMaruyama, PredictorCorrector
+from .._score import NoisePrediction
+from .._sde import VESDE, VPSDE, SubVPSDE
+from .._trace import Exact, Hutchinson
 from ._experiment import SAMPLERS, Data, Eval, Experiment, Net, Sample, Train
-from ._losses import DSMLoss
-from ._optimizer import Adam
-from ._samplers import EulerMaruyama, PredictorCorrector
-from ._score import NoisePrediction
-from ._sde import VESDE, VPSDE, SubVPSDE
 from ._serial import registered
-from ._trace import Exact, Hutchinson
 
 # What the earlier `build_model` passed to each network (the rest were the class defaults).
 _NET_ARGS = {
