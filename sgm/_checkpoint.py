@@ -22,7 +22,8 @@ import equinox as eqx
 import jax
 import numpy as np
 
-from ._io import fsync_dir, remove_temporaries
+from ._compat import legacy_checkpoint
+from ._io import fsync_dir, remove_temporaries, write_new
 
 _STATE = "state.eqx"
 _META = "meta.json"
@@ -44,17 +45,9 @@ def _nonfinite(tree) -> bool:
     return any(not np.all(np.isfinite(np.asarray(x))) for x in leaves)
 
 
-def _write_file(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode & ~umask
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def slots(directory: str | os.PathLike) -> list[tuple[int, Path]]:
-    """The checkpoint folders in `directory`, newest first (a run written before checkpoints
-    were kept per step has one, `directory` itself)."""
+    """The checkpoint folders in `directory`, newest first (`sgm._compat.legacy_checkpoint`
+    reads the single-checkpoint layout of earlier versions)."""
     directory = Path(directory)
     if not directory.is_dir():
         return []
@@ -62,11 +55,8 @@ def slots(directory: str | os.PathLike) -> list[tuple[int, Path]]:
     for p in directory.iterdir():
         if p.is_dir() and p.name.startswith(_PREFIX) and p.name[len(_PREFIX) :].isdigit():
             out.append((int(p.name[len(_PREFIX) :]), p))
-    if not out and (directory / _META).exists():  # the earlier single-slot layout
-        try:
-            out.append((int(json.loads((directory / _META).read_text())["step"]), directory))
-        except (OSError, ValueError, KeyError, TypeError):
-            out.append((-1, directory))
+    if not out and (single := legacy_checkpoint(directory)) is not None:
+        out.append(single)
     return sorted(out, reverse=True)
 
 
@@ -98,8 +88,8 @@ def save_checkpoint(
     tmp = directory / f".tmp-{slot.name}-{secrets.token_hex(4)}"
     try:
         tmp.mkdir(parents=True)
-        _write_file(tmp / _STATE, data)
-        _write_file(tmp / _META, json.dumps(record, indent=1).encode())
+        write_new(tmp / _STATE, lambda f: f.write(data))
+        write_new(tmp / _META, lambda f: f.write(json.dumps(record, indent=1).encode()))
         fsync_dir(tmp)
         if slot.exists():  # the same step again (a stop request right after a save)
             old = directory / f".tmp-old-{secrets.token_hex(4)}"

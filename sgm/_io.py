@@ -9,6 +9,16 @@ from pathlib import Path
 import equinox as eqx
 
 
+def write_new(path: str | os.PathLike, write) -> None:
+    """Creates `path`, which must not exist, calls `write(f)` on it and flushes it to disk.
+    The file's mode follows the umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode & ~umask
+    with os.fdopen(fd, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def atomic_write(path: str | os.PathLike, write) -> None:
     """Calls `write(f)` on a new temporary file beside `path`, then renames it to `path`: a
     crash leaves the old file or the new one, never half a file, and a failed write (a full
@@ -16,12 +26,8 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode & ~umask
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+        write_new(tmp, write)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -14,8 +14,6 @@ Each example is solved on its own (one adaptive step sequence, one probe draw fr
 
 import contextlib
 import math
-import sys
-import warnings
 from typing import Literal
 
 import diffrax
@@ -28,11 +26,12 @@ from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 from tqdm.auto import tqdm
 
 from ._checks import check_batch, check_integer_images, check_labels, check_score, check_sde
+from ._compat import TRACE_FLAGS, pop_trace_flags
 from ._flow import ODEVariables, solve_ode, solver_evaluations
 from ._scaler import AffineScaler
 from ._sde import AbstractSDE
 from ._sharding import data_mesh, example_keys, map_examples, pad_batch, pad_to_devices
-from ._trace import AbstractTraceEstimator, Exact, Hutchinson
+from ._trace import AbstractTraceEstimator, Hutchinson
 from ._traced_checks import inputs_checked_by_caller, unchecked_unless_labelled
 from .distributed import split_examples
 
@@ -48,34 +47,7 @@ def _state_and_density_norm(err):
 _NORMS = {"max": _state_and_density_norm, "rms": None}
 
 
-def _outside_stacklevel() -> int:
-    """The `stacklevel` of the first caller outside sgm and equinox (the user's line)."""
-    frame, level = sys._getframe(2), 2
-    while frame is not None and frame.f_globals.get("__name__", "").startswith(("sgm", "equinox")):
-        frame, level = frame.f_back, level + 1
-    return level
-
-
-def _trace_from_flags(trace, exact, n_probes, probe, chunk_size):
-    """The estimator named by the deprecated `exact=` / `n_probes=` / `probe=` / `chunk_size=`
-    keywords (kept working: `exact=True` is `Exact(chunk_size)`, otherwise `Hutchinson`)."""
-    flags = {"exact": exact, "n_probes": n_probes, "probe": probe, "chunk_size": chunk_size}
-    given = [name for name, value in flags.items() if value is not None]
-    if not given:
-        return Hutchinson() if trace is None else trace
-    if trace is not None:
-        raise ValueError(f"pass either trace=... or the deprecated {given}, not both.")
-    warnings.warn(
-        f"{', '.join(given)}: deprecated; pass trace=sgm.Exact(chunk_size=...) or "
-        "trace=sgm.Hutchinson(n_probes=..., probe=...).",
-        DeprecationWarning,
-        stacklevel=_outside_stacklevel(),
-    )
-    if exact:
-        return Exact() if chunk_size is None else Exact(chunk_size=chunk_size)
-    return Hutchinson(n_probes=1 if n_probes is None else n_probes, probe=probe or "rademacher")
-
-
+_INIT_DEPTH = 4  # frames from LogLikelihood.__init__ to the line constructing it
 _PRECISIONS = ("highest", "high", "default", None)
 
 
@@ -143,16 +115,18 @@ class LogLikelihood(eqx.Module):
         variables: ODEVariables | None = None,
         error_norm: Literal["max", "rms"] = "max",
         precision: Literal["highest", "high", "default"] | None = "highest",
-        exact: bool | None = None,
-        n_probes: int | None = None,
-        probe: str | None = None,
-        chunk_size: int | None = None,
+        **deprecated_flags,
     ):
         check_sde(sde)
         if not callable(score):
             raise ValueError(f"score must be a callable score(t, x), got {type(score).__name__}.")
         self.score, self.sde = score, sde
-        self.trace = _trace_from_flags(trace, exact, n_probes, probe, chunk_size)
+        if unknown := sorted(set(deprecated_flags) - set(TRACE_FLAGS)):
+            raise TypeError(f"LogLikelihood got unexpected keyword arguments {unknown}.")
+        # the user's line is the caller of equinox's Module construction, which calls __init__
+        options = {"trace": trace, **deprecated_flags}
+        trace = pop_trace_flags(options, stacklevel=_INIT_DEPTH)["trace"]
+        self.trace = Hutchinson() if trace is None else trace
         if not isinstance(self.trace, AbstractTraceEstimator):
             raise ValueError(
                 "trace must be a trace estimator (sgm.Exact(), sgm.Hutchinson(), "
@@ -316,7 +290,7 @@ def log_likelihood(
 
     **Returns:** log-densities `(n,)`, and with `return_nfe` the NFE `(n,)`.
     """
-    ll = LogLikelihood(score, sde, **options)
+    ll = LogLikelihood(score, sde, **pop_trace_flags(options, stacklevel=2))
     return ll(x, key=key, y=y, batch_size=batch_size, progress=progress, return_nfe=return_nfe)
 
 

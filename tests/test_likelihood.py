@@ -304,11 +304,15 @@ def test_deprecated_flags_map_onto_the_estimators():
     sde, g = SDES["vp"], rotated_gaussian(d=3)
     x = g.sample(jr.key(0), 2)
     score = g.score(sde)
-    with pytest.warns(DeprecationWarning, match="deprecated"):
+    with pytest.warns(DeprecationWarning, match="deprecated; removed in sgm") as caught:
         old = sgm.log_likelihood(score, sde, x, exact=True, chunk_size=2)
+    assert caught[0].filename == __file__  # the warning names the caller's line
     np.testing.assert_array_equal(old, sgm.log_likelihood(score, sde, x, trace=sgm.Exact(2)))
-    with pytest.warns(DeprecationWarning):
+    with pytest.warns(DeprecationWarning) as caught:
         old = sgm.LogLikelihood(score, sde, n_probes=2, probe="gaussian")(x, key=jr.key(1))
+    assert caught[0].filename == __file__
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        sgm.LogLikelihood(score, sde, n_probe=2)
     new = sgm.log_likelihood(score, sde, x, key=jr.key(1), trace=sgm.Hutchinson(2, "gaussian"))
     np.testing.assert_array_equal(old, new)
 

@@ -410,26 +410,29 @@ def test_nonfinite_state_is_never_saved(tmp_path):
 
 _KILLED = textwrap.dedent(
     """
-    import os, signal, sys, jax.random as jr, numpy as np, optax, sgm
+    import io, os, signal, sys, jax.random as jr, numpy as np, optax, sgm
     import sgm._checkpoint as C
     sys.path.insert(0, sys.argv[2])
     from helpers import TinyNet, four_gaussians
     where, nth = sys.argv[3], int(sys.argv[4])
-    write, count = C._write_file, [0]
-    def dying_write(path, data):
+    write, count = C.write_new, [0]
+    def dying_write(path, fill):
         if path.name == "state.eqx":
             count[0] += 1
         if count[0] == nth and (where == "state" or path.name == "meta.json"):
             if where == "state":  # half of the state file on disk, then the process dies
+                buffer = io.BytesIO()
+                fill(buffer)
+                data = buffer.getvalue()
                 with open(path, "wb") as f:
                     f.write(data[: len(data) // 2])
                     f.flush()
                     os.fsync(f.fileno())
             else:  # both files written, before the rename
-                write(path, data)
+                write(path, fill)
             os.kill(os.getpid(), signal.SIGKILL)
-        write(path, data)
-    C._write_file = dying_write
+        write(path, fill)
+    C.write_new = dying_write
     model = sgm.ScoreModel(TinyNet(2, key=jr.key(0)), sgm.VPSDE())
     x = np.asarray(four_gaussians().sample(jr.key(7), 512))
     sgm.train(model, sgm.VPSDE(), x, optax.adam(1e-3), steps=30, batch_size=64, key=jr.key(1),
