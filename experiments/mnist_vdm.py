@@ -1,6 +1,6 @@
 """mnist_vp's network with a learned noise schedule (Kingma et al. 2021, *Variational
 Diffusion Models*): `LearnedVPSDE` trained with the model by the likelihood bound, times
-uniform in t, dequantized images (issue 15, item 4)."""
+uniform in t, dequantized images."""
 
 import dataclasses
 

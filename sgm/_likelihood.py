@@ -74,20 +74,17 @@ class LogLikelihood(eqx.Module):
     - `rtol`, `atol`, `solver`: diffrax step-size control and solver (default `Tsit5`).
     - `max_steps`: the most steps of one solve.
     - `variables`: the coordinates of the solve; by default `ODEVariables()`, the log noise
-      level `log(s/m)` and the normalised state: on the `mnist_vp` network of issue 15 168 NFE
-      against 228 in `s/m` (the default before) and 186 in `t`, all within 2e-4 bits/dim; on
-      the closed forms within 1.3e-4 nats at d = 16 and 0.024 nats on a (1, 28, 28) Gaussian
-      (`benchmarks/likelihood_cost.py`, README). `ODEVariables(time="t", state="x")` is the
-      flow in `t` as Song et al. write it.
+      level `log(s/m)` and the normalised state, which takes fewer adaptive steps than `s/m`
+      or `t` for the same accuracy (`benchmarks/likelihood_coordinates.py`,
+      `benchmarks/likelihood_cost.py`). `ODEVariables(time="t", state="x")` is the flow in `t`
+      as Song et al. write it.
     - `error_norm`: `"max"`, the larger of the state's RMS error and the log-density's, or
       `"rms"`, one RMS over both (the log-density one entry among `d + 1`, its tolerance in
-      effect `sqrt(d)` times looser; sgm's behaviour before `"max"`).
+      effect `sqrt(d)` times looser).
     - `precision`: of matrix products and convolutions in the solve, `"highest"` (float32, the
       default) or None for JAX's default. On NVIDIA GPUs JAX's default is TF32 (a 10-bit
-      mantissa), whose rounding the step-size control meets as noise: measured on an H200 for
-      the `mnist_vp` network, 452 NFE and 3.8 s per image in TF32 against 224 NFE and 0.6-0.8 s
-      in float32 (228 NFE on a CPU), the same bits/dim to 3e-4 (`benchmarks/accelerator.sh`).
-      CPUs compute in float32 either way.
+      mantissa), whose rounding the step-size control meets as noise and answers with about
+      twice the steps (`benchmarks/accelerator.sh`). CPUs compute in float32 either way.
     - `exact`, `n_probes`, `probe`, `chunk_size`: deprecated spellings of `trace`.
     """
 

@@ -34,8 +34,7 @@ class Adam(eqx.Module):
     - `warmup`: steps of linear warm-up from 0 (0: none).
     - `grad_clip`: the largest global gradient norm (`None`: no clipping).
     - `decay`: decay the rate by a cosine to `final_fraction * lr` at the last training step
-      (measured on the 2-D mixture at 10,000 steps: log-density gap -0.08 -> -0.02; README,
-      "Training defaults").
+      (Loshchilov and Hutter 2017; compared in `benchmarks/train_quality.py`).
     - `final_fraction`: the rate at the end of the decay, as a fraction of `lr`.
     - `b2`: Adam's second-moment decay.
 

@@ -84,8 +84,7 @@ class ScoreModel(eqx.Module):
     - `net`: a module called as `net(c, x, *, y=None, key=None)` on one example.
     - `sde`: the SDE whose marginal std scales the output.
     - `preconditioning`: `EDMPreconditioning(sigma_data=1.0)` (the default) or
-      `NoisePrediction()` (the network predicts `eps`; the default before issue 15, which
-      models saved then need).
+      `NoisePrediction()` (the network predicts `eps`, Ho et al. 2020; Song et al. 2021).
     - `dequantizer`: for integer images, how training dequantizes them (a
       `UniformDequantizer`, or a `VariationalDequantizer` trained with the model); None
       trains on the data as they are.

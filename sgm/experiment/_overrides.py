@@ -7,20 +7,10 @@ import dataclasses
 from .._samplers import EulerMaruyama, PredictorCorrector
 from .._sde import VESDE, VPSDE, SubVPSDE
 from .._trace import Exact, Hutchinson, HutchPlusPlus
+from ._compat import OVERRIDE_ALIASES, SECTION_ALIASES
 from ._experiment import SAMPLERS, Eval, Experiment, Net, Sample
 from ._serial import field_hints, fields_of, fingerprint, parse_value, registered, to_json
 
-# Keys of earlier configurations, kept working.
-_ALIASES = {
-    "train.lr": "optimizer.lr",
-    "train.warmup": "optimizer.warmup",
-    "train.grad_clip": "optimizer.grad_clip",
-    "train.weighting": "loss.weighting",
-    "train.importance_sampling": "loss.importance_sampling",
-    "data.series_length": "data.length",
-    "sample.inpaint_steps": "sample.controlled.steps",
-}
-_SECTIONS = {"model": "net"}
 _SDE_KINDS = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE}
 _NET_KINDS = {"unet": "UNet", "mlp": "MLP", "dit": "DiT"}
 _LOSS_FROM_DATA = ("label_dropout", "null_label")
@@ -40,10 +30,10 @@ RUN_SECTIONS = ("sample", "eval")
 
 def canonical(key: str) -> str:
     """The key an alias stands for (`model.width` -> `net.width`, `train.lr` -> `optimizer.lr`)."""
-    key = _ALIASES.get(key, key)
+    key = OVERRIDE_ALIASES.get(key, key)
     section, dot, rest = key.partition(".")
-    key = _SECTIONS.get(section, section) + dot + rest
-    return _ALIASES.get(key, key)
+    key = SECTION_ALIASES.get(section, section) + dot + rest
+    return OVERRIDE_ALIASES.get(key, key)
 
 
 def _rebuild(obj, **changes):
@@ -226,7 +216,7 @@ def model_fingerprint(exp: Experiment) -> str:
 def written_fingerprint(data: dict) -> str:
     """The fingerprint of the experiment a `config.json` holds, on the JSON as it was written:
     a run keeps its fingerprint when a later version adds fields with defaults (or reads it
-    with new ones, as for the preconditioning of issue 15)."""
+    with new ones, as `before_preconditioning` does)."""
     leaves = {}
     for section in ("data", "sde", "net", "loss", "optimizer", "train"):
         fields = {k: v for k, v in data[section].items() if k != "__class__"}

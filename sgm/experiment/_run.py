@@ -21,8 +21,8 @@ from .._io import write_json
 from .._score import ScoreModel
 from .._sde import AbstractSDE
 from ..distributed import is_main
+from ._compat import before_preconditioning, from_legacy
 from ._experiment import Experiment
-from ._legacy import from_legacy
 from ._overrides import (
     apply_settings,
     model_fingerprint,
@@ -46,27 +46,10 @@ def read_config(path: Path) -> Experiment:
         data = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"{path} cannot be read as a configuration: {e}") from e
-    exp = from_json(_before_preconditioning(data)) if "__class__" in data else from_legacy(data)
+    exp = from_json(before_preconditioning(data)) if "__class__" in data else from_legacy(data)
     if not isinstance(exp, Experiment):
         raise ValueError(f"{path} holds a {type(exp).__name__}, not an Experiment.")
     return exp
-
-
-def _before_preconditioning(data: dict) -> dict:
-    """A configuration written before networks had a preconditioning (issue 15) names none:
-    its network predicted the noise (`NoisePrediction`) from Fourier features of scale 16,
-    the defaults then, which it did not record either."""
-    net = data.get("net")
-    if isinstance(net, dict) and "preconditioning" not in net:
-        data = {
-            **data,
-            "net": {
-                "preconditioning": {"__class__": "NoisePrediction"},
-                "fourier_scale": 16.0,
-                **net,
-            },
-        }
-    return data
 
 
 @dataclasses.dataclass(frozen=True)

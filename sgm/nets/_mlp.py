@@ -43,10 +43,9 @@ class MLP(eqx.Module):
     - `embed_dim`: size of the time/condition embedding.
     - `num_classes` / `cond_dim`: condition on a class label or on a parameter vector.
     - `dropout`: dropout rate inside the blocks (active when called with a key).
-    - `fourier_scale`: standard deviation of the noise embedding's Fourier frequencies: 1 for
-      `EDMPreconditioning`'s `log(sigma) / 4` (measured: the same sample quality as 16 with 2.5
-      times fewer adaptive ODE steps); networks trained with `NoisePrediction` (conditioned on
-      `t`) before issue 15 used 16.
+    - `fourier_scale`: standard deviation of the noise embedding's Fourier frequencies: 1 suits
+      `EDMPreconditioning`'s conditioning `log(sigma) / 4`, 16 a conditioning on `t` in `[0, 1]`
+      (`NoisePrediction`); the comparison is in `benchmarks/train_quality.py`.
     """
 
     data_shape: tuple[int, ...] = eqx.field(static=True)

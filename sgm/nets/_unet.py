@@ -20,7 +20,7 @@ def _conv(ndim, cin, cout, kernel, *, key, stride=1):
 def conv(layer: eqx.nn.Conv, x: Float[Array, "c *spatial"]) -> Float[Array, "o *spatial"]:
     """`layer(x)` computed channel-last. Same parameters and result as `layer(x)`; XLA:CPU runs
     channel-first convolutions inside loop bodies (`lax.scan`, diffrax's while loops) several
-    times slower than outside them (jax-ml/jax#12868: measured 8x for the digits UNet), and
+    times slower than outside them (jax-ml/jax#12868; `benchmarks/train_throughput.py`), and
     channel-last ones at full speed."""
     spatial = "DHW"[-layer.num_spatial_dims :]
     lhs = jnp.moveaxis(x, 0, -1)[None]
@@ -108,10 +108,9 @@ class UNet(eqx.Module):
     - `embed_dim`: time/condition embedding size (default `4 * channels`).
     - `num_classes` / `cond_dim` / `cond_channels`: condition on a class label, a parameter
       vector, or an image/map with `cond_channels` channels concatenated to the input.
-    - `fourier_scale`: standard deviation of the noise embedding's Fourier frequencies: 1 for
-      `EDMPreconditioning`'s `log(sigma) / 4` (measured: the same sample quality as 16 with 2.5
-      times fewer adaptive ODE steps); networks trained with `NoisePrediction` (conditioned on
-      `t`) before issue 15 used 16.
+    - `fourier_scale`: standard deviation of the noise embedding's Fourier frequencies: 1 suits
+      `EDMPreconditioning`'s conditioning `log(sigma) / 4`, 16 a conditioning on `t` in `[0, 1]`
+      (`NoisePrediction`); the comparison is in `benchmarks/train_quality.py`.
     """
 
     data_shape: tuple[int, ...] = eqx.field(static=True)

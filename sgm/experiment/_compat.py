@@ -1,5 +1,13 @@
-"""Reading the `config.json` of runs written before configurations were the library's objects
-(flat sections `data`, `sde`, `model`, `train`, `sample`, `eval` with `kind` switches)."""
+"""Runs of earlier versions, in one place: reading their `config.json` and their command-line
+keys. Removed in sgm 0.3 (with the library's deprecated keywords in `sgm._compat`; the library
+cannot import this application layer, hence the second module).
+
+- `from_legacy`: the flat format before configurations were the library's objects (sections
+  `data`, `sde`, `model`, `train`, `sample`, `eval` with `kind` switches).
+- `before_preconditioning`: configurations written before networks recorded a
+  preconditioning.
+- `OVERRIDE_ALIASES`, `SECTION_ALIASES`: dotted keys of earlier configurations.
+"""
 
 from .._losses import DSMLoss
 from .._optimizer import Adam
@@ -72,8 +80,8 @@ def from_legacy(d: dict) -> Experiment:
                 **options,
             ),
             sde=sde_obj,
-            # Before issue 15 every network predicted the noise, conditioned on t through
-            # Fourier features of scale 16.
+            # Then every network predicted the noise, conditioned on t through Fourier
+            # features of scale 16.
             net=Net(
                 registered(cls),
                 conditional=model.get("conditional", False),
@@ -126,3 +134,33 @@ def from_legacy(d: dict) -> Experiment:
             "its model can still be loaded with eqx.tree_deserialise_leaves and the network it "
             "names."
         ) from e
+
+
+def before_preconditioning(data: dict) -> dict:
+    """A configuration written before networks had a preconditioning names none: its
+    network predicted the noise (`NoisePrediction`) from Fourier features of scale 16, the
+    defaults then, which it did not record either."""
+    net = data.get("net")
+    if isinstance(net, dict) and "preconditioning" not in net:
+        data = {
+            **data,
+            "net": {
+                "preconditioning": {"__class__": "NoisePrediction"},
+                "fourier_scale": 16.0,
+                **net,
+            },
+        }
+    return data
+
+
+# Dotted keys of earlier configurations and what they stand for now.
+OVERRIDE_ALIASES = {
+    "train.lr": "optimizer.lr",
+    "train.warmup": "optimizer.warmup",
+    "train.grad_clip": "optimizer.grad_clip",
+    "train.weighting": "loss.weighting",
+    "train.importance_sampling": "loss.importance_sampling",
+    "data.series_length": "data.length",
+    "sample.inpaint_steps": "sample.controlled.steps",
+}
+SECTION_ALIASES = {"model": "net"}
