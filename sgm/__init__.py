@@ -61,7 +61,6 @@ from ._score import (
     EDMPreconditioning as EDMPreconditioning,
     NoisePrediction as NoisePrediction,
     ScoreModel as ScoreModel,
-    noise_conditioning as noise_conditioning,
 )
 from ._sde import (
     VESDE as VESDE,

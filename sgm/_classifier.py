@@ -8,7 +8,6 @@ import numpy as np
 import optax
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray, Scalar
 
-from ._score import noise_conditioning
 from ._sde import AbstractSDE
 
 
@@ -22,7 +21,7 @@ class NoisyClassifier(eqx.Module):
 
     def logits(self, t, x: Array) -> Float[Array, " num_classes"]:
         m, s = self.sde.marginal(t)
-        return self.net(noise_conditioning(self.sde, t), x / jnp.sqrt(m**2 + s**2))
+        return self.net(self.sde.noise_conditioning(t), x / jnp.sqrt(m**2 + s**2))
 
     def __call__(self, t, x: Array, y) -> Scalar:
         return jax.nn.log_softmax(self.logits(t, x))[y]

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray, Scalar
 
-from ._checks import check_integer_images
+from ._checks import check_int, check_integer_images
 from ._scaler import AffineScaler
 
 
@@ -157,8 +157,7 @@ def dequantized_bits_per_dim(
     from ._likelihood import log_likelihood
 
     k = check_integer_images(images, dequantizer.num_bits)
-    if not isinstance(n_dequant, int) or n_dequant < 1:
-        raise ValueError(f"n_dequant must be a positive int, got {n_dequant!r}.")
+    n_dequant = check_int("n_dequant", n_dequant)
     shape = k.shape[1:]
     total = jnp.zeros(k.shape[0])
     for rkey in jr.split(key, n_dequant):

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Scalar, ScalarLike
 
+from ._checks import check_int
 from ._sde import AbstractSDE, _check_interval, _check_time
 
 
@@ -86,8 +87,7 @@ class LearnedVPSDE(AbstractLearnedSDE):
                 f"LearnedVPSDE needs log_snr_min < log_snr_max, got {log_snr_min} and "
                 f"{log_snr_max}."
             )
-        if not (isinstance(hidden, int) and hidden >= 1):
-            raise ValueError(f"hidden must be a positive integer, got {hidden!r}.")
+        hidden = check_int("LearnedVPSDE.hidden", hidden)
         _check_interval("LearnedVPSDE", t0, t1)
         self.log_snr_max, self.log_snr_min = float(log_snr_max), float(log_snr_min)
         self.hidden, self.t0, self.t1 = hidden, float(t0), float(t1)

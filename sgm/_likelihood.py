@@ -25,7 +25,15 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 from tqdm.auto import tqdm
 
-from ._checks import check_batch, check_integer_images, check_labels, check_score, check_sde
+from ._checks import (
+    check_batch,
+    check_int,
+    check_integer_images,
+    check_labels,
+    check_positive,
+    check_score,
+    check_sde,
+)
 from ._compat import TRACE_FLAGS, pop_trace_flags
 from ._flow import ODEVariables, solve_ode, solver_evaluations
 from ._scaler import AffineScaler
@@ -129,11 +137,8 @@ class LogLikelihood(eqx.Module):
                 "trace must be a trace estimator (sgm.Exact(), sgm.Hutchinson(), "
                 f"sgm.HutchPlusPlus()), got {type(self.trace).__name__}."
             )
-        if not (rtol > 0 and atol > 0):
-            raise ValueError(f"rtol and atol must be positive, got {rtol}, {atol}.")
-        if not isinstance(max_steps, int) or max_steps < 1:
-            raise ValueError(f"max_steps must be a positive int, got {max_steps!r}.")
-        self.rtol, self.atol, self.max_steps = rtol, atol, max_steps
+        self.rtol, self.atol = check_positive("rtol", rtol), check_positive("atol", atol)
+        self.max_steps = check_int("max_steps", max_steps)
         self.solver = diffrax.Tsit5() if solver is None else solver
         solver_evaluations(self.solver)
         self.variables = ODEVariables() if variables is None else variables
@@ -206,10 +211,7 @@ class LogLikelihood(eqx.Module):
             )
         n = x.shape[0]
         y = check_labels(y, n)
-        if batch_size is not None and (
-            not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1
-        ):
-            raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}.")
+        batch_size = check_int("batch_size", batch_size, none=True)
         if self.trace.needs_key and key is None:
             raise ValueError(
                 f"{type(self.trace).__name__} needs a key: pass key=jr.key(...), or "
@@ -323,8 +325,7 @@ def bits_per_dim(
     """
     images = check_integer_images(images, num_bits)
     levels = 2**num_bits
-    if not isinstance(n_dequant, int) or n_dequant < 1:
-        raise ValueError(f"n_dequant must be a positive int, got {n_dequant!r}.")
+    n_dequant = check_int("n_dequant", n_dequant)
     n, dim = images.shape[0], math.prod(images.shape[1:])
     total = jnp.zeros(n)
     for rkey in jr.split(key, n_dequant):

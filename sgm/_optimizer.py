@@ -3,6 +3,8 @@
 import equinox as eqx
 import optax
 
+from ._checks import check_int, check_positive, check_probability
+
 
 def lr_schedule(
     lr: float, *, steps: int | None = None, warmup: int = 100, final_fraction: float = 0.0
@@ -10,12 +12,9 @@ def lr_schedule(
     """A linear warm-up from 0 to `lr` over `warmup` steps, then `lr` (when `steps` is None)
     or a cosine decay to `final_fraction * lr` at `steps` (Loshchilov & Hutter 2017). A run
     of `steps <= warmup` (a quick try of a long configuration) only warms up."""
-    if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr}.")
-    if steps is not None and not (isinstance(steps, int) and steps > 0):
-        raise ValueError(f"steps must be a positive int or None, got {steps!r}.")
-    if not 0 <= final_fraction <= 1:
-        raise ValueError(f"final_fraction must lie in [0, 1], got {final_fraction}.")
+    check_positive("lr", lr)
+    check_int("steps", steps, none=True)
+    check_probability("final_fraction", final_fraction, closed=True)
     warm = optax.linear_schedule(0.0, lr, max(warmup, 1))
     if steps is None or steps <= warmup:
         return warm

@@ -10,13 +10,6 @@ from ._dequant import AbstractDequantizer
 from ._sde import AbstractSDE, _check_time
 
 
-def noise_conditioning(sde: AbstractSDE, t: ScalarLike) -> Float[Array, ""]:
-    """The scalar a network is conditioned on, `sde.noise_conditioning(t)`: `log s(t)` for the
-    VE SDE, whose noise scale spans several decades, and `t` otherwise (Song et al. 2021,
-    appendix C)."""
-    return sde.noise_conditioning(t)
-
-
 class AbstractPreconditioning(eqx.Module):
     """How a network `F` becomes a noise prediction: with `x_t = m(t) x_0 + s(t) eps`,
 
@@ -33,12 +26,12 @@ class AbstractPreconditioning(eqx.Module):
 class NoisePrediction(AbstractPreconditioning):
     """The network predicts the noise itself (Ho et al. 2020; Song et al. 2021, appendix C):
     `c_skip = 0`, `c_out = 1`, `c_in = 1 / sqrt(m^2 + s^2)` (unit-variance input for
-    unit-variance data) and `c_noise = noise_conditioning(sde, t)`."""
+    unit-variance data) and `c_noise = sde.noise_conditioning(t)`."""
 
     def coefficients(self, sde, t):
         m, s = sde.marginal(t)
         c_in = jnp.reciprocal(jnp.sqrt(m**2 + s**2))
-        return c_in, jnp.zeros_like(c_in), jnp.ones_like(c_in), noise_conditioning(sde, t)
+        return c_in, jnp.zeros_like(c_in), jnp.ones_like(c_in), sde.noise_conditioning(t)
 
 
 class EDMPreconditioning(AbstractPreconditioning):

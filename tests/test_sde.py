@@ -182,4 +182,3 @@ def test_noise_conditioning_is_an_sde_method():
     assert float(SDES["subvp"].noise_conditioning(0.25)) == 0.25
     ve = SDES["ve"]
     assert float(ve.noise_conditioning(0.25)) == pytest.approx(float(jnp.log(ve.marginal(0.25)[1])))
-    assert float(sgm.noise_conditioning(ve, 0.25)) == float(ve.noise_conditioning(0.25))
