@@ -1,9 +1,14 @@
-"""Compatibility with earlier versions, in one place: deprecated keywords of the library's
-entry points. Everything here is removed in sgm 0.3.
+"""Compatibility with earlier versions, in one place. Everything here is removed in sgm 0.3.
 
-A deprecated keyword keeps working for one minor version: the entry point passes what it was
-given to `renamed`, which warns once per call with `DeprecationWarning` pointing at the
-caller's line (a fixed `stacklevel` from the public function, no frame walking).
+- Deprecated keywords of the library's entry points: the entry point hands what it was given
+  to a translator here, which warns through `deprecated` (a `DeprecationWarning` pointing at
+  the caller's line by a fixed `stacklevel`, no frame walking) and returns the current form.
+- Runs written by earlier versions: `upgrade_config` turns their `config.json` into the
+  current JSON (read by `sgm.experiment`), `legacy_checkpoint` finds a checkpoint in the
+  single-checkpoint layout, `OVERRIDE_ALIASES` maps their command-line keys.
+
+This module works on plain values (dicts, paths), so the numerical library needs nothing from
+the application layer to hold it.
 """
 
 import json
@@ -65,3 +70,190 @@ def legacy_checkpoint(directory) -> tuple[int, Path] | None:
         return int(json.loads(meta.read_text())["step"]), Path(directory)
     except (OSError, ValueError, KeyError, TypeError):
         return -1, Path(directory)
+
+
+# --- runs written by earlier versions ----------------------------------------------------------
+
+# Dotted command-line keys of earlier configurations and what they stand for now.
+OVERRIDE_ALIASES = {
+    "train.lr": "optimizer.lr",
+    "train.warmup": "optimizer.warmup",
+    "train.grad_clip": "optimizer.grad_clip",
+    "train.weighting": "loss.weighting",
+    "train.importance_sampling": "loss.importance_sampling",
+    "data.series_length": "data.length",
+    "sample.inpaint_steps": "sample.controlled.steps",
+}
+SECTION_ALIASES = {"model": "net"}
+
+# What the flat format's `build_model` passed to each network (the rest were class defaults).
+_NET_ARGS = {
+    "unet": (
+        "UNet",
+        (
+            "channels",
+            "channel_mults",
+            "num_res_blocks",
+            "attention_levels",
+            "num_groups",
+            "dropout",
+        ),
+    ),
+    "mlp": ("MLP", ("width", "depth")),
+    "dit": ("DiT", ("patch_size", "hidden", "depth", "dropout")),
+}
+_SAMPLER_CLASSES = {
+    "em": "EulerMaruyama",
+    "pc": "PredictorCorrector",
+    "ode": "ProbabilityFlowODE",
+    "dpm": "DPMSolver",
+    "heun": "HeunSampler",
+    "unipc": "UniPC",
+}
+_FIXED_STEPS = {"dpm": 20, "heun": 18, "unipc": 20}  # the flat format's fast-solver choices
+_SAMPLE_KEYS = (
+    "inpaint_particles",
+    "inpaint_method",
+    "guidance_scale",
+    "classifier_scale",
+    "classifier_steps",
+    "classifier_batch_size",
+    "classifier_lr",
+    "classifier_width",
+)
+# A network written without a preconditioning predicted the noise (Ho et al. 2020) from
+# Fourier features of scale 16 of `t`, the defaults then, which it did not record.
+_NOISE_PREDICTION = {"preconditioning": {"__class__": "NoisePrediction"}, "fourier_scale": 16.0}
+
+
+def upgrade_config(data: dict) -> dict:
+    """The `config.json` of a run as this version writes it (`{"__class__": "Experiment",
+    ...}`), from what this or an earlier version wrote: the flat format (sections `data`,
+    `sde`, `model`, `train`, `sample`, `eval` with `kind` switches), or objects whose network
+    records no preconditioning. A ValueError says what could not be read."""
+    if "__class__" not in data:
+        return _from_flat(data)
+    net = data.get("net")
+    if isinstance(net, dict) and "preconditioning" not in net:
+        return {**data, "net": {**_NOISE_PREDICTION, **net}}
+    return data
+
+
+def _obj(class_name: str, /, **fields) -> dict:
+    return {"__class__": class_name, **fields}
+
+
+def _from_flat(d: dict) -> dict:
+    try:
+        data, sde, model, train = d["data"], d["sde"], d["model"], d["train"]
+        sample, ev = d.get("sample", {}), d.get("eval", {})
+        options = {}
+        if data["name"] == "flowers":
+            options["resolution"] = data["resolution"]
+        if data["name"] in ("ou", "ou_theta"):
+            options["length"] = data["series_length"]
+        if sde["kind"] == "ve":
+            sde_obj = _obj("VESDE", sigma_min=sde["sigma_min"], sigma_max=sde["sigma_max"])
+        else:
+            family = {"vp": "VPSDE", "subvp": "SubVPSDE"}[sde["kind"]]
+            sde_obj = _obj(
+                family,
+                beta_min=sde["beta_min"],
+                beta_max=sde["beta_max"],
+                schedule=sde.get("schedule", "linear"),
+            )
+        cls, names = _NET_ARGS[model["kind"]]
+        steps, snr = sample.get("steps", 1000), sample.get("snr", 0.16)
+        samplers = {}
+        for name in sample.get("samplers", ("em", "pc", "ode")):
+            fields = {"steps": steps} if name in ("em", "pc") else {}
+            fields.update({"snr": snr} if name == "pc" else {})
+            fields.update({"steps": _FIXED_STEPS[name]} if name in _FIXED_STEPS else {})
+            samplers[name] = _obj(_SAMPLER_CLASSES[name], **fields)
+        if ev.get("exact"):
+            trace = _obj("Exact")
+        else:
+            trace = _obj("Hutchinson", n_probes=ev.get("n_probes", 1))
+        train_keys = ("steps", "batch_size", "ema_decay", "log_every", "eval_every")
+        return _obj(
+            "Experiment",
+            name=d["name"],
+            description=d.get("description", ""),
+            budget=d.get("budget", ""),
+            data=_obj(
+                "Data",
+                name=data["name"],
+                n_train=data.get("n_train"),
+                n_test=data.get("n_test"),
+                lowres_factor=data.get("lowres_factor"),
+                **options,
+            ),
+            sde=sde_obj,
+            net=_obj(
+                "Net",
+                cls={"__type__": cls},
+                conditional=model.get("conditional", False),
+                **_NOISE_PREDICTION,
+                **{n: model[n] for n in names},
+            ),
+            loss=_obj(
+                "DSMLoss",
+                weighting=train.get("weighting", "sigma2"),
+                importance_sampling=train.get("importance_sampling", False),
+            ),
+            optimizer=_obj(
+                "Adam", lr=train["lr"], warmup=train["warmup"], grad_clip=train["grad_clip"]
+            ),
+            train=_obj(
+                "Train",
+                **{k: train[k] for k in train_keys},
+                label_dropout=train.get("label_dropout", 0.1),
+                checkpoint_every=train["checkpoint_every"],
+                seed=train["seed"],
+            ),
+            sample=_obj(
+                "Sample",
+                samplers=samplers,
+                n_samples=sample.get("n_samples", 64),
+                controlled=_obj("EulerMaruyama", steps=sample.get("inpaint_steps", 200)),
+                **{k: sample[k] for k in _SAMPLE_KEYS if k in sample},
+            ),
+            eval=_obj(
+                "Eval",
+                trace=trace,
+                **{k: ev[k] for k in ("n_images", "n_dequant", "batch_size") if k in ev},
+            ),
+        )
+    except (KeyError, TypeError) as e:
+        raise ValueError(
+            f"a configuration of an earlier version that cannot be read (missing or bad {e}); "
+            "its model can still be loaded with eqx.tree_deserialise_leaves and the network it "
+            "names."
+        ) from e
+
+
+def legacy_sampler_keys(name: str, samplers: dict) -> list[str] | None:
+    """The flat format's `sample.steps` and `sample.snr` set the steps of every Euler-Maruyama
+    and predictor-corrector sampler and the snr of every predictor-corrector one: the keys
+    (`"em.steps"`, ...) they stand for among `samplers`, or None for other names."""
+    from ._samplers import EulerMaruyama, PredictorCorrector
+
+    kinds = {"steps": (EulerMaruyama, PredictorCorrector), "snr": (PredictorCorrector,)}
+    if name not in kinds:
+        return None
+    return [f"{n}.{name}" for n, s in samplers.items() if isinstance(s, kinds[name])]
+
+
+def legacy_trace(name: str, value, trace):
+    """The trace estimator that the flat format's `eval.exact` (a bool) or `eval.n_probes` (an
+    int) makes of `trace`, or None for other names."""
+    from ._trace import Exact, Hutchinson, HutchPlusPlus
+
+    if name == "exact":
+        return Exact() if value else Hutchinson() if isinstance(trace, Exact) else trace
+    if name == "n_probes":
+        if isinstance(trace, HutchPlusPlus):
+            return HutchPlusPlus(n_probes=value, probe=trace.probe)
+        probe = trace.probe if isinstance(trace, Hutchinson) else "rademacher"
+        return Hutchinson(n_probes=value, probe=probe)
+    return None

@@ -4,10 +4,8 @@ accepts."""
 
 import dataclasses
 
-from .._samplers import EulerMaruyama, PredictorCorrector
+from .._compat import OVERRIDE_ALIASES, SECTION_ALIASES, legacy_sampler_keys, legacy_trace
 from .._sde import VESDE, VPSDE, SubVPSDE
-from .._trace import Exact, Hutchinson, HutchPlusPlus
-from ._compat import OVERRIDE_ALIASES, SECTION_ALIASES
 from ._experiment import SAMPLERS, Eval, Experiment, Net, Sample
 from ._serial import field_hints, fields_of, fingerprint, parse_value, registered, to_json
 
@@ -146,13 +144,10 @@ def _apply_sample(s: Sample, name: str, raw: str, given: str) -> Sample:
             )
         chosen = {n: s.samplers[n] if n in s.samplers else SAMPLERS[n]() for n in names}
         return dataclasses.replace(s, samplers=chosen)
-    if name in ("steps", "snr"):  # the SDE samplers of the list, as before
-        kinds = (EulerMaruyama, PredictorCorrector) if name == "steps" else (PredictorCorrector,)
-        samplers = {
-            n: _set(v, name, raw, f"sample.{name}") if isinstance(v, kinds) else v
-            for n, v in s.samplers.items()
-        }
-        return dataclasses.replace(s, samplers=samplers)
+    if (keys := legacy_sampler_keys(name, s.samplers)) is not None:
+        for key in keys:
+            s = _apply_sample(s, key, raw, given)
+        return s
     head, dot, rest = name.partition(".")
     if dot:
         if head == "controlled":
@@ -167,13 +162,9 @@ def _apply_sample(s: Sample, name: str, raw: str, given: str) -> Sample:
 
 
 def _apply_eval(e: Eval, name: str, raw: str, given: str) -> Eval:
-    if name == "exact":  # the earlier flags, as trace estimators
-        exact = parse_value(raw, bool, given)
-        trace = Exact() if exact else e.trace if not isinstance(e.trace, Exact) else Hutchinson()
-        return dataclasses.replace(e, trace=trace)
-    if name == "n_probes":
-        trace = e.trace if isinstance(e.trace, Hutchinson | HutchPlusPlus) else Hutchinson()
-        return dataclasses.replace(e, trace=_set(trace, "n_probes", raw, given))
+    if name in ("exact", "n_probes"):
+        value = parse_value(raw, bool if name == "exact" else int, given)
+        return dataclasses.replace(e, trace=legacy_trace(name, value, e.trace))
     head, dot, rest = name.partition(".")
     if dot and head == "trace":
         return dataclasses.replace(e, trace=_set(e.trace, rest, raw, given))
@@ -216,7 +207,7 @@ def model_fingerprint(exp: Experiment) -> str:
 def written_fingerprint(data: dict) -> str:
     """The fingerprint of the experiment a `config.json` holds, on the JSON as it was written:
     a run keeps its fingerprint when a later version adds fields with defaults (or reads it
-    with new ones, as `before_preconditioning` does)."""
+    with new ones, as `sgm._compat.upgrade_config` does)."""
     leaves = {}
     for section in ("data", "sde", "net", "loss", "optimizer", "train"):
         fields = {k: v for k, v in data[section].items() if k != "__class__"}

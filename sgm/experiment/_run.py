@@ -17,11 +17,11 @@ import equinox as eqx
 import jax
 
 from .._checkpoint import CheckpointError, verified
+from .._compat import upgrade_config
 from .._io import write_json
 from .._score import ScoreModel
 from .._sde import AbstractSDE
 from ..distributed import is_main
-from ._compat import before_preconditioning, from_legacy
 from ._experiment import Experiment
 from ._overrides import (
     apply_settings,
@@ -46,7 +46,7 @@ def read_config(path: Path) -> Experiment:
         data = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"{path} cannot be read as a configuration: {e}") from e
-    exp = from_json(before_preconditioning(data)) if "__class__" in data else from_legacy(data)
+    exp = from_json(upgrade_config(data))
     if not isinstance(exp, Experiment):
         raise ValueError(f"{path} holds a {type(exp).__name__}, not an Experiment.")
     return exp
