@@ -16,7 +16,6 @@ from pathlib import Path
 import equinox as eqx
 import jax
 
-from ._checkpoint import CheckpointError, verified
 from ._experiment import Experiment
 from ._io import write_json
 from ._legacy import from_legacy
@@ -30,6 +29,7 @@ from ._overrides import (
 from ._score import ScoreModel
 from ._sde import AbstractSDE
 from ._serial import from_json, to_json
+from ._training._checkpoint import CheckpointError, verified
 from .distributed import is_main
 
 CONFIG, INFO, MODEL, METRICS = "config.json", "run.json", "model.eqx", "metrics.json"

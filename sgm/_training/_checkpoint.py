@@ -22,7 +22,7 @@ import equinox as eqx
 import jax
 import numpy as np
 
-from ._io import fsync_dir, remove_temporaries
+from .._io import fsync_dir, remove_temporaries
 
 _STATE = "state.eqx"
 _META = "meta.json"
