@@ -1,9 +1,10 @@
 """Compatibility with earlier versions, in one place: deprecated keywords of the library's
 entry points. Everything here is removed in sgm 0.3.
 
-A deprecated keyword keeps working for one minor version: the entry point passes what it was
-given to `renamed`, which warns once per call with `DeprecationWarning` pointing at the
-caller's line (a fixed `stacklevel` from the public function, no frame walking).
+A deprecated keyword keeps working for one minor version: the entry point calls `deprecated`,
+which warns once per call with `DeprecationWarning` pointing at the caller's line (a fixed
+`stacklevel` from the public function, no frame walking). `train_keywords` wraps `sgm.train`
+to translate its flat keywords into its option objects.
 """
 
 import functools
@@ -77,11 +78,12 @@ def train_keywords(train):
     def wrapper(*args, **kwargs):
         old = {k: kwargs.pop(k) for k in list(kwargs) if k in _TRAIN_KEYWORDS}
         if old:
+            options = train_options(old, kwargs)
             deprecated(
                 f"sgm.train({'=..., '.join(old)}=...): use checkpoints=sgm.Checkpoints(...) "
                 "and monitor=sgm.Monitor(..., evaluation=sgm.Evaluation(...))"
             )
-            kwargs.update(train_options(old, kwargs))
+            kwargs.update(options)
         return train(*args, **kwargs)
 
     return wrapper

@@ -31,7 +31,7 @@ from ..distributed import allgather, any_process, global_mesh, is_main, to_local
 from ._batches import Batches
 from ._checkpoint import CheckpointError, has_checkpoint, load_checkpoint, save_checkpoint
 from ._inputs import as_arrays, check_class_labels, check_data
-from ._options import BATCH_SIZE, EMA_DECAY, Checkpoints, Monitor
+from ._options import BATCH_SIZE, EMA_DECAY, Checkpoints, Evaluation, Monitor
 from ._state import TrainState, eval_loss, init_state, train_step
 
 
@@ -126,6 +126,20 @@ def _resume(state: TrainState, checkpoints: Checkpoints | None, record: _Record)
         )
     record.restore(meta)
     return state
+
+
+def _replicated_copy(state: TrainState, mesh) -> TrainState:
+    """The state replicated over `mesh`, in arrays of its own: the step donates its input
+    buffers, which must not be the caller's arrays."""
+    arrays, static = eqx.partition(state, eqx.is_array)
+    return eqx.combine(jax.device_put(jax.tree.map(jnp.copy, arrays), replicated(mesh)), static)
+
+
+def _held_out(evaluation: Evaluation, batch_size: int, mesh) -> tuple:
+    """The fixed held-out batch `(x, labels)`, its first `batch_size` rows, replicated like
+    the state."""
+    put = lambda a: jax.device_put(np.asarray(a)[:batch_size], replicated(mesh))  # noqa: E731
+    return put(evaluation.data), None if evaluation.labels is None else put(evaluation.labels)
 
 
 def _check_same_start(start: int, checkpoints: Checkpoints | None) -> None:
@@ -271,9 +285,10 @@ def train(
     checkpoints: Checkpoints | None = None,
     monitor: Monitor = Monitor(),
 ):
-    """Trains `model` by denoising score matching and returns it: the exponential moving
-    average of its weights when `ema_decay > 0` (the model Song et al. 2021, appendix H,
-    sample from), whose decay warms up as `min(ema_decay, (1 + n) / (10 + n))` at step `n`.
+    """Trains `model` by denoising score matching and returns it. With `ema_decay > 0` the
+    weights returned are the exponential moving average of the trained ones, the model that
+    Song et al. (2021, appendix H) sample from; its decay warms up as
+    `min(ema_decay, (1 + n) / (10 + n))` at step `n`.
 
     **Arguments:**
 
@@ -302,9 +317,11 @@ def train(
     if not same_sde(model.sde, sde):
         raise ValueError(f"model.sde is {model.sde}, but train was given {sde}.")
     if checkpoints is not None and not isinstance(checkpoints, Checkpoints):
-        raise ValueError(f"checkpoints must be an sgm.Checkpoints or None, got {checkpoints!r}.")
+        raise ValueError(
+            f"checkpoints must be an sgm.Checkpoints or None, got {type(checkpoints).__name__}."
+        )
     if not isinstance(monitor, Monitor):
-        raise ValueError(f"monitor must be an sgm.Monitor, got {monitor!r}.")
+        raise ValueError(f"monitor must be an sgm.Monitor, got {type(monitor).__name__}.")
     x, labels, sharded = as_arrays(data, labels)
     x = np.asarray(x)
     labels = None if labels is None else np.asarray(labels)
@@ -324,18 +341,10 @@ def train(
         key = jr.wrap_key_data(key)  # a legacy uint32 key from jr.PRNGKey
     record = _Record()
     state = _resume(init_state(model, optimizer, key=key), checkpoints, record)
-    # Own copies: the step donates its input buffers, which must not be the caller's arrays.
-    arrays, static = eqx.partition(state, eqx.is_array)
-    state = eqx.combine(jax.device_put(jax.tree.map(jnp.copy, arrays), replicated(mesh)), static)
+    state = _replicated_copy(state, mesh)
     seed = [int(v) for v in np.asarray(jr.key_data(key)).ravel()]
     batches = Batches(x, labels, batch_size, seed, mesh, sharded=sharded)
-    held_out = None
-    if evaluation is not None:  # one fixed held-out batch, replicated like the state
-        put = lambda a: jax.device_put(np.asarray(a)[:batch_size], replicated(mesh))  # noqa: E731
-        held_out = (
-            put(evaluation.data),
-            None if evaluation.labels is None else put(evaluation.labels),
-        )
+    held_out = None if evaluation is None else _held_out(evaluation, batch_size, mesh)
     _check_same_start(int(state.step), checkpoints)
     if checkpoints is not None and has_checkpoint(checkpoints.directory):
         record.last_good = int(state.step)

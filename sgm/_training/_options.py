@@ -114,7 +114,8 @@ class Monitor(eqx.Module):
         check_float("Monitor.divergence_factor", self.divergence_factor, above=1.0, none=True)
         if self.evaluation is not None and not isinstance(self.evaluation, Evaluation):
             raise ValueError(
-                f"Monitor.evaluation must be an sgm.Evaluation or None, got {self.evaluation!r}."
+                "Monitor.evaluation must be an sgm.Evaluation or None, got "
+                f"{type(self.evaluation).__name__}."
             )
         _check_bool("Monitor.progress", self.progress)
         _check_bool("Monitor.history", self.history)
