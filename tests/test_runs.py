@@ -526,11 +526,13 @@ def test_train_rejects_what_gave_raw_errors():
     for kw, what in [
         ({"steps": -5}, "steps"),
         ({"steps": 1, "ema_decay": 1.5}, "ema_decay"),
-        ({"steps": 1, "log_every": 0}, "log_every"),
         ({"steps": 1, "batch_size": 0}, "batch_size"),
+        ({"steps": 1, "monitor": "quiet"}, "monitor must be an sgm.Monitor, got str"),
     ]:
         with pytest.raises(ValueError, match=what):
             sgm.train(tiny_model(), SDE, mixture(), OPT, key=jr.key(0), **kw)
+    with pytest.raises(ValueError, match="Monitor.every must be an integer >= 1"):
+        sgm.Monitor(every=0)
 
 
 # --- runs written before --------------------------------------------------------------------

@@ -306,6 +306,7 @@ def test_flat_keywords_still_work_and_warn(tmp_path):
 @pytest.mark.parametrize(
     "build, message",
     [
+        (lambda: sgm.Checkpoints(None), "Checkpoints.directory must be a path, got NoneType"),
         (lambda: sgm.Checkpoints("ckpt", every=0), "Checkpoints.every must be an integer >= 1"),
         (lambda: sgm.Checkpoints("ckpt", keep=True), "Checkpoints.keep must be an integer >= 1"),
         (lambda: sgm.Checkpoints("ckpt", resume="yes"), "Checkpoints.resume must be True or"),

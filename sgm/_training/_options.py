@@ -2,6 +2,7 @@
 where and how often to checkpoint, what to watch while training, the held-out evaluation.
 Each validates its fields once, when it is built."""
 
+import os
 from pathlib import Path
 
 import equinox as eqx
@@ -15,6 +16,12 @@ BATCH_SIZE = 128
 EMA_DECAY = 0.999
 """`sgm.train`'s default decay of the exponential moving average of the weights, the model
 that Song et al. (2021, appendix H) sample from."""
+
+
+def _as_path(value) -> Path:
+    if not isinstance(value, str | os.PathLike):
+        raise ValueError(f"Checkpoints.directory must be a path, got {type(value).__name__}.")
+    return Path(value)
 
 
 def _check_bool(name: str, value) -> None:
@@ -38,7 +45,7 @@ class Checkpoints(eqx.Module):
       from a checkpoint with another fingerprint is a `CheckpointError`.
     """
 
-    directory: Path = eqx.field(converter=Path)
+    directory: Path = eqx.field(converter=_as_path)
     every: int = eqx.field(default=500, kw_only=True)
     keep: int = eqx.field(default=2, kw_only=True)
     resume: bool = eqx.field(default=False, kw_only=True)
