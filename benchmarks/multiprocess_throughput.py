@@ -47,9 +47,7 @@ def worker(args) -> None:
         steps=args.steps,
         batch_size=args.batch_size,
         key=jr.key(1),
-        log_every=args.log_every,
-        progress=False,
-        return_history=True,
+        monitor=sgm.Monitor(every=args.log_every, progress=False, history=True),
     )
     total = time.perf_counter() - start
     rates = history["steps_per_s"][1:]

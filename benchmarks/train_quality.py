@@ -165,12 +165,8 @@ def curve_sgm(model, sde, data, eval_steps, evaluate, batch, key, *, loss, optim
                 batch_size=batch,
                 loss=loss,
                 ema_decay=ema,
-                checkpoint_dir=ckpt,
-                checkpoint_every=10**9,
-                resume=i > 0,
-                progress=False,
-                return_history=True,
-                log_every=min(100, target),
+                checkpoints=sgm.Checkpoints(ckpt, every=10**9, resume=i > 0),
+                monitor=sgm.Monitor(every=min(100, target), progress=False, history=True),
             )
             seconds += time.perf_counter() - start
             points.append(

@@ -26,7 +26,7 @@ from _configs import build
 from _report import report
 
 import sgm
-from sgm._train import init_state, train_step
+from sgm._training._state import init_state, train_step
 
 
 def cpu_model() -> str:
@@ -81,7 +81,7 @@ def setup(batch: int, config: str | None = None):
     sde = sgm.VPSDE()
     net = sgm.nets.UNet((1, 28, 28), key=jr.key(0))
     model = sgm.ScoreModel(net, sde)
-    opt = sgm.default_optimizer()
+    opt = sgm.Adam().transform()
     loss = sgm.DSMLoss()
     state = init_state(model, opt, key=jr.key(1))
     x = jr.uniform(jr.key(2), (batch, 1, 28, 28), minval=-1, maxval=1)

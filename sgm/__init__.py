@@ -2,12 +2,6 @@
 
 from . import data as data, distributed as distributed, nets as nets
 from ._cache import enable_compilation_cache as enable_compilation_cache
-from ._checkpoint import (
-    CheckpointError as CheckpointError,
-    checkpoint_meta as checkpoint_meta,
-    load_checkpoint as load_checkpoint,
-    save_checkpoint as save_checkpoint,
-)
 from ._classifier import (
     NoisyClassifier as NoisyClassifier,
     train_classifier as train_classifier,
@@ -74,11 +68,17 @@ from ._trace import (
     Hutchinson as Hutchinson,
     HutchPlusPlus as HutchPlusPlus,
 )
-from ._train import (
+from ._training import (
+    CheckpointError as CheckpointError,
+    Checkpoints as Checkpoints,
+    Evaluation as Evaluation,
+    Monitor as Monitor,
     TrainingDiverged as TrainingDiverged,
     TrainingInterrupted as TrainingInterrupted,
     TrainState as TrainState,
-    default_optimizer as default_optimizer,
+    checkpoint_meta as checkpoint_meta,
+    load_checkpoint as load_checkpoint,
+    save_checkpoint as save_checkpoint,
     train as train,
 )
 

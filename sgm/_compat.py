@@ -2,7 +2,9 @@
 
 - Deprecated keywords of the library's entry points: the entry point hands what it was given
   to a translator here, which warns through `deprecated` (a `DeprecationWarning` pointing at
-  the caller's line by a fixed `stacklevel`, no frame walking) and returns the current form.
+  the caller's line by a fixed `stacklevel`, no frame walking) and returns the current form:
+  `pop_trace_flags` for the likelihoods, `train_keywords` (with `train_options`) for
+  `sgm.train`'s flat keywords, which become its option objects.
 - Runs written by earlier versions: `upgrade_config` turns their `config.json` into the
   current JSON (read by `sgm.experiment`), `legacy_checkpoint` finds a checkpoint in the
   single-checkpoint layout, `OVERRIDE_ALIASES` maps their command-line keys.
@@ -11,6 +13,7 @@ This module works on plain values (dicts, paths), so the numerical library needs
 the application layer to hold it.
 """
 
+import functools
 import json
 import warnings
 from pathlib import Path
@@ -257,3 +260,69 @@ def legacy_trace(name: str, value, trace):
         probe = trace.probe if isinstance(trace, Hutchinson) else "rademacher"
         return Hutchinson(n_probes=value, probe=probe)
     return None
+
+
+# `sgm.train`'s flat keywords: (option object, its field).
+_TRAIN_KEYWORDS = {
+    "checkpoint_dir": ("checkpoints", "directory"),
+    "checkpoint_every": ("checkpoints", "every"),
+    "keep_checkpoints": ("checkpoints", "keep"),
+    "resume": ("checkpoints", "resume"),
+    "fingerprint": ("checkpoints", "fingerprint"),
+    "eval_data": ("evaluation", "data"),
+    "eval_labels": ("evaluation", "labels"),
+    "eval_every": ("evaluation", "every"),
+    "log_every": ("monitor", "every"),
+    "divergence_factor": ("monitor", "divergence_factor"),
+    "progress": ("monitor", "progress"),
+    "return_history": ("monitor", "history"),
+}
+
+
+def train_options(old: dict, new: dict) -> dict:
+    """The option objects (`checkpoints`, `monitor`) that `sgm.train`'s flat keywords `old`
+    stand for. The checkpoint keywords take effect with `checkpoint_dir`, the evaluation ones
+    with `eval_data` and `eval_every`, as they did. A keyword of an option object that `new`
+    (the other keywords given) also holds is a TypeError: one way of saying each thing."""
+    from ._training._options import Checkpoints, Evaluation, Monitor
+
+    fields = {"checkpoints": {}, "evaluation": {}, "monitor": {}}
+    for name, value in old.items():
+        option, field = _TRAIN_KEYWORDS[name]
+        fields[option][field] = value
+    for argument in ("checkpoints", "monitor"):
+        inside = ("checkpoints",) if argument == "checkpoints" else ("evaluation", "monitor")
+        given = [k for k in old if _TRAIN_KEYWORDS[k][0] in inside]
+        if argument in new and given:
+            raise TypeError(
+                f"train() got both {argument}= and {', '.join(given)}=; give {argument}= alone."
+            )
+    c, e, m = fields["checkpoints"], fields["evaluation"], fields["monitor"]
+    out = {}
+    if c.get("directory") is not None:
+        out["checkpoints"] = Checkpoints(c.pop("directory"), **c)
+    if e.get("data") is not None and e.get("every") is not None:
+        m["evaluation"] = Evaluation(e.pop("data"), **e)
+    if m:
+        out["monitor"] = Monitor(**m)
+    return out
+
+
+def train_keywords(train):
+    """Wraps `sgm.train` so that its flat keywords of sgm 0.1 (`checkpoint_dir=`, `log_every=`,
+    `return_history=`, ...) keep working, translated by `train_options`, with a
+    `DeprecationWarning`; any other unknown keyword is train's own TypeError."""
+
+    @functools.wraps(train)
+    def wrapper(*args, **kwargs):
+        old = {k: kwargs.pop(k) for k in list(kwargs) if k in _TRAIN_KEYWORDS}
+        if old:
+            options = train_options(old, kwargs)
+            deprecated(
+                f"sgm.train({'=..., '.join(old)}=...): use checkpoints=sgm.Checkpoints(...) "
+                "and monitor=sgm.Monitor(..., evaluation=sgm.Evaluation(...))"
+            )
+            kwargs.update(options)
+        return train(*args, **kwargs)
+
+    return wrapper

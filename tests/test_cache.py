@@ -69,7 +69,7 @@ net = sgm.nets.MLP((2,), key=jr.key(0), width=8, depth=1, num_classes=3)
 x = np.asarray(jr.normal(jr.key(1), (64, 2)))
 y = np.arange(64) % 3
 sgm.train(sgm.ScoreModel(net, sde), sde, x, optax.adam(1e-3), steps=2, batch_size=8,
-          key=jr.key(2), labels=y, progress=False)
+          key=jr.key(2), labels=y, monitor=sgm.Monitor(progress=False))
 print(sum("cache hit for 'jit_train_step'" in m for m in records))
 """
 )

@@ -40,7 +40,7 @@ def test_class_conditional_digits_draw_the_requested_class():
         key=jr.key(1),
         loss=loss,
         labels=ds.train_labels,
-        progress=False,
+        monitor=sgm.Monitor(progress=False),
     )
 
     per_class = 30

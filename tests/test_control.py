@@ -230,7 +230,7 @@ def test_model_conditioned_on_a_parameter_vector():
         batch_size=256,
         key=jr.key(3),
         labels=theta.astype(np.float32),
-        progress=False,
+        monitor=sgm.Monitor(progress=False),
         ema_decay=0.99,
     )
     for value in (-0.7, 0.7):

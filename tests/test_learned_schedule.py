@@ -190,7 +190,7 @@ def test_training_the_schedule_lowers_the_variance_and_keeps_the_bound():
         batch_size=256,
         loss=loss,
         ema_decay=0.0,
-        progress=False,
+        monitor=sgm.Monitor(progress=False),
     )
     assert not np.allclose(trained.sde.raw_a, sde.raw_a)
     x = g.sample(jr.key(2), 65_536)

@@ -21,7 +21,8 @@ import pytest
 from helpers import TinyNet, four_gaussians
 
 import sgm
-from sgm._train import _Batches, init_state, train_step
+from sgm._training._batches import Batches
+from sgm._training._state import init_state, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -103,7 +104,7 @@ _JOB = textwrap.dedent(
     model = sgm.ScoreModel(TinyNet(2, key=jr.key(0)), sgm.VPSDE())
     x = np.asarray(four_gaussians().sample(jr.key(7), 512))
     out = sgm.train(model, sgm.VPSDE(), x, optax.adam(1e-3), steps=12, batch_size=64,
-                    key=jr.key(1), progress=False, ema_decay=0.0)
+                    key=jr.key(1), monitor=sgm.Monitor(progress=False), ema_decay=0.0)
     leaves = jax.tree.leaves(eqx.filter(out, eqx.is_inexact_array))
     rank = jax.process_index()
     lp = sgm.log_likelihood(out, sgm.VPSDE(), x[:4], key=jr.key(3))
@@ -112,7 +113,7 @@ _JOB = textwrap.dedent(
     ds = sgm.data.Dataset("mix", (2,), x, x[:8]).sharded(rank, 2)
     assert len(ds.train) == 256
     again = sgm.train(model, sgm.VPSDE(), ds, optax.adam(1e-3), steps=12, batch_size=64,
-                      key=jr.key(1), progress=False, ema_decay=0.0)
+                      key=jr.key(1), monitor=sgm.Monitor(progress=False), ema_decay=0.0)
     for a, b in zip(leaves, jax.tree.leaves(eqx.filter(again, eqx.is_inexact_array))):
         assert np.array_equal(np.asarray(a), np.asarray(b)), "sharded data train differently"
     np.savez(f"{sys.argv[1]}/rank{rank}.npz", *[np.asarray(a) for a in leaves],
@@ -140,7 +141,7 @@ def test_two_processes_agree_and_equal_one_process_fed_the_same_batches(tmp_path
     state = jax.tree.map(lambda a: jnp.copy(a) if eqx.is_array(a) else a, state)
     seed = [int(v) for v in np.asarray(jr.key_data(jr.key(1))).ravel()]
     mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ("data",))
-    parts = [_Batches(x, None, 64, seed, mesh, rank=r, n_proc=2) for r in (0, 1)]
+    parts = [Batches(x, None, 64, seed, mesh, rank=r, n_proc=2) for r in (0, 1)]
     for s in range(12):
         batch = np.concatenate([p.x[p.indices(s)] for p in parts])
         state, _ = train_step(jnp.asarray(batch), state, None, sgm.DSMLoss(), opt, 0.0)

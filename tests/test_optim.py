@@ -1,4 +1,4 @@
-"""The Adam schedule: warm-up and cosine decay; `default_optimizer` as it was."""
+"""The Adam schedule: warm-up and cosine decay; `sgm.Adam` without decay as it was."""
 
 import jax.numpy as jnp
 import numpy as np
@@ -20,15 +20,15 @@ def test_schedule_warms_up_then_decays():
     assert float(constant(100)) == float(constant(10**6)) == pytest.approx(1e-3)
 
 
-def test_default_optimizer_is_unchanged():
-    """`default_optimizer` (warm-up and clipping, no decay) gives the updates it gave before:
-    clip by global norm, then Adam on the linear warm-up."""
+def test_adam_without_decay_is_unchanged():
+    """`sgm.Adam(...).transform()` (warm-up and clipping, no decay) gives the updates of
+    optax's clip by global norm, then Adam on the linear warm-up."""
     params = {"w": jnp.array([1.0, -2.0, 3.0])}
     grads = {"w": jnp.array([3.0, 4.0, 12.0])}
     old = optax.chain(
         optax.clip_by_global_norm(1.0), optax.adam(optax.linear_schedule(0.0, 2e-4, 50))
     )
-    new = sgm.default_optimizer(2e-4, warmup=50)
+    new = sgm.Adam(2e-4, warmup=50).transform()
     s_old, s_new = old.init(params), new.init(params)
     for _ in range(3):
         u_old, s_old = old.update(grads, s_old, params)

@@ -20,6 +20,7 @@ from helpers import TinyNet, four_gaussians
 import sgm
 import sgm.experiment
 from experiments import EXPERIMENTS
+from sgm._training._state import init_state
 from sgm.experiment._run import read_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -143,7 +144,7 @@ def test_new_overrides_reach_any_field():
         ("sde.kind", "vv", "expected one of"),
         ("train.steps", "-5", "train.steps must be an integer >= 1"),
         ("train.lr", "-0.01", "learning rate must be positive"),
-        ("train.ema_decay", "1.5", "ema_decay must be in [0, 1)"),
+        ("train.ema_decay", "1.5", "train.ema_decay must be a number >= 0 and < 1"),
         ("train.checkpoint_every", "0", "checkpoint_every must be an integer >= 1"),
         ("train.log_every", "0", "log_every must be an integer >= 1"),
         ("train.batch_size", "0", "batch_size must be an integer >= 1"),
@@ -279,7 +280,7 @@ def test_an_interrupted_run_resumes_with_its_history(tmp_path):
         f"""
         import sys, signal, os
         sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
-        import sgm._train as T, main
+        import sgm._training._loop as T, main
         step = T.train_step
         def stop_at_5(batch, state, *a):  # a stop request arrives during step 5
             if int(state.step) == 5:
@@ -323,7 +324,8 @@ def leaves(model):
     return [np.asarray(x) for x in jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array))]
 
 
-KW = dict(batch_size=64, key=jr.key(1), progress=False, ema_decay=0.9, log_every=2)
+KW = dict(batch_size=64, key=jr.key(1), ema_decay=0.9, monitor=sgm.Monitor(every=2, progress=False))
+WITH_HISTORY = dict(KW, monitor=sgm.Monitor(every=2, progress=False, history=True))
 
 
 def test_checkpoints_keep_the_last_k_with_checksums_and_fall_back(tmp_path):
@@ -335,10 +337,7 @@ def test_checkpoints_keep_the_last_k_with_checksums_and_fall_back(tmp_path):
             mixture(),
             OPT,
             steps=9,
-            checkpoint_dir=tmp_path,
-            checkpoint_every=3,
-            keep_checkpoints=2,
-            fingerprint="abc",
+            checkpoints=sgm.Checkpoints(tmp_path, every=3, keep=2, fingerprint="abc"),
             **KW,
         )
     finally:
@@ -362,10 +361,7 @@ def test_checkpoints_keep_the_last_k_with_checksums_and_fall_back(tmp_path):
             mixture(),
             OPT,
             steps=12,
-            checkpoint_dir=tmp_path,
-            checkpoint_every=3,
-            resume=True,
-            fingerprint="abc",
+            checkpoints=sgm.Checkpoints(tmp_path, every=3, resume=True, fingerprint="abc"),
             **KW,
         )
     full = sgm.train(tiny_model(), SDE, mixture(), OPT, steps=12, **KW)
@@ -379,19 +375,25 @@ def test_checkpoints_keep_the_last_k_with_checksums_and_fall_back(tmp_path):
             mixture(),
             OPT,
             steps=15,
-            checkpoint_dir=tmp_path,
-            resume=True,
-            fingerprint="xyz",
+            checkpoints=sgm.Checkpoints(tmp_path, resume=True, fingerprint="xyz"),
             **KW,
         )
 
 
 def test_temporaries_of_interrupted_writes_are_removed(tmp_path):
-    sgm.train(tiny_model(), SDE, mixture(), OPT, steps=2, checkpoint_dir=tmp_path, **KW)
+    sgm.train(
+        tiny_model(), SDE, mixture(), OPT, steps=2, checkpoints=sgm.Checkpoints(tmp_path), **KW
+    )
     (tmp_path / ".tmp-step_00000004-dead").mkdir()
     (tmp_path / ".tmp-step_00000004-dead" / "state.eqx").write_bytes(b"half")
     sgm.train(
-        tiny_model(), SDE, mixture(), OPT, steps=4, checkpoint_dir=tmp_path, resume=True, **KW
+        tiny_model(),
+        SDE,
+        mixture(),
+        OPT,
+        steps=4,
+        checkpoints=sgm.Checkpoints(tmp_path, resume=True),
+        **KW,
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step_00000002", "step_00000004"]
 
@@ -401,7 +403,7 @@ def test_nonfinite_state_is_never_saved(tmp_path):
     import jax
     import jax.numpy as jnp
 
-    state = sgm._train.init_state(tiny_model(), OPT, key=jr.key(0))
+    state = init_state(tiny_model(), OPT, key=jr.key(0))
     bad = jax.tree.map(lambda a: a * jnp.nan if eqx.is_inexact_array(a) else a, state)
     with pytest.raises(FloatingPointError, match="non-finite"):
         sgm.save_checkpoint(tmp_path, bad)
@@ -411,7 +413,7 @@ def test_nonfinite_state_is_never_saved(tmp_path):
 _KILLED = textwrap.dedent(
     """
     import io, os, signal, sys, jax.random as jr, numpy as np, optax, sgm
-    import sgm._checkpoint as C
+    import sgm._training._checkpoint as C
     sys.path.insert(0, sys.argv[2])
     from helpers import TinyNet, four_gaussians
     where, nth = sys.argv[3], int(sys.argv[4])
@@ -436,8 +438,8 @@ _KILLED = textwrap.dedent(
     model = sgm.ScoreModel(TinyNet(2, key=jr.key(0)), sgm.VPSDE())
     x = np.asarray(four_gaussians().sample(jr.key(7), 512))
     sgm.train(model, sgm.VPSDE(), x, optax.adam(1e-3), steps=30, batch_size=64, key=jr.key(1),
-              progress=False, ema_decay=0.9, log_every=2, checkpoint_dir=sys.argv[1],
-              checkpoint_every=3)
+              ema_decay=0.9, monitor=sgm.Monitor(every=2, progress=False),
+              checkpoints=sgm.Checkpoints(sys.argv[1], every=3))
     """
 )
 
@@ -459,15 +461,10 @@ def _killed_then_resumed(tmp_path, where: str, nth: int):
         mixture(),
         OPT,
         steps=30,
-        checkpoint_dir=ckpt,
-        checkpoint_every=3,
-        resume=True,
-        return_history=True,
-        **KW,
+        checkpoints=sgm.Checkpoints(ckpt, every=3, resume=True),
+        **WITH_HISTORY,
     )
-    full, full_history = sgm.train(
-        tiny_model(), SDE, mixture(), OPT, steps=30, return_history=True, **KW
-    )
+    full, full_history = sgm.train(tiny_model(), SDE, mixture(), OPT, steps=30, **WITH_HISTORY)
     for a, b in zip(leaves(full), leaves(resumed), strict=True):
         np.testing.assert_array_equal(a, b)
     assert history["step"] == full_history["step"] == list(range(2, 31, 2))
@@ -501,8 +498,7 @@ def test_divergence_stops_the_run_naming_the_last_good_checkpoint(tmp_path):
             mixture(),
             late,
             steps=200,
-            checkpoint_every=4,
-            checkpoint_dir=tmp_path,
+            checkpoints=sgm.Checkpoints(tmp_path, every=4),
             **KW,
         )
     assert sgm.checkpoint_meta(tmp_path)["step"] == 4
@@ -537,11 +533,13 @@ def test_train_rejects_what_gave_raw_errors():
     for kw, what in [
         ({"steps": -5}, "steps"),
         ({"steps": 1, "ema_decay": 1.5}, "ema_decay"),
-        ({"steps": 1, "log_every": 0}, "log_every"),
         ({"steps": 1, "batch_size": 0}, "batch_size"),
+        ({"steps": 1, "monitor": "quiet"}, "monitor must be an sgm.Monitor, got str"),
     ]:
         with pytest.raises(ValueError, match=what):
             sgm.train(tiny_model(), SDE, mixture(), OPT, key=jr.key(0), **kw)
+    with pytest.raises(ValueError, match="Monitor.every must be an integer >= 1"):
+        sgm.Monitor(every=0)
 
 
 # --- runs written before --------------------------------------------------------------------

@@ -17,9 +17,11 @@ import pytest
 from helpers import TinyNet, four_gaussians
 
 import sgm
+from sgm._training._state import init_state
 
 SDE = sgm.VPSDE()
 OPT = optax.adam(1e-3)
+QUIET = sgm.Monitor(progress=False)
 
 
 def tiny_model(seed=0):
@@ -40,48 +42,66 @@ def assert_same(a, b, **kw):
 
 
 def test_resume_continues_exactly(tmp_path):
-    kw = dict(batch_size=64, key=jr.key(1), progress=False, ema_decay=0.9, log_every=5)
+    monitor = sgm.Monitor(every=5, progress=False)
+    kw = dict(batch_size=64, key=jr.key(1), monitor=monitor, ema_decay=0.9)
     full = sgm.train(tiny_model(), SDE, data(), OPT, steps=30, **kw)
-    sgm.train(tiny_model(), SDE, data(), OPT, steps=12, checkpoint_dir=tmp_path, **kw)
+    sgm.train(tiny_model(), SDE, data(), OPT, steps=12, checkpoints=sgm.Checkpoints(tmp_path), **kw)
     resumed = sgm.train(
-        tiny_model(), SDE, data(), OPT, steps=30, checkpoint_dir=tmp_path, resume=True, **kw
+        tiny_model(),
+        SDE,
+        data(),
+        OPT,
+        steps=30,
+        checkpoints=sgm.Checkpoints(tmp_path, resume=True),
+        **kw,
     )
     assert_same(full, resumed, rtol=0, atol=0)
 
 
 def test_existing_checkpoint_needs_resume(tmp_path):
-    kw = dict(batch_size=64, key=jr.key(1), progress=False, checkpoint_dir=tmp_path)
+    kw = dict(batch_size=64, key=jr.key(1), monitor=QUIET, checkpoints=sgm.Checkpoints(tmp_path))
     sgm.train(tiny_model(), SDE, data(), OPT, steps=2, **kw)
     with pytest.raises(ValueError, match="resume=True"):
         sgm.train(tiny_model(), SDE, data(), OPT, steps=4, **kw)
 
 
 def test_corrupt_and_mismatched_checkpoints_are_clear_errors(tmp_path):
-    kw = dict(batch_size=64, key=jr.key(1), progress=False, checkpoint_dir=tmp_path)
-    sgm.train(tiny_model(), SDE, data(), OPT, steps=2, **kw)
+    kw = dict(batch_size=64, key=jr.key(1), monitor=QUIET)
+    sgm.train(tiny_model(), SDE, data(), OPT, steps=2, checkpoints=sgm.Checkpoints(tmp_path), **kw)
+    kw["checkpoints"] = sgm.Checkpoints(tmp_path, resume=True)
     wide = sgm.ScoreModel(TinyNet(2, key=jr.key(0), width=16), SDE)
     with pytest.raises(ValueError, match="does not match this model"):
-        sgm.train(wide, SDE, data(), OPT, steps=4, resume=True, **kw)
+        sgm.train(wide, SDE, data(), OPT, steps=4, **kw)
     (slot,) = tmp_path.glob("step_*")
     state_file = slot / "state.eqx"
     state_file.write_bytes(state_file.read_bytes()[:100])
     with pytest.raises(ValueError, match="corrupt or truncated"):
-        sgm.train(tiny_model(), SDE, data(), OPT, steps=4, resume=True, **kw)
+        sgm.train(tiny_model(), SDE, data(), OPT, steps=4, **kw)
 
 
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
-    kw = dict(batch_size=64, key=jr.key(1), progress=False, checkpoint_dir=tmp_path)
-    sgm.train(tiny_model(), SDE, data(), OPT, steps=5, checkpoint_every=5, **kw)
+    kw = dict(batch_size=64, key=jr.key(1))
+    ckpt = sgm.Checkpoints(tmp_path, every=5)
+    sgm.train(tiny_model(), SDE, data(), OPT, steps=5, checkpoints=ckpt, monitor=QUIET, **kw)
     bad = data().copy()
     bad[3, 0] = 1e30  # squares to inf in the loss once drawn
     with pytest.raises(sgm.TrainingDiverged, match="non-finite.*last good checkpoint"):
-        sgm.train(tiny_model(), SDE, bad, OPT, steps=200, resume=True, log_every=10, **kw)
-    state, meta = sgm._checkpoint.load_checkpoint(tmp_path, like=_state_like())
+        sgm.train(
+            tiny_model(),
+            SDE,
+            bad,
+            OPT,
+            steps=200,
+            checkpoints=sgm.Checkpoints(tmp_path, every=5, resume=True),
+            monitor=sgm.Monitor(every=10, progress=False),
+            **kw,
+        )
+    state, meta = sgm.load_checkpoint(tmp_path, like=_state_like())
     assert all(bool(jnp.all(jnp.isfinite(p))) for p in params(state.model))
 
 
 def _state_like():
-    return sgm._train.init_state(tiny_model(), OPT, key=jr.key(1))
+    return init_state(tiny_model(), OPT, key=jr.key(1))
 
 
 def test_bad_input_raises():
@@ -93,6 +113,12 @@ def test_bad_input_raises():
         )
     with pytest.raises(ValueError, match="model.sde"):
         sgm.train(tiny_model(), sgm.VESDE(), data(), OPT, steps=1, key=jr.key(0))
+    with pytest.raises(ValueError, match="ema_decay must be a number >= 0 and < 1"):
+        sgm.train(tiny_model(), SDE, data(), OPT, steps=1, ema_decay=1.0, key=jr.key(0))
+    with pytest.raises(ValueError, match="steps must be an integer >= 1"):
+        sgm.train(tiny_model(), SDE, data(), OPT, steps=np.int64(0), key=jr.key(0))
+    with pytest.raises(ValueError, match="monitor must be an sgm.Monitor"):
+        sgm.train(tiny_model(), SDE, data(), OPT, steps=1, monitor=None, key=jr.key(0))
 
 
 _INTERRUPTED = textwrap.dedent(
@@ -103,8 +129,8 @@ _INTERRUPTED = textwrap.dedent(
     model = sgm.ScoreModel(TinyNet(2, key=jr.key(0)), sgm.VPSDE())
     x = np.asarray(four_gaussians().sample(jr.key(7), 512))
     sgm.train(model, sgm.VPSDE(), x, optax.adam(1e-3), steps=10**7, batch_size=64,
-              key=jr.key(1), progress=False, ema_decay=0.9, log_every=5,
-              checkpoint_dir=sys.argv[1], checkpoint_every=5)
+              key=jr.key(1), ema_decay=0.9, monitor=sgm.Monitor(every=5, progress=False),
+              checkpoints=sgm.Checkpoints(sys.argv[1], every=5))
     """
 )
 
@@ -126,11 +152,18 @@ def test_sigterm_saves_a_checkpoint_that_resumes_exactly(tmp_path):
     assert proc.returncode != 0 and "interrupted at step" in err, err[-2000:]
     stopped = sgm.checkpoint_meta(ckpt)["step"]
     assert stopped > 5
-    kw = dict(batch_size=64, key=jr.key(1), progress=False, ema_decay=0.9, log_every=5)
+    kw = dict(batch_size=64, key=jr.key(1), monitor=sgm.Monitor(every=5, progress=False))
     resumed = sgm.train(
-        tiny_model(), SDE, data(), OPT, steps=stopped + 7, checkpoint_dir=ckpt, resume=True, **kw
+        tiny_model(),
+        SDE,
+        data(),
+        OPT,
+        steps=stopped + 7,
+        checkpoints=sgm.Checkpoints(ckpt, resume=True),
+        ema_decay=0.9,
+        **kw,
     )
-    full = sgm.train(tiny_model(), SDE, data(), OPT, steps=stopped + 7, **kw)
+    full = sgm.train(tiny_model(), SDE, data(), OPT, steps=stopped + 7, ema_decay=0.9, **kw)
     assert_same(full, resumed, rtol=0, atol=0)
 
 
@@ -143,7 +176,7 @@ _MULTI = textwrap.dedent(
     model = sgm.ScoreModel(TinyNet(2, key=jr.key(0)), sgm.VPSDE())
     x = np.asarray(four_gaussians().sample(jr.key(7), 512))
     out = sgm.train(model, sgm.VPSDE(), x, optax.adam(1e-3), steps=5, batch_size=64,
-                    key=jr.key(1), progress=False, ema_decay=0.0)
+                    key=jr.key(1), monitor=sgm.Monitor(progress=False), ema_decay=0.0)
     leaves = jax.tree.leaves(eqx.filter(out, eqx.is_inexact_array))
     np.savez(sys.argv[1], *[np.asarray(a) for a in leaves])
     """
@@ -168,7 +201,7 @@ def test_four_devices_give_the_same_parameters_as_one(tmp_path):
         steps=5,
         batch_size=64,
         key=jr.key(1),
-        progress=False,
+        monitor=QUIET,
         ema_decay=0.0,
     )
     multi = np.load(out)
@@ -192,7 +225,7 @@ def test_mlp_learns_a_gaussian_mixture():
         steps=600,
         batch_size=256,
         key=jr.key(2),
-        progress=False,
+        monitor=QUIET,
         ema_decay=0.99,
     )
     sampler = sgm.EulerMaruyama(steps=500)
@@ -208,7 +241,7 @@ def test_mlp_learns_a_gaussian_mixture():
 def test_ema_warms_up():
     """The EMA decay at step n is min(ema_decay, (1 + n) / (10 + n)): after one step the
     average is 0.1 init + 0.9 new, after two it mixes in the second step with weight 9/11."""
-    kw = dict(batch_size=64, key=jr.key(1), progress=False)
+    kw = dict(batch_size=64, key=jr.key(1), monitor=QUIET)
     raw = [tiny_model()] + [
         sgm.train(tiny_model(), SDE, data(), OPT, steps=n, ema_decay=0.0, **kw) for n in (1, 2)
     ]
@@ -221,3 +254,79 @@ def test_ema_warms_up():
     for got, want in ((ema[0], e1), (ema[1], e2)):
         for x, y in zip(params(got), want, strict=True):
             np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+
+
+def test_flat_keywords_still_work_and_warn(tmp_path):
+    """The keywords of sgm 0.1 (`checkpoint_dir=`, `log_every=`, `return_history=`, ...) give
+    the same run as the option objects, with a DeprecationWarning at the caller's line."""
+    kw = dict(batch_size=64, key=jr.key(1), ema_decay=0.9)
+    new, new_history = sgm.train(
+        tiny_model(),
+        SDE,
+        data(),
+        OPT,
+        steps=6,
+        checkpoints=sgm.Checkpoints(tmp_path / "new", every=3),
+        monitor=sgm.Monitor(every=2, progress=False, history=True),
+        **kw,
+    )
+    with pytest.warns(DeprecationWarning, match="checkpoint_dir=.*sgm.Checkpoints") as record:
+        old, old_history = sgm.train(
+            tiny_model(),
+            SDE,
+            data(),
+            OPT,
+            steps=6,
+            checkpoint_dir=tmp_path / "old",
+            checkpoint_every=3,
+            log_every=2,
+            progress=False,
+            return_history=True,
+            **kw,
+        )
+    assert record[0].filename == __file__
+    assert_same(new, old, rtol=0, atol=0)
+    assert old_history["step"] == new_history["step"] == [2, 4, 6]
+    assert sgm.checkpoint_meta(tmp_path / "old")["step"] == 6
+    with pytest.raises(TypeError, match="both checkpoints= and checkpoint_dir"):
+        sgm.train(
+            tiny_model(),
+            SDE,
+            data(),
+            OPT,
+            steps=1,
+            checkpoints=sgm.Checkpoints(tmp_path / "x"),
+            checkpoint_dir=tmp_path / "y",
+            **kw,
+        )
+    with pytest.raises(TypeError, match="checkpoint_directory"):
+        sgm.train(tiny_model(), SDE, data(), OPT, steps=1, checkpoint_directory=tmp_path, **kw)
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: sgm.Checkpoints(None), "Checkpoints.directory must be a path, got NoneType"),
+        (lambda: sgm.Checkpoints("ckpt", every=0), "Checkpoints.every must be an integer >= 1"),
+        (lambda: sgm.Checkpoints("ckpt", keep=True), "Checkpoints.keep must be an integer >= 1"),
+        (lambda: sgm.Checkpoints("ckpt", resume="yes"), "Checkpoints.resume must be True or"),
+        (lambda: sgm.Checkpoints("ckpt", fingerprint=3), "Checkpoints.fingerprint must be a"),
+        (lambda: sgm.Evaluation(np.zeros((4, 2)), every=-1), "Evaluation.every must be an"),
+        (lambda: sgm.Evaluation(np.zeros(4)), r"Evaluation.data must be a batch \(N"),
+        (lambda: sgm.Evaluation(np.zeros((4, 2)), labels=np.zeros(3)), "one entry per example"),
+        (lambda: sgm.Monitor(every=2.0), "Monitor.every must be an integer >= 1"),
+        (lambda: sgm.Monitor(divergence_factor=1.0), "Monitor.divergence_factor must be a"),
+        (lambda: sgm.Monitor(evaluation=np.zeros((4, 2))), "Monitor.evaluation must be an"),
+        (lambda: sgm.Monitor(progress=None), "Monitor.progress must be True or False"),
+    ],
+)
+def test_bad_options_are_one_line_errors(build, message):
+    with pytest.raises(ValueError, match=message) as info:
+        build()
+    assert "\n" not in str(info.value)
+
+
+def test_options_accept_numpy_integers_and_none():
+    assert sgm.Checkpoints("ckpt", every=np.int64(7)).every == 7
+    assert sgm.Monitor(divergence_factor=None).divergence_factor is None
+    assert sgm.Evaluation(np.zeros((4, 2)), every=np.int32(3)).every == 3

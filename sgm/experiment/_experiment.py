@@ -2,7 +2,7 @@
 arguments. The SDE, loss, optimizer and samplers are instances; the network, which needs the
 data's shape and a key, is a class with its arguments (`Net`); the data a name with options
 (`Data`). There is no second copy of any default: what is not given comes from the classes
-(and, for `Train`, from `sgm.train`'s own signature)."""
+(for `Train`, from `sgm.train` and its option objects)."""
 
 import dataclasses
 import inspect
@@ -12,6 +12,7 @@ from typing import Literal
 import jax.random as jr
 
 from .. import data as _data
+from .._checks import check_float, check_int, check_probability
 from .._dequant import UniformDequantizer
 from .._fast_samplers import DPMSolver, HeunSampler, UniPC
 from .._losses import DSMLoss
@@ -20,7 +21,7 @@ from .._samplers import AbstractSampler, EulerMaruyama, PredictorCorrector, Prob
 from .._score import AbstractPreconditioning, EDMPreconditioning, ScoreModel
 from .._sde import AbstractSDE
 from .._trace import AbstractTraceEstimator, Hutchinson
-from .._train import train as _train_fn
+from .._training._options import BATCH_SIZE, EMA_DECAY, Checkpoints, Evaluation, Monitor
 from ._serial import AbstractSpec, registered, signature_hints
 
 # Short names of the samplers main.py offers (`--sample.samplers em,pc,dpm`); an experiment
@@ -212,41 +213,62 @@ class Net(AbstractSpec):
         return f"Net({self.cls.__name__}{cond}{', ' if args else ''}{args})"
 
 
-_TRAIN = inspect.signature(_train_fn).parameters
-
-
 @dataclass(frozen=True)
 class Train:
     """The training run: `steps`, the global `batch_size`, the EMA decay, label dropout for
     class-conditional models (classifier-free guidance), the cadences of logging, held-out
-    evaluation and checkpoints, how many checkpoints to keep, and the seed. Unset values are
-    `sgm.train`'s defaults."""
+    evaluation (`None`: off) and checkpoints, how many checkpoints to keep, the divergence
+    rule's factor, and the seed. Unset values are the defaults of `sgm.train` and of its
+    option objects (`sgm.Checkpoints`, `sgm.Evaluation`, `sgm.Monitor`); `options` builds
+    those objects."""
 
     steps: int
-    batch_size: int = _TRAIN["batch_size"].default
-    ema_decay: float = _TRAIN["ema_decay"].default
+    batch_size: int = BATCH_SIZE
+    ema_decay: float = EMA_DECAY
     label_dropout: float = 0.1
-    log_every: int = _TRAIN["log_every"].default
-    eval_every: int | None = 500  # held-out loss (None: off; sgm.train's default is off)
-    checkpoint_every: int = _TRAIN["checkpoint_every"].default
-    keep_checkpoints: int = _TRAIN["keep_checkpoints"].default
-    divergence_factor: float | None = _TRAIN["divergence_factor"].default
+    log_every: int = Monitor.every
+    eval_every: int | None = Evaluation.every
+    checkpoint_every: int = Checkpoints.every
+    keep_checkpoints: int = Checkpoints.keep
+    divergence_factor: float | None = Monitor.divergence_factor
     seed: int = 0
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
-            _positive_int(f"train.{name}", getattr(self, name))
-        _positive_int("train.eval_every", self.eval_every, allow_none=True)
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"train.ema_decay must be in [0, 1), got {self.ema_decay!r}.")
-        if not 0 <= self.label_dropout < 1:
-            raise ValueError(f"train.label_dropout must be in [0, 1), got {self.label_dropout!r}.")
-        if self.divergence_factor is not None and not self.divergence_factor > 1:
-            raise ValueError(
-                f"train.divergence_factor must be > 1 or None, got {self.divergence_factor!r}."
-            )
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"train.seed must be a non-negative int, got {self.seed!r}.")
+            check_int(f"train.{name}", getattr(self, name))
+        check_int("train.eval_every", self.eval_every, none=True)
+        check_probability("train.ema_decay", self.ema_decay)
+        check_probability("train.label_dropout", self.label_dropout)
+        check_float("train.divergence_factor", self.divergence_factor, above=1.0, none=True)
+        check_int("train.seed", self.seed, minimum=0)
+
+    def options(self, directory, *, fingerprint, resume: bool, eval_data, eval_labels) -> dict:
+        """The keyword arguments of `sgm.train` for this run (besides the key, loss and
+        labels): `steps`, `batch_size`, `ema_decay`, the `sgm.Checkpoints` in `directory`
+        (recording `fingerprint`, resuming with `resume`), and an `sgm.Monitor` holding the
+        held-out `sgm.Evaluation` on `eval_data` (with `eval_labels`) and returning the
+        history, so that `sgm.train` returns `(model, history)`."""
+        evaluation = None
+        if self.eval_every is not None and eval_data is not None:
+            evaluation = Evaluation(eval_data, labels=eval_labels, every=self.eval_every)
+        return dict(
+            steps=self.steps,
+            batch_size=self.batch_size,
+            ema_decay=self.ema_decay,
+            checkpoints=Checkpoints(
+                directory,
+                every=self.checkpoint_every,
+                keep=self.keep_checkpoints,
+                resume=resume,
+                fingerprint=fingerprint,
+            ),
+            monitor=Monitor(
+                every=self.log_every,
+                divergence_factor=self.divergence_factor,
+                evaluation=evaluation,
+                history=True,
+            ),
+        )
 
 
 def _default_samplers():

@@ -16,11 +16,12 @@ from pathlib import Path
 import equinox as eqx
 import jax
 
-from .._checkpoint import CheckpointError, verified
 from .._compat import upgrade_config
 from .._io import write_json
 from .._score import ScoreModel
 from .._sde import AbstractSDE
+from .._training import CheckpointError
+from .._training._checkpoint import verified
 from ..distributed import is_main
 from ._experiment import Experiment
 from ._overrides import (

@@ -13,7 +13,6 @@ import optax
 from tqdm.auto import tqdm
 
 from .. import nets
-from .._checkpoint import checkpoint_meta
 from .._classifier import NoisyClassifier, train_classifier
 from .._control import (
     ClassifierFreeGuidance,
@@ -24,7 +23,7 @@ from .._control import (
 from .._io import save_model, write_json
 from .._likelihood import bits_per_dim, log_likelihood
 from .._sampling import sample as draw
-from .._train import train as _train
+from .._training import checkpoint_meta, train as _train
 from ..data import Dataset
 from ..distributed import is_main
 from . import plot
@@ -78,23 +77,16 @@ def train(cfg: Experiment, ds: Dataset, run: RunDir, *, resume: bool) -> dict:
             cfg.sde,
             ds,
             cfg.optimizer,
-            steps=t.steps,
-            batch_size=t.batch_size,
             key=jr.split(jr.key(t.seed))[1],
-            ema_decay=t.ema_decay,
             loss=cfg.build_loss(ds.num_classes, ds.cond_shape),
             labels=condition_inputs(cfg, ds, "train"),
-            eval_data=ds.test,
-            eval_labels=condition_inputs(cfg, ds, "test"),
-            eval_every=t.eval_every,
-            log_every=t.log_every,
-            checkpoint_dir=run.checkpoint_dir,
-            checkpoint_every=t.checkpoint_every,
-            keep_checkpoints=t.keep_checkpoints,
-            divergence_factor=t.divergence_factor,
-            fingerprint=run.fingerprint,
-            resume=resume,
-            return_history=True,
+            **t.options(
+                run.checkpoint_dir,
+                fingerprint=run.fingerprint,
+                resume=resume,
+                eval_data=ds.test,
+                eval_labels=condition_inputs(cfg, ds, "test"),
+            ),
         )
     except (KeyboardInterrupt, FloatingPointError):
         save_history(run)

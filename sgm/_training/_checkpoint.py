@@ -22,8 +22,8 @@ import equinox as eqx
 import jax
 import numpy as np
 
-from ._compat import legacy_checkpoint
-from ._io import fsync_dir, remove_temporaries, write_new
+from .._compat import legacy_checkpoint
+from .._io import fsync_dir, remove_temporaries, write_new
 
 _STATE = "state.eqx"
 _META = "meta.json"

@@ -8,9 +8,9 @@ import jax.random as jr
 import optax
 from jaxtyping import Array, Int, PRNGKeyArray
 
-from ._losses import DSMLoss
-from ._score import ScoreModel
-from ._traced_checks import inputs_checked_by_caller
+from .._losses import DSMLoss
+from .._score import ScoreModel
+from .._traced_checks import inputs_checked_by_caller
 
 
 class TrainState(eqx.Module):

@@ -1,0 +1,21 @@
+"""Training: the train state and the jitted data-parallel step (`_state`), deterministic
+batches (`_batches`), the options of `sgm.train` (`_options`), checkpoints (`_checkpoint`)
+and the loop (`_loop`)."""
+
+from ._checkpoint import (
+    CheckpointError as CheckpointError,
+    checkpoint_meta as checkpoint_meta,
+    load_checkpoint as load_checkpoint,
+    save_checkpoint as save_checkpoint,
+)
+from ._loop import (
+    TrainingDiverged as TrainingDiverged,
+    TrainingInterrupted as TrainingInterrupted,
+    train as train,
+)
+from ._options import (
+    Checkpoints as Checkpoints,
+    Evaluation as Evaluation,
+    Monitor as Monitor,
+)
+from ._state import TrainState as TrainState

@@ -1,0 +1,64 @@
+"""Checks of `sgm.train`'s inputs at the boundary: the training examples, their labels and
+the batch size, before anything is compiled."""
+
+import jax
+import numpy as np
+
+from .._score import ScoreModel
+
+
+def as_arrays(data, labels):
+    """`(x, labels, sharded)`: the training examples, and whether they are this process's
+    share already (a `Dataset` from `sharded`)."""
+    if isinstance(data, np.ndarray | jax.Array):
+        return data, labels, False
+    from ..data import Dataset
+
+    if isinstance(data, Dataset):
+        here = (jax.process_index(), jax.process_count())
+        if data.shard is not None and tuple(data.shard) != here:
+            raise ValueError(
+                f"the data are the share of process {data.shard[0]} of {data.shard[1]}, but this "
+                f"is process {here[0]} of {here[1]}: shard with dataset.sharded{here}."
+            )
+        # labels only when asked for: conditional models
+        return data.train, labels, data.shard is not None
+    raise ValueError(
+        f"data must be an array (N, *data_shape) or an sgm.data.Dataset, got {type(data).__name__}."
+    )
+
+
+def check_class_labels(model: ScoreModel, name: str, y) -> None:
+    """Class labels must lie in `[0, num_classes]` (`num_classes` is the null label); checked
+    here on the host because the training step is traced without checks."""
+    num_classes = getattr(getattr(model.net, "cond", None), "num_classes", None)
+    if y is None or num_classes is None or getattr(model.net.cond, "label_table", None) is None:
+        return
+    y = np.asarray(y)
+    if not np.issubdtype(y.dtype, np.integer) or y.size and (y.min() < 0 or y.max() > num_classes):
+        raise ValueError(
+            f"{name} must be integer class labels in [0, {num_classes}] ({num_classes}: no "
+            f"label), got {y.dtype} values in [{y.min()}, {y.max()}]."
+        )
+
+
+def check_data(x, labels, batch_size: int, mesh, sharded: bool) -> None:
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(
+            f"data must be floats in model scale, got dtype {x.dtype}: integer images go "
+            "through a scaler first (sgm.AffineScaler()(images / 255), or an sgm.data Dataset's "
+            "`train`)."
+        )
+    if x.ndim < 2 or not np.all(np.isfinite(x)):
+        raise ValueError(f"data must be a finite array (N, *data_shape), got shape {x.shape}.")
+    if labels is not None and len(labels) != len(x):
+        raise ValueError(
+            f"labels must have one entry per example: {len(labels)} labels for {len(x)} examples."
+        )
+    n_proc = jax.process_count()
+    n_local = len(x) if sharded else len(x) // n_proc  # this process's examples
+    if batch_size % mesh.devices.size or batch_size // n_proc > n_local:
+        raise ValueError(
+            f"batch_size={batch_size} must be a multiple of the {mesh.devices.size} devices and "
+            f"at most the {n_local * n_proc} examples."
+        )

@@ -1,0 +1,364 @@
+"""`sgm.train`: the loop around the jitted step, with resume, loss readings and the stopping
+rules, held-out evaluation, checkpoints and stop requests. In a job of several processes a
+stop request is decided by all at the same step, the resume step is checked across processes,
+and process 0 alone writes."""
+
+import signal
+import threading
+import time
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.experimental.multihost_utils
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+from jaxtyping import PRNGKeyArray
+from tqdm.auto import tqdm
+
+from .. import _compat
+from .._checks import check_int, check_probability
+from .._io import remove_temporaries
+from .._learned_schedule import same_sde
+from .._losses import DSMLoss
+from .._optimizer import Adam
+from .._score import ScoreModel
+from .._sde import AbstractSDE
+from .._sharding import replicated
+from ..distributed import allgather, any_process, global_mesh, is_main, to_local
+from ._batches import Batches
+from ._checkpoint import CheckpointError, has_checkpoint, load_checkpoint, save_checkpoint
+from ._inputs import as_arrays, check_class_labels, check_data
+from ._options import BATCH_SIZE, EMA_DECAY, Checkpoints, Evaluation, Monitor
+from ._state import TrainState, eval_loss, init_state, train_step
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on SIGINT/SIGTERM after saving a checkpoint at `step` (in
+    `checkpoint_dir`, None when there was none)."""
+
+    def __init__(self, message: str, step: int, checkpoint_dir: Path | None):
+        super().__init__(message)
+        self.step, self.checkpoint_dir = step, checkpoint_dir
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss or the parameters became non-finite, or the loss rose far above its running
+    median; `last_good_step` is the newest checkpoint's step (None without one)."""
+
+    def __init__(self, message: str, last_good_step: int | None):
+        super().__init__(message)
+        self.last_good_step = last_good_step
+
+
+class _StopRequest:
+    """Turns SIGINT/SIGTERM into a flag checked between steps, so that an interrupted run
+    saves the state of a completed step (a signal inside a step would hit donated buffers)."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+class _Record:
+    """What a checkpoint carries besides the state: the history of the readings, the losses
+    since the last reading, the untrained model's loss, and the newest checkpoint's step."""
+
+    def __init__(self):
+        self.history = {"step": [], "loss": [], "eval_step": [], "eval_loss": [], "steps_per_s": []}
+        self.pending = []
+        self.initial_loss = None
+        self.last_good = None
+
+    def restore(self, meta: dict) -> None:
+        self.history = {k: list(v) for k, v in meta.get("history", self.history).items()}
+        self.pending = [np.float32(v) for v in meta.get("pending_losses", [])]
+        self.initial_loss = meta.get("initial_loss")
+
+    def meta(self, step: int, fingerprint: str | None) -> dict:
+        return {
+            "step": step,
+            "history": self.history,
+            "fingerprint": fingerprint,
+            "initial_loss": self.initial_loss,
+            "pending_losses": [float(v) for v in self.pending],
+        }
+
+
+def _resume(state: TrainState, checkpoints: Checkpoints | None, record: _Record) -> TrainState:
+    """The newest good checkpoint's state (and `record` restored from it) when resuming; the
+    fresh `state` otherwise. A directory holding a checkpoint is never overwritten silently."""
+    if checkpoints is None:
+        return state
+    directory = checkpoints.directory
+    if is_main():
+        remove_temporaries(directory)
+    if not has_checkpoint(directory):
+        if checkpoints.resume:
+            raise CheckpointError(f"resume=True, but {directory} holds no checkpoint to resume.")
+        return state
+    if not checkpoints.resume:
+        raise ValueError(
+            f"{directory} already holds a checkpoint; pass resume=True to continue it, or use "
+            "another directory."
+        )
+    state, meta = load_checkpoint(directory, like=state)
+    fingerprint = checkpoints.fingerprint
+    if fingerprint and meta.get("fingerprint") not in (None, fingerprint):
+        raise CheckpointError(
+            f"the checkpoint in {directory} was written by another configuration (fingerprint "
+            f"{meta['fingerprint']}, now {fingerprint}); resume with the run's own settings."
+        )
+    record.restore(meta)
+    return state
+
+
+def _replicated_copy(state: TrainState, mesh) -> TrainState:
+    """The state replicated over `mesh`, in arrays of its own: the step donates its input
+    buffers, which must not be the caller's arrays."""
+    arrays, static = eqx.partition(state, eqx.is_array)
+    return eqx.combine(jax.device_put(jax.tree.map(jnp.copy, arrays), replicated(mesh)), static)
+
+
+def _held_out(evaluation: Evaluation, batch_size: int, mesh) -> tuple:
+    """The fixed held-out batch `(x, labels)`, its first `batch_size` rows, replicated like
+    the state."""
+    put = lambda a: jax.device_put(np.asarray(a)[:batch_size], replicated(mesh))  # noqa: E731
+    return put(evaluation.data), None if evaluation.labels is None else put(evaluation.labels)
+
+
+def _check_same_start(start: int, checkpoints: Checkpoints | None) -> None:
+    """Every process must continue from the same checkpoint."""
+    if jax.process_count() == 1:
+        return
+    starts = allgather(start)
+    if len(set(starts.tolist())) > 1:
+        where = None if checkpoints is None else checkpoints.directory
+        raise CheckpointError(
+            f"the processes found checkpoints of different steps {starts.tolist()} in "
+            f"{where}; every process must see the same checkpoint directory."
+        )
+
+
+def _save(checkpoints: Checkpoints | None, state: TrainState, record: _Record, step: int):
+    """Checkpoints the state of `step`: process 0 writes (the state is replicated), then every
+    process waits for it."""
+    if checkpoints is None:
+        return
+    meta = record.meta(step, checkpoints.fingerprint)
+    if is_main():
+        save_checkpoint(checkpoints.directory, to_local(state), meta, keep=checkpoints.keep)
+    if jax.process_count() > 1:
+        jax.experimental.multihost_utils.sync_global_devices(f"checkpoint {step}")
+    record.last_good = step
+
+
+def _stop_requested(stop: _StopRequest) -> bool:
+    """A stop request on any process is decided by all, at the same step boundary."""
+    return any_process(stop.requested) if jax.process_count() > 1 else stop.requested
+
+
+def _interrupted(step: int, checkpoints: Checkpoints | None) -> TrainingInterrupted:
+    directory = None if checkpoints is None else checkpoints.directory
+    where = f"; checkpoint saved in {directory}, continue with resume=True" if directory else ""
+    return TrainingInterrupted(f"training interrupted at step {step}" + where, step, directory)
+
+
+def _diverged(losses: list[float], initial: float | None, factor: float | None) -> bool:
+    """Whether the newest logged loss is more than `factor` times the smaller of the initial
+    model's loss and the median of the earlier readings. The median ignores isolated spikes;
+    the initial loss catches a run that diverges before its first reading (a learning rate
+    far too high without warm-up)."""
+    if factor is None or not losses:
+        return False
+    references = [initial] if initial is not None else []
+    if len(losses) >= 2:
+        references.append(float(np.median(losses[:-1])))
+    reference = min(references, default=0.0)
+    return reference > 0 and not losses[-1] <= factor * reference
+
+
+def _diverged_error(message: str, record: _Record, checkpoints) -> TrainingDiverged:
+    where = (
+        f"; the last good checkpoint (step {record.last_good}) is kept in {checkpoints.directory}"
+        if record.last_good is not None
+        else "; no checkpoint was saved"
+    )
+    return TrainingDiverged(message + where, record.last_good)
+
+
+def _read_losses(state, record: _Record, monitor: Monitor, done: int, elapsed: float, checkpoints):
+    """One loss reading: the mean of the losses since the last, appended to the history, then
+    judged by the stopping rules (non-finite steps, divergence)."""
+    values = np.asarray(jnp.stack(record.pending), np.float64)
+    record.pending = []
+    if int(state.nonfinite) > 0:
+        raise _diverged_error(
+            f"the loss or the parameters became non-finite by step {done} "
+            f"({int(state.nonfinite)} steps skipped); lower the learning rate or check the data",
+            record,
+            checkpoints,
+        )
+    history = record.history
+    history["step"].append(done)
+    history["loss"].append(float(values.mean()))
+    history["steps_per_s"].append(len(values) / elapsed)
+    if _diverged(history["loss"], record.initial_loss, monitor.divergence_factor):
+        raise _diverged_error(
+            f"the loss diverged: {history['loss'][-1]:.4g} at step {done}, more than "
+            f"{monitor.divergence_factor:g} times the initial loss {record.initial_loss:.4g} or "
+            "the median of the earlier readings; lower the learning rate",
+            record,
+            checkpoints,
+        )
+    return values.mean()
+
+
+def _due(done: int, every: int, steps: int) -> bool:
+    """Whether a cadence of `every` steps falls on step `done` (the last step always does)."""
+    return done % every == 0 or done == steps
+
+
+def _run(
+    state, batches, record, *, steps, loss, optimizer, ema_decay, checkpoints, monitor, held_out
+):
+    """The step loop from `state.step` to `steps`: each step's batch, the jitted step, and at
+    their cadences the loss readings, the held-out loss and the checkpoints."""
+    start = int(state.step)
+    tick = time.perf_counter()
+    bar = tqdm(total=steps, initial=start, disable=not monitor.progress, desc="train", unit="step")
+    with _StopRequest() as stop, bar:
+        for s in range(start, steps):
+            if _stop_requested(stop):
+                _save(checkpoints, state, record, s)
+                raise _interrupted(s, checkpoints)
+            batch, batch_labels = batches(s)
+            state, value = train_step(batch, state, batch_labels, loss, optimizer, ema_decay)
+            record.pending.append(value)
+            if s == 0:  # the untrained model's loss: the scale divergence is judged against
+                record.initial_loss = float(value)
+            done = s + 1
+            if _due(done, monitor.every, steps):
+                now = time.perf_counter()
+                mean = _read_losses(state, record, monitor, done, now - tick, checkpoints)
+                tick = now
+                bar.set_postfix(loss=f"{mean:.4f}")
+            if held_out is not None and _due(done, monitor.evaluation.every, steps):
+                ev = eval_loss(state.ema, *held_out, loss, jr.key(0))
+                record.history["eval_step"].append(done)
+                record.history["eval_loss"].append(float(ev))
+            if checkpoints is not None and _due(done, checkpoints.every, steps):
+                if int(state.nonfinite) == 0:
+                    _save(checkpoints, state, record, done)
+            bar.update(1)
+    return state
+
+
+@_compat.train_keywords
+def train(
+    model: ScoreModel,
+    sde: AbstractSDE,
+    data,
+    optimizer: optax.GradientTransformation | Adam | None = None,
+    *,
+    steps: int,
+    key: PRNGKeyArray,
+    batch_size: int = BATCH_SIZE,
+    loss: DSMLoss = DSMLoss(),
+    ema_decay: float = EMA_DECAY,
+    labels=None,
+    checkpoints: Checkpoints | None = None,
+    monitor: Monitor = Monitor(),
+):
+    """Trains `model` by denoising score matching and returns it. With `ema_decay > 0` the
+    weights returned are the exponential moving average of the trained ones, the model that
+    Song et al. (2021, appendix H) sample from; its decay warms up as
+    `min(ema_decay, (1 + n) / (10 + n))` at step `n`.
+
+    **Arguments:**
+
+    - `model`: a `ScoreModel` whose `sde` is `sde`.
+    - `data`: a float array `(N, *data_shape)` in model scale, or an `sgm.data.Dataset`. In a
+      job of several processes each process trains on the rows `rank::count`: give every
+      process the whole array, or each its own `dataset.sharded(rank, count)` (then it never
+      holds the others' examples).
+    - `optimizer`: an optax transformation or an `sgm.Adam`; default `sgm.Adam()`.
+    - `steps`: the total number of steps (a resumed run continues up to it).
+    - `key`: seeds the batches, times, noise and dropout of every step.
+    - `batch_size`: global batch, a multiple of the device count, split over all devices.
+    - `loss`: a `DSMLoss`.
+    - `ema_decay`: the EMA's decay in `[0, 1)` (0: no average, the trained weights).
+    - `labels`: one per example, for conditional models.
+    - `checkpoints`: an `sgm.Checkpoints`, where and how often to checkpoint and whether to
+      resume (`None`: no checkpoints). `TrainingInterrupted` is raised after a stop request's
+      checkpoint.
+    - `monitor`: an `sgm.Monitor`: loss readings, the stopping rules (`TrainingDiverged`),
+      held-out evaluation, progress bar, and whether the history is returned.
+
+    **Returns:** the trained model, or `(model, history)` with `Monitor(history=True)`.
+    """
+    if not isinstance(model, ScoreModel):
+        raise ValueError(f"model must be an sgm.ScoreModel, got {type(model).__name__}.")
+    if not same_sde(model.sde, sde):
+        raise ValueError(f"model.sde is {model.sde}, but train was given {sde}.")
+    if checkpoints is not None and not isinstance(checkpoints, Checkpoints):
+        raise ValueError(
+            f"checkpoints must be an sgm.Checkpoints or None, got {type(checkpoints).__name__}."
+        )
+    if not isinstance(monitor, Monitor):
+        raise ValueError(f"monitor must be an sgm.Monitor, got {type(monitor).__name__}.")
+    x, labels, sharded = as_arrays(data, labels)
+    x = np.asarray(x)
+    labels = None if labels is None else np.asarray(labels)
+    check_int("steps", steps)
+    check_int("batch_size", batch_size)
+    check_probability("ema_decay", ema_decay)
+    mesh = global_mesh()
+    check_data(x, labels, batch_size, mesh, sharded)
+    evaluation = monitor.evaluation
+    check_class_labels(model, "labels", labels)
+    check_class_labels(
+        model, "Evaluation.labels", None if evaluation is None else evaluation.labels
+    )
+    if optimizer is None or isinstance(optimizer, Adam):
+        optimizer = (optimizer or Adam()).transform(steps)
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jr.wrap_key_data(key)  # a legacy uint32 key from jr.PRNGKey
+    record = _Record()
+    state = _resume(init_state(model, optimizer, key=key), checkpoints, record)
+    state = _replicated_copy(state, mesh)
+    seed = [int(v) for v in np.asarray(jr.key_data(key)).ravel()]
+    batches = Batches(x, labels, batch_size, seed, mesh, sharded=sharded)
+    held_out = None if evaluation is None else _held_out(evaluation, batch_size, mesh)
+    _check_same_start(int(state.step), checkpoints)
+    if checkpoints is not None and has_checkpoint(checkpoints.directory):
+        record.last_good = int(state.step)
+    state = _run(
+        state,
+        batches,
+        record,
+        steps=steps,
+        loss=loss,
+        optimizer=optimizer,
+        ema_decay=ema_decay,
+        checkpoints=checkpoints,
+        monitor=monitor,
+        held_out=held_out,
+    )
+    result = to_local(state.ema if ema_decay > 0 else state.model)
+    return (result, record.history) if monitor.history else result
