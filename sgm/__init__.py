@@ -42,12 +42,6 @@ from ._experiment import (
     Sample as Sample,
     Train as Train,
 )
-from ._fast_samplers import (
-    DPMSolver as DPMSolver,
-    HeunSampler as HeunSampler,
-    ReverseSDESolver as ReverseSDESolver,
-    UniPC as UniPC,
-)
 from ._flow import ODEVariables as ODEVariables
 from ._io import save_model as save_model, write_json as write_json
 from ._learned_schedule import (
@@ -66,11 +60,15 @@ from ._registry import register as register
 from ._run import Run as Run, RunDir as RunDir, load_run as load_run
 from ._samplers import (
     AbstractSampler as AbstractSampler,
+    DPMSolver as DPMSolver,
     EulerMaruyama as EulerMaruyama,
+    HeunSampler as HeunSampler,
     PredictorCorrector as PredictorCorrector,
     ProbabilityFlowODE as ProbabilityFlowODE,
+    ReverseSDESolver as ReverseSDESolver,
+    UniPC as UniPC,
+    sample as sample,
 )
-from ._sampling import sample as sample
 from ._scaler import AffineScaler as AffineScaler
 from ._score import (
     AbstractPreconditioning as AbstractPreconditioning,

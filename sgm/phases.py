@@ -25,7 +25,7 @@ from ._experiment import Experiment
 from ._io import save_model, write_json
 from ._likelihood import bits_per_dim, log_likelihood
 from ._run import HISTORY, MODEL, Run, RunDir
-from ._sampling import sample as draw
+from ._samplers import sample as draw
 from ._serial import to_json
 from ._train import train as _train
 from .data import Dataset
