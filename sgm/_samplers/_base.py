@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import equinox as eqx
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .._checks import check_positive
@@ -23,6 +24,17 @@ Score = Callable[[Array, Array], Array]
 
 # The vmapped axis `sgm.sample` binds; samplers may reduce over it (`lax.pmean`).
 BATCH_AXIS = "batch"
+
+
+def plain(value):
+    """A NumPy integer or float setting as the Python `int` or `float` it stands for, so that
+    what a sampler stores (and serialises) has one type; anything else unchanged, for the
+    checks to judge (a `bool` stays a `bool` and is refused as a count)."""
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
 
 
 def end_time(sde: AbstractSDE, t_end: float | None) -> float:

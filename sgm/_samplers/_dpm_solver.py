@@ -7,7 +7,7 @@ import equinox as eqx
 import jax.lax as lax
 import jax.numpy as jnp
 
-from ._base import few_steps_at_large_sigma
+from ._base import few_steps_at_large_sigma, plain
 from ._grids import SIGMA_END, TimeGrid
 from ._multistep import AbstractMultistepSolver
 
@@ -41,14 +41,14 @@ class DPMSolver(AbstractMultistepSolver):
     """
 
     orders: ClassVar[tuple[int, ...]] = (1, 2)
-    steps: int = eqx.field(static=True, default=20)
-    order: int = eqx.field(static=True, default=2)
+    steps: int = eqx.field(static=True, default=20, converter=plain)
+    order: int = eqx.field(static=True, default=2, converter=plain)
     time_grid: TimeGrid = eqx.field(static=True, default="karras")
-    rho: float = eqx.field(static=True, default=7.0)
+    rho: float = eqx.field(static=True, default=7.0, converter=plain)
     lower_order_final: bool = eqx.field(static=True, default=True)
     denoise: bool = eqx.field(static=True, default=False)
-    t_end: float | None = eqx.field(static=True, default=None)
-    sigma_end: float | None = eqx.field(static=True, default=SIGMA_END)
+    t_end: float | None = eqx.field(static=True, default=None, converter=plain)
+    sigma_end: float | None = eqx.field(static=True, default=SIGMA_END, converter=plain)
 
     def sample_one(self, score, sde, x1, *, key):
         ts, lam = self._times_and_lambdas(sde)

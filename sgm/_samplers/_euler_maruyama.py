@@ -8,7 +8,7 @@ from jaxtyping import Array
 
 from .._checks import check_int
 from .._sde import AbstractSDE
-from ._base import AbstractSampler, Score
+from ._base import AbstractSampler, Score, plain
 from ._grids import time_grid
 
 
@@ -46,10 +46,10 @@ class EulerMaruyama(AbstractSampler):
     - `unroll`: passed to `lax.scan`.
     """
 
-    steps: int = eqx.field(static=True, default=1000)
+    steps: int = eqx.field(static=True, default=1000, converter=plain)
     denoise: bool = eqx.field(static=True, default=True)
-    t_end: float | None = eqx.field(static=True, default=None)
-    unroll: int = eqx.field(static=True, default=1)
+    t_end: float | None = eqx.field(static=True, default=None, converter=plain)
+    unroll: int = eqx.field(static=True, default=1, converter=plain)
 
     def __check_init__(self):
         check_int("EulerMaruyama.steps", self.steps)

@@ -8,7 +8,7 @@ import jax.random as jr
 
 from .._checks import check_float, check_int, check_positive
 from .._sde import AbstractSDE
-from ._base import AbstractSampler, few_steps_at_large_sigma
+from ._base import AbstractSampler, few_steps_at_large_sigma, plain
 from ._grids import SIGMA_END, karras_sigmas, ode_end_time, time_at_sigma
 
 
@@ -32,15 +32,15 @@ class HeunSampler(AbstractSampler):
       the scaled state `x / m` there.
     """
 
-    steps: int = eqx.field(static=True, default=18)
-    rho: float = eqx.field(static=True, default=7.0)
-    churn: float = eqx.field(static=True, default=0.0)
-    churn_tmin: float = eqx.field(static=True, default=0.0)
-    churn_tmax: float = eqx.field(static=True, default=float("inf"))
-    churn_noise: float = eqx.field(static=True, default=1.0)
+    steps: int = eqx.field(static=True, default=18, converter=plain)
+    rho: float = eqx.field(static=True, default=7.0, converter=plain)
+    churn: float = eqx.field(static=True, default=0.0, converter=plain)
+    churn_tmin: float = eqx.field(static=True, default=0.0, converter=plain)
+    churn_tmax: float = eqx.field(static=True, default=float("inf"), converter=plain)
+    churn_noise: float = eqx.field(static=True, default=1.0, converter=plain)
     denoise: bool = eqx.field(static=True, default=True)
-    t_end: float | None = eqx.field(static=True, default=None)
-    sigma_end: float | None = eqx.field(static=True, default=SIGMA_END)
+    t_end: float | None = eqx.field(static=True, default=None, converter=plain)
+    sigma_end: float | None = eqx.field(static=True, default=SIGMA_END, converter=plain)
 
     def __check_init__(self):
         check_int("HeunSampler.steps", self.steps)

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import jax.random as jr
 
 from .._checks import check_int, check_positive
-from ._base import BATCH_AXIS, AbstractSampler
+from ._base import BATCH_AXIS, AbstractSampler, plain
 from ._euler_maruyama import euler_maruyama_step, scan_steps
 from ._grids import time_grid
 
@@ -34,13 +34,13 @@ class PredictorCorrector(AbstractSampler):
     - `denoise`, `t_end`, `unroll`: as for `EulerMaruyama`.
     """
 
-    steps: int = eqx.field(static=True, default=1000)
-    snr: float = eqx.field(static=True, default=0.16)
-    corrector_steps: int = eqx.field(static=True, default=1)
+    steps: int = eqx.field(static=True, default=1000, converter=plain)
+    snr: float = eqx.field(static=True, default=0.16, converter=plain)
+    corrector_steps: int = eqx.field(static=True, default=1, converter=plain)
     predictor: str = eqx.field(static=True, default="reverse_diffusion")
     denoise: bool = eqx.field(static=True, default=True)
-    t_end: float | None = eqx.field(static=True, default=None)
-    unroll: int = eqx.field(static=True, default=1)
+    t_end: float | None = eqx.field(static=True, default=None, converter=plain)
+    unroll: int = eqx.field(static=True, default=1, converter=plain)
 
     def __check_init__(self):
         check_int("PredictorCorrector.steps", self.steps)

@@ -5,7 +5,7 @@ import equinox as eqx
 
 from .._checks import check_int, check_positive
 from .._flow import ODEVariables, solve_ode, solver_evaluations
-from ._base import AbstractSampler, end_time
+from ._base import AbstractSampler, end_time, plain
 
 # Explicit solvers of order 1 and 2, which need many fixed steps.
 _LOW_ORDER = (diffrax.Euler, diffrax.Heun, diffrax.Midpoint, diffrax.Ralston)
@@ -28,13 +28,13 @@ class ProbabilityFlowODE(AbstractSampler):
     """
 
     solver: diffrax.AbstractSolver = diffrax.Tsit5()
-    rtol: float = eqx.field(static=True, default=1e-5)
-    atol: float = eqx.field(static=True, default=1e-5)
-    steps: int | None = eqx.field(static=True, default=None)
-    max_steps: int = eqx.field(static=True, default=4096)
+    rtol: float = eqx.field(static=True, default=1e-5, converter=plain)
+    atol: float = eqx.field(static=True, default=1e-5, converter=plain)
+    steps: int | None = eqx.field(static=True, default=None, converter=plain)
+    max_steps: int = eqx.field(static=True, default=4096, converter=plain)
     variables: ODEVariables = ODEVariables(time="log_sigma")
     denoise: bool = eqx.field(static=True, default=True)
-    t_end: float | None = eqx.field(static=True, default=None)
+    t_end: float | None = eqx.field(static=True, default=None, converter=plain)
 
     def __check_init__(self):
         check_int("ProbabilityFlowODE.steps", self.steps, none=True)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import lineax as lx
 
 from .._checks import check_int
-from ._base import AbstractSampler, end_time
+from ._base import AbstractSampler, end_time, plain
 
 
 def drift_evaluations(solver: diffrax.AbstractSRK) -> int:
@@ -29,9 +29,9 @@ class ReverseSDESolver(AbstractSampler):
     """
 
     solver: diffrax.AbstractSolver = diffrax.SRA1()
-    steps: int = eqx.field(static=True, default=100)
+    steps: int = eqx.field(static=True, default=100, converter=plain)
     denoise: bool = eqx.field(static=True, default=True)
-    t_end: float | None = eqx.field(static=True, default=None)
+    t_end: float | None = eqx.field(static=True, default=None, converter=plain)
 
     def __check_init__(self):
         check_int("ReverseSDESolver.steps", self.steps)

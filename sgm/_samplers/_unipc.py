@@ -7,6 +7,7 @@ import equinox as eqx
 import jax.lax as lax
 import jax.numpy as jnp
 
+from ._base import plain
 from ._grids import SIGMA_END, TimeGrid
 from ._multistep import AbstractMultistepSolver
 
@@ -48,15 +49,15 @@ class UniPC(AbstractMultistepSolver):
     """
 
     orders: ClassVar[tuple[int, ...]] = (1, 2, 3)
-    steps: int = eqx.field(static=True, default=20)
-    order: int = eqx.field(static=True, default=3)
+    steps: int = eqx.field(static=True, default=20, converter=plain)
+    order: int = eqx.field(static=True, default=3, converter=plain)
     variant: Literal["bh1", "bh2"] = eqx.field(static=True, default="bh2")
     time_grid: TimeGrid = eqx.field(static=True, default="logsnr")
-    rho: float = eqx.field(static=True, default=7.0)
+    rho: float = eqx.field(static=True, default=7.0, converter=plain)
     lower_order_final: bool = eqx.field(static=True, default=True)
     denoise: bool = eqx.field(static=True, default=False)
-    t_end: float | None = eqx.field(static=True, default=None)
-    sigma_end: float | None = eqx.field(static=True, default=SIGMA_END)
+    t_end: float | None = eqx.field(static=True, default=None, converter=plain)
+    sigma_end: float | None = eqx.field(static=True, default=SIGMA_END, converter=plain)
 
     def __check_init__(self):
         if self.variant not in VARIANTS:
