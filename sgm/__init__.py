@@ -23,12 +23,6 @@ from ._dequant import (
     VariationalDequantizer as VariationalDequantizer,
     dequantized_bits_per_dim as dequantized_bits_per_dim,
 )
-from ._fast_samplers import (
-    DPMSolver as DPMSolver,
-    HeunSampler as HeunSampler,
-    ReverseSDESolver as ReverseSDESolver,
-    UniPC as UniPC,
-)
 from ._flow import ODEVariables as ODEVariables
 from ._io import save_model as save_model
 from ._learned_schedule import (
@@ -44,11 +38,15 @@ from ._losses import DSMLoss as DSMLoss
 from ._optimizer import Adam as Adam, lr_schedule as lr_schedule
 from ._samplers import (
     AbstractSampler as AbstractSampler,
+    DPMSolver as DPMSolver,
     EulerMaruyama as EulerMaruyama,
+    HeunSampler as HeunSampler,
     PredictorCorrector as PredictorCorrector,
     ProbabilityFlowODE as ProbabilityFlowODE,
+    ReverseSDESolver as ReverseSDESolver,
+    UniPC as UniPC,
+    sample as sample,
 )
-from ._sampling import sample as sample
 from ._scaler import AffineScaler as AffineScaler
 from ._score import (
     AbstractPreconditioning as AbstractPreconditioning,

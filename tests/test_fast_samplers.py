@@ -11,7 +11,7 @@ import pytest
 from helpers import SDES, four_gaussians, rotated_gaussian
 
 import sgm
-from sgm._fast_samplers import ode_end_time
+from sgm._samplers import ode_end_time
 
 STEPS = [8, 16, 32, 64]
 

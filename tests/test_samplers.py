@@ -149,7 +149,7 @@ def test_bad_input_raises_clear_errors():
         sgm.sample(score, "vp", sgm.EulerMaruyama(), key=jr.key(0), shape=(4, 2))
     with pytest.raises(ValueError, match="predictor must be one of"):
         sgm.PredictorCorrector(predictor="ancestral_typo")
-    with pytest.raises(ValueError, match="steps must be a positive int"):
+    with pytest.raises(ValueError, match="EulerMaruyama.steps must be an integer >= 1"):
         sgm.EulerMaruyama(steps=0)
     with pytest.raises(ValueError, match="snr"):
         sgm.PredictorCorrector(snr=-1.0)

@@ -14,10 +14,17 @@ import jax.random as jr
 from .. import data as _data
 from .._checks import check_float, check_int, check_probability
 from .._dequant import UniformDequantizer
-from .._fast_samplers import DPMSolver, HeunSampler, UniPC
 from .._losses import DSMLoss
 from .._optimizer import Adam
-from .._samplers import AbstractSampler, EulerMaruyama, PredictorCorrector, ProbabilityFlowODE
+from .._samplers import (
+    AbstractSampler,
+    DPMSolver,
+    EulerMaruyama,
+    HeunSampler,
+    PredictorCorrector,
+    ProbabilityFlowODE,
+    UniPC,
+)
 from .._score import AbstractPreconditioning, EDMPreconditioning, ScoreModel
 from .._sde import AbstractSDE
 from .._trace import AbstractTraceEstimator, Hutchinson

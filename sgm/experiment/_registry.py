@@ -5,12 +5,19 @@ import diffrax
 
 from .. import nets
 from .._dequant import UniformDequantizer
-from .._fast_samplers import DPMSolver, HeunSampler, ReverseSDESolver, UniPC
 from .._flow import ODEVariables
 from .._learned_schedule import LearnedVPSDE
 from .._losses import DSMLoss
 from .._optimizer import Adam
-from .._samplers import EulerMaruyama, PredictorCorrector, ProbabilityFlowODE
+from .._samplers import (
+    DPMSolver,
+    EulerMaruyama,
+    HeunSampler,
+    PredictorCorrector,
+    ProbabilityFlowODE,
+    ReverseSDESolver,
+    UniPC,
+)
 from .._scaler import AffineScaler
 from .._score import EDMPreconditioning, NoisePrediction
 from .._sde import VESDE, VPSDE, SubVPSDE

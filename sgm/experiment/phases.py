@@ -22,7 +22,7 @@ from .._control import (
 )
 from .._io import save_model, write_json
 from .._likelihood import bits_per_dim, log_likelihood
-from .._sampling import sample as draw
+from .._samplers import sample as draw
 from .._training import checkpoint_meta, train as _train
 from ..data import Dataset
 from ..distributed import is_main

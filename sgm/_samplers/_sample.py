@@ -8,12 +8,12 @@ import jax
 import jax.random as jr
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from ._checks import check_labels, check_score, check_sde, check_shape
-from ._samplers import BATCH_AXIS, AbstractSampler
-from ._sde import AbstractSDE
-from ._sharding import shard_batch
-from ._traced_checks import unchecked_unless_labelled
-from .distributed import split_examples
+from .._checks import check_labels, check_score, check_sde, check_shape
+from .._sde import AbstractSDE
+from .._sharding import shard_batch
+from .._traced_checks import unchecked_unless_labelled
+from ..distributed import split_examples
+from ._base import BATCH_AXIS, AbstractSampler
 
 
 @eqx.filter_jit
