@@ -8,6 +8,7 @@ NumPy, or an integer) but neither `bool` nor NaN. Each check returns the value a
 
 import math
 import numbers
+from typing import Literal, Protocol, TypeGuard, overload
 
 import jax
 import jax.numpy as jnp
@@ -16,14 +17,28 @@ import numpy as np
 from ._sde import AbstractSDE
 
 
-def _is_integer(value) -> bool:
+class _Real(Protocol):
+    """What the checks use of a real number (`numbers.Real` declares no `>` or `>=`)."""
+
+    def __float__(self) -> float: ...
+    def __lt__(self, other: float, /) -> bool: ...
+    def __le__(self, other: float, /) -> bool: ...
+    def __gt__(self, other: float, /) -> bool: ...
+    def __ge__(self, other: float, /) -> bool: ...
+
+
+def _is_integer(value) -> TypeGuard[numbers.Integral]:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
 
 
-def _is_real(value) -> bool:
+def _is_real(value) -> TypeGuard[_Real]:
     return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
 
 
+@overload
+def check_int(name: str, value, *, minimum: int = 1, none: Literal[False] = False) -> int: ...
+@overload
+def check_int(name: str, value, *, minimum: int = 1, none: bool) -> int | None: ...
 def check_int(name: str, value, *, minimum: int = 1, none: bool = False) -> int | None:
     """`value` as an `int >= minimum` (or `None` where `none`); else a ValueError naming `name`."""
     if value is None and none:
@@ -34,6 +49,26 @@ def check_int(name: str, value, *, minimum: int = 1, none: bool = False) -> int 
     return int(value)
 
 
+@overload
+def check_float(
+    name: str,
+    value,
+    *,
+    above: float | None = None,
+    at_least: float | None = None,
+    below: float | None = None,
+    none: Literal[False] = False,
+) -> float: ...
+@overload
+def check_float(
+    name: str,
+    value,
+    *,
+    above: float | None = None,
+    at_least: float | None = None,
+    below: float | None = None,
+    none: bool,
+) -> float | None: ...
 def check_float(
     name: str,
     value,
@@ -47,10 +82,13 @@ def check_float(
     `value < below` (the bounds given), or `None` where `none`."""
     if value is None and none:
         return None
-    ok = _is_real(value) and not math.isnan(value)
-    ok = ok and (above is None or value > above) and (at_least is None or value >= at_least)
-    ok = ok and (below is None or value < below)
-    if not ok:
+    if not (
+        _is_real(value)
+        and not math.isnan(value)
+        and (above is None or value > above)
+        and (at_least is None or value >= at_least)
+        and (below is None or value < below)
+    ):
         parts = [f"> {above:g}"] if above is not None else []
         parts += [f">= {at_least:g}"] if at_least is not None else []
         parts += [f"< {below:g}"] if below is not None else []
@@ -61,6 +99,10 @@ def check_float(
     return float(value)
 
 
+@overload
+def check_positive(name: str, value, *, none: Literal[False] = False) -> float: ...
+@overload
+def check_positive(name: str, value, *, none: bool) -> float | None: ...
 def check_positive(name: str, value, *, none: bool = False) -> float | None:
     """`value` as a finite `float > 0` (or `None` where `none`)."""
     value = check_float(name, value, above=0.0, none=none)

@@ -1,5 +1,7 @@
 """Time-dependent classifiers `log p_t(y | x_t)` for classifier guidance, and their training."""
 
+from collections.abc import Callable
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -16,7 +18,7 @@ class NoisyClassifier(eqx.Module):
     conditioning `c(t)` and input scaling `x / sqrt(m^2 + s^2)` as `ScoreModel`. Pass it as
     the `log_prob_y` of `ClassifierGuidance` (Song et al. 2021, eq. 14 and appendix I)."""
 
-    net: eqx.Module
+    net: Callable[..., Array]
     sde: AbstractSDE
 
     def logits(self, t, x: Array) -> Float[Array, " num_classes"]:

@@ -4,6 +4,7 @@ Guidance changes the score; inpainting changes the sampling loop. Both work with
 scores as with trained models.
 """
 
+from collections.abc import Callable
 from typing import Literal
 
 import equinox as eqx
@@ -32,7 +33,7 @@ class ClassifierFreeGuidance(eqx.Module):
     - `null_label`: the label meaning "unconditional" (the network's `num_classes`).
     """
 
-    score: object
+    score: Callable[..., Array]
     guidance_scale: float
     null_label: int = eqx.field(static=True)
 
@@ -55,8 +56,8 @@ class ClassifierGuidance(eqx.Module):
     - `guidance_scale`: `w`.
     """
 
-    score: object
-    log_prob_y: object
+    score: Callable[..., Array]
+    log_prob_y: Callable[..., Array]
     guidance_scale: float = 1.0
 
     def __call__(self, t, x, *, y):
@@ -195,8 +196,8 @@ def inpaint(
         raise ValueError(f"method must be 'smc' or 'replace', got {method!r}.")
     n = x.shape[0]
     ts = time_grid(sde, sampler.steps, sampler.t_end)
-    args = shard_batch((x, mask, jr.split(key, n)), n)
-    return _inpaint_batch(score, sde, ts, *args, method, n_particles)[:n]
+    xs, masks, keys = shard_batch((x, mask, jr.split(key, n)), n)
+    return _inpaint_batch(score, sde, ts, xs, masks, keys, method, n_particles)[:n]
 
 
 # An orthonormal map from RGB to (grey, two chroma axes), Song et al. (2021, appendix I.3):
@@ -209,7 +210,7 @@ class _Decoupled(eqx.Module):
     """The score of the data in the decoupled colour space `x' = W x` (W orthonormal, acting on
     channels): `score'(t, x') = W score(t, W^T x')`."""
 
-    score: object
+    score: Callable[..., Array]
 
     def __call__(self, t, x):
         w = jnp.asarray(_DECOUPLE, x.dtype)

@@ -100,6 +100,7 @@ class VariationalDequantizer(AbstractDequantizer):
         nd, c = len(data_shape) - 1, data_shape[0]
         k1, k2, k3 = jr.split(key, 3)
         last = eqx.nn.Conv(nd, channels, 2 * c, 3, padding=1, key=k3)
+        assert last.bias is not None  # use_bias=True
         last = eqx.tree_at(
             lambda m: (m.weight, m.bias),
             last,

@@ -20,7 +20,7 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Int, Scalar
+from jaxtyping import Array, Int, PyTree, Scalar
 
 from ._sde import AbstractSDE
 
@@ -123,8 +123,8 @@ def solver_evaluations(solver: diffrax.AbstractSolver) -> tuple[int, int]:
     step, or `num_stages - 1` and one initial evaluation for first-same-as-last tableaus."""
     if isinstance(solver, diffrax.Euler):
         return 1, 0
-    if isinstance(solver, diffrax.AbstractERK):
-        tableau = solver.tableau
+    tableau = solver.tableau if isinstance(solver, diffrax.AbstractERK) else None
+    if isinstance(tableau, diffrax.ButcherTableau):  # not an IMEX pair (MultiButcherTableau)
         return (tableau.num_stages - 1, 1) if tableau.fsal else (tableau.num_stages, 0)
     raise ValueError(
         f"cannot count the evaluations of {type(solver).__name__}; use diffrax.Euler or an "
@@ -146,7 +146,7 @@ def solve_ode(
     norm=None,
     dt0=None,
     throw=True,
-) -> tuple[object, Int[Array, ""]]:
+) -> tuple[PyTree, Int[Array, ""]]:
     """Solves `dy/dt = vector_field(t, y)` from `t_start` to `t_stop` with diffrax: adaptive
     (PID controller; `norm` of the scaled error, RMS by default) when `steps` is None, else
     `steps` fixed steps. Returns `(y(t_stop), nfe)`; rejected steps count, as they cost

@@ -67,9 +67,10 @@ class LearnedVPSDE(AbstractLearnedSDE):
     hidden: int = eqx.field(static=True)
     t0: float = eqx.field(static=True)
     t1: float = eqx.field(static=True)
-    raw_a: Float[Array, " hidden"] = eqx.field(metadata={"learned": True})
-    raw_w: Float[Array, " hidden"] = eqx.field(metadata={"learned": True})
-    b: Float[Array, " hidden"] = eqx.field(metadata={"learned": True})
+    # NumPy arrays as constructed (see __init__), JAX arrays once trained or loaded
+    raw_a: Float[Array | np.ndarray, " hidden"] = eqx.field(metadata={"learned": True})
+    raw_w: Float[Array | np.ndarray, " hidden"] = eqx.field(metadata={"learned": True})
+    b: Float[Array | np.ndarray, " hidden"] = eqx.field(metadata={"learned": True})
 
     def __init__(
         self,
@@ -78,9 +79,9 @@ class LearnedVPSDE(AbstractLearnedSDE):
         hidden: int = 64,
         t0: float = 1e-5,
         t1: float = 1.0,
-        raw_a: Array | None = None,
-        raw_w: Array | None = None,
-        b: Array | None = None,
+        raw_a: Array | np.ndarray | None = None,
+        raw_w: Array | np.ndarray | None = None,
+        b: Array | np.ndarray | None = None,
     ):
         if not log_snr_min < log_snr_max:
             raise ValueError(

@@ -14,7 +14,8 @@ Each example is solved on its own (one adaptive step sequence, one probe draw fr
 
 import contextlib
 import math
-from typing import Literal
+from collections.abc import Callable
+from typing import Literal, overload
 
 import diffrax
 import equinox as eqx
@@ -96,7 +97,7 @@ class LogLikelihood(eqx.Module):
     - `exact`, `n_probes`, `probe`, `chunk_size`: deprecated spellings of `trace`.
     """
 
-    score: object
+    score: Callable[..., Array]
     sde: AbstractSDE
     trace: AbstractTraceEstimator
     rtol: float = eqx.field(static=True)
@@ -109,7 +110,7 @@ class LogLikelihood(eqx.Module):
 
     def __init__(
         self,
-        score,
+        score: Callable[..., Array],
         sde: AbstractSDE,
         *,
         trace: AbstractTraceEstimator | None = None,
@@ -186,6 +187,39 @@ class LogLikelihood(eqx.Module):
         log_det = var.log_scale_change(sde, sde.t0, sde.t1, x.size)
         return sde.prior_log_prob(x1) + log_det + delta, nfe
 
+    @overload
+    def __call__(
+        self,
+        x: Float[ArrayLike, "n *data_shape"],
+        *,
+        key: PRNGKeyArray | None = None,
+        y: Array | None = None,
+        batch_size: int | None = None,
+        progress: bool | None = None,
+        return_nfe: Literal[False] = False,
+    ) -> Float[Array, " n"]: ...
+    @overload
+    def __call__(
+        self,
+        x: Float[ArrayLike, "n *data_shape"],
+        *,
+        key: PRNGKeyArray | None = None,
+        y: Array | None = None,
+        batch_size: int | None = None,
+        progress: bool | None = None,
+        return_nfe: Literal[True],
+    ) -> tuple[Float[Array, " n"], Int[Array, " n"]]: ...
+    @overload
+    def __call__(
+        self,
+        x: Float[ArrayLike, "n *data_shape"],
+        *,
+        key: PRNGKeyArray | None = None,
+        y: Array | None = None,
+        batch_size: int | None = None,
+        progress: bool | None = None,
+        return_nfe: bool,
+    ) -> Float[Array, " n"] | tuple[Float[Array, " n"], Int[Array, " n"]]: ...
     def __call__(
         self,
         x: Float[ArrayLike, "n *data_shape"],
@@ -271,6 +305,45 @@ def _loglik_batch(ll: LogLikelihood, x, keys, y):
         return map_examples(ll.one, (x, keys, y))
 
 
+@overload
+def log_likelihood(
+    score,
+    sde: AbstractSDE,
+    x: Float[ArrayLike, "n *data_shape"],
+    *,
+    key: PRNGKeyArray | None = None,
+    y: Array | None = None,
+    batch_size: int | None = None,
+    progress: bool | None = None,
+    return_nfe: Literal[False] = False,
+    **options,
+) -> Float[Array, " n"]: ...
+@overload
+def log_likelihood(
+    score,
+    sde: AbstractSDE,
+    x: Float[ArrayLike, "n *data_shape"],
+    *,
+    key: PRNGKeyArray | None = None,
+    y: Array | None = None,
+    batch_size: int | None = None,
+    progress: bool | None = None,
+    return_nfe: Literal[True],
+    **options,
+) -> tuple[Float[Array, " n"], Int[Array, " n"]]: ...
+@overload
+def log_likelihood(
+    score,
+    sde: AbstractSDE,
+    x: Float[ArrayLike, "n *data_shape"],
+    *,
+    key: PRNGKeyArray | None = None,
+    y: Array | None = None,
+    batch_size: int | None = None,
+    progress: bool | None = None,
+    return_nfe: bool,
+    **options,
+) -> Float[Array, " n"] | tuple[Float[Array, " n"], Int[Array, " n"]]: ...
 def log_likelihood(
     score,
     sde: AbstractSDE,

@@ -170,6 +170,7 @@ class DSMLoss(eqx.Module):
         m, s = model.sde.marginal(t)
         noise = jr.normal(nkey, x0.shape)
         if y is not None and self.label_dropout > 0:
+            assert self.null_label is not None  # __check_init__ requires it with label_dropout
             y = jnp.where(jr.bernoulli(lkey, self.label_dropout), self.null_label, y)
         eps_hat = model.noise_prediction(t, m * x0 + s * noise, y=y, key=dkey)
         sq = (eps_hat - noise) ** 2

@@ -1,6 +1,7 @@
 """Turning a network into a score: the parametrisation (preconditioning) of the network."""
 
 import abc
+from collections.abc import Callable
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -85,7 +86,7 @@ class ScoreModel(eqx.Module):
     Called as `model(t, x, *, y=None, key=None)` on one example; `key` enables dropout.
     """
 
-    net: eqx.Module
+    net: Callable[..., Array]
     sde: AbstractSDE
     preconditioning: AbstractPreconditioning = EDMPreconditioning()
     dequantizer: AbstractDequantizer | None = None

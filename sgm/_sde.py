@@ -224,7 +224,7 @@ class _AbstractVPFamily(AbstractSDE):
 
     beta_min: eqx.AbstractVar[float]
     beta_max: eqx.AbstractVar[float]
-    schedule: eqx.AbstractVar[str]
+    schedule: eqx.AbstractVar[Literal["linear", "cosine"]]
 
     def __check_init__(self):
         _VPSchedule(self.beta_min, self.beta_max, self.schedule)
@@ -375,7 +375,9 @@ class VESDE(AbstractSDE):
 
     def transition(self, s, t):
         # s_t^2 - s_s^2 = sigma(t)^2 (1 - exp(-2 (t - s) log r)).
-        var = self.sigma(t) ** 2 * -jnp.expm1(-2 * (t - s) * self._log_ratio)
+        # (ScalarLike admits np.bool_, which has no `-`; times are real numbers or arrays)
+        delta = t - s  # pyright: ignore[reportOperatorIssue]
+        var = self.sigma(t) ** 2 * -jnp.expm1(-2 * delta * self._log_ratio)
         return jnp.ones_like(var), jnp.sqrt(var)
 
     def prior_std(self):

@@ -20,7 +20,7 @@ import jax.lax as lax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-from jaxtyping import Array, PRNGKeyArray, Scalar
+from jaxtyping import Array, PRNGKeyArray, PyTree, Scalar
 
 LinearMap = Callable[[Array], Array]
 _PROBES = ("rademacher", "gaussian")
@@ -77,6 +77,12 @@ def _shifted(linear_fn: LinearMap, shift: float) -> LinearMap:
     return lambda v: linear_fn(v) + shift * v
 
 
+def _needed_key(estimator, key: PRNGKeyArray | None) -> PRNGKeyArray:
+    if key is None:
+        raise ValueError(f"{type(estimator).__name__} draws random probes: it needs a key.")
+    return key
+
+
 class AbstractTraceEstimator(eqx.Module):
     """Estimates `tr(A)` from products `A v`; `draw` gives its randomness for one solve."""
 
@@ -86,7 +92,7 @@ class AbstractTraceEstimator(eqx.Module):
         """Whether `draw` uses its key."""
 
     @abc.abstractmethod
-    def draw(self, key: PRNGKeyArray | None, shape: tuple[int, ...]):
+    def draw(self, key: PRNGKeyArray | None, shape: tuple[int, ...]) -> PyTree:
         """The random vectors for one solve (`None` when there are none)."""
 
     @abc.abstractmethod
@@ -151,7 +157,7 @@ class Hutchinson(AbstractTraceEstimator):
         return True
 
     def draw(self, key, shape):
-        return draw_probes(key, self.n_probes, shape, self.probe)
+        return draw_probes(_needed_key(self, key), self.n_probes, shape, self.probe)
 
     def __call__(self, linear_fn, shape, probes, shift=0.0):
         av = jax.vmap(_shifted(linear_fn, shift))(probes)
@@ -190,7 +196,7 @@ class HutchPlusPlus(AbstractTraceEstimator):
         return True
 
     def draw(self, key, shape):
-        skey, gkey = jr.split(key)
+        skey, gkey = jr.split(_needed_key(self, key))
         k = self.n_probes // 3
         return draw_probes(skey, k, shape, self.probe), draw_probes(gkey, k, shape, self.probe)
 

@@ -9,6 +9,7 @@ function here is the identity or a no-op, so single-process code paths are uncha
 import os
 import socket
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -35,20 +36,19 @@ def initialize(*, timeout: int = 300) -> None:
             f"set all of {', '.join(_ENV)} or none (for cluster auto-detection); missing "
             f"{', '.join(missing)}."
         )
-    kwargs = {}
-    if all(given.values()):
+    kwargs: dict[str, Any] = {}
+    address, num, pid = (given[k] for k in _ENV)
+    if address and num and pid:
         try:
-            n, rank = int(given["JAX_NUM_PROCESSES"]), int(given["JAX_PROCESS_ID"])
+            n, rank = int(num), int(pid)
         except ValueError:
             raise ValueError(
-                f"JAX_NUM_PROCESSES and JAX_PROCESS_ID must be integers, got "
-                f"{given['JAX_NUM_PROCESSES']!r} and {given['JAX_PROCESS_ID']!r}."
+                f"JAX_NUM_PROCESSES and JAX_PROCESS_ID must be integers, got {num!r} and {pid!r}."
             ) from None
         if not (n >= 1 and 0 <= rank < n):
             raise ValueError(
                 f"need JAX_NUM_PROCESSES >= 1 and 0 <= JAX_PROCESS_ID < it; got {n} and {rank}."
             )
-        address = given["JAX_COORDINATOR_ADDRESS"]
         if ":" not in address:
             raise ValueError(f"JAX_COORDINATOR_ADDRESS must be host:port, got {address!r}.")
         bind = os.environ.get("JAX_COORDINATOR_BIND_ADDRESS", address)
@@ -91,7 +91,8 @@ def _rendezvous(address: str, n: int, rank: int, timeout: float) -> None:
 
 
 def _gather_hellos(host, port, n, deadline, timeout):
-    arrived, conns = {0: None}, []
+    arrived: dict[int, socket.socket | None] = {0: None}
+    conns: list[socket.socket] = []
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         server.bind((host, port))
@@ -176,14 +177,20 @@ def broadcast(value):
 def broadcast_text(text: str | None, size: int = 4096) -> str:
     """Process 0's `text` on every process (for names decided by process 0)."""
     if jax.process_count() == 1:
-        return text
+        return _main_text(text)
     buf = np.zeros(size, np.uint8)
     if is_main():
-        raw = text.encode()
+        raw = _main_text(text).encode()
         if len(raw) > size:
             raise ValueError(f"text of {len(raw)} bytes is longer than {size}.")
         buf[: len(raw)] = np.frombuffer(raw, np.uint8)
     return bytes(broadcast(buf)).rstrip(b"\0").decode()
+
+
+def _main_text(text: str | None) -> str:
+    if text is None:
+        raise ValueError("broadcast_text needs the text on process 0, got None.")
+    return text
 
 
 def allgather(x) -> np.ndarray:

@@ -1,6 +1,8 @@
 """Image datasets: MNIST (tfds or local IDX), CIFAR-10, Oxford Flowers 102, sklearn digits."""
 
 import dataclasses
+from collections.abc import Sequence
+from typing import Any, cast
 
 import numpy as np
 
@@ -17,7 +19,7 @@ def load_tfds(name: str, split: str, *, data_dir=None, rows=None) -> list[dict]:
     return [source[i] for i in (range(len(source)) if rows is None else rows(len(source)))]
 
 
-def _tfds_source(name: str, split: str, data_dir):
+def _tfds_source(name: str, split: str, data_dir) -> Sequence[Any]:
     import tensorflow_datasets as tfds
 
     try:
@@ -31,7 +33,7 @@ def _tfds_source(name: str, split: str, data_dir):
             "For MNIST you can instead pass --data-dir with the IDX files. "
             f"(tfds said: {str(e).splitlines()[0]})"
         ) from e
-    return source
+    return cast(Sequence[Any], source)  # one split given: one source, not a tree of them
 
 
 def _stack(examples, key="image") -> np.ndarray:
@@ -100,7 +102,7 @@ def center_crop_resize(image: np.ndarray, resolution: int) -> np.ndarray:
     top, left = (h - side) // 2, (w - side) // 2
     crop = image[top : top + side, left : left + side]
     pil = Image.fromarray(crop.squeeze(-1) if crop.shape[-1] == 1 else crop)
-    out = np.asarray(pil.resize((resolution, resolution), Image.BICUBIC))
+    out = np.asarray(pil.resize((resolution, resolution), Image.Resampling.BICUBIC))
     return out[..., None] if out.ndim == 2 else out
 
 
@@ -121,6 +123,7 @@ def digits(*, key=None, test_fraction: float = 0.2) -> Dataset:
     by `round(v * 255 / 16)`, a deterministic train/test split (by `key` when given)."""
     try:
         from sklearn.datasets import load_digits
+        from sklearn.utils import Bunch
     except ImportError as e:
         raise ImportError(
             "the digits data set needs scikit-learn: pip install 'sgm[digits]'"
@@ -128,6 +131,7 @@ def digits(*, key=None, test_fraction: float = 0.2) -> Dataset:
     import jax.random as jr
 
     d = load_digits()
+    assert isinstance(d, Bunch)  # not return_X_y
     images = np.round(d.images * 255 / 16).astype(np.uint8)[:, None]
     labels = d.target.astype(np.int32)
     order = np.asarray(jr.permutation(key if key is not None else jr.key(0), len(images)))

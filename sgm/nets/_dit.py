@@ -14,6 +14,7 @@ from ._embedding import Conditioning, check_input, check_no_condition, dropout
 
 def _zero_linear(cin, cout, *, key):
     lin = eqx.nn.Linear(cin, cout, key=key)
+    assert lin.bias is not None  # use_bias=True
     return eqx.tree_at(
         lambda m: (m.weight, m.bias), lin, (jnp.zeros_like(lin.weight), jnp.zeros_like(lin.bias))
     )

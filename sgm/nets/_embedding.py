@@ -55,6 +55,7 @@ class Conditioning(eqx.Module):
             fourier_features(jnp.asarray(c, float), self.embed_dim, self.fourier_scale, seed=0)
         )
         if self.label_table is not None:
+            assert self.num_classes is not None  # a label table has num_classes + 1 rows
             y = jnp.asarray(self.num_classes if y is None else y)
             if y.shape != ():
                 raise ValueError(f"y must be one integer label per example, got shape {y.shape}.")

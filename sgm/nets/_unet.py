@@ -38,7 +38,7 @@ def conv(layer: eqx.nn.Conv, x: Float[Array, "c *spatial"]) -> Float[Array, "o *
         feature_group_count=layer.groups,
     )
     out = jnp.moveaxis(out[0], -1, 0)
-    return out + layer.bias if layer.use_bias else out
+    return out if layer.bias is None else out + layer.bias  # None exactly when not use_bias
 
 
 class _ResBlock(eqx.Module):
@@ -199,6 +199,7 @@ class UNet(eqx.Module):
             cin = w
         self.norm_out = eqx.nn.GroupNorm(min(num_groups, cin), cin)
         conv_out = _conv(ndim, cin, data_shape[0], 3, key=next(keys))
+        assert conv_out.bias is not None  # use_bias=True
         # Zero-initialised output: the network starts as the zero noise prediction.
         zeros = (jnp.zeros_like(conv_out.weight), jnp.zeros_like(conv_out.bias))
         self.conv_out = eqx.tree_at(lambda c: (c.weight, c.bias), conv_out, zeros)
@@ -225,8 +226,8 @@ class UNet(eqx.Module):
         for lvl, blocks in enumerate(self.down_blocks):
             for b in blocks:
                 h = b(h, emb, next(keys))
-            if self.down_attn[lvl] is not None:
-                h = self.down_attn[lvl](h)
+            if (down_attn := self.down_attn[lvl]) is not None:
+                h = down_attn(h)
             skips.append(h)
             if lvl < len(self.downsample):
                 h = conv(self.downsample[lvl], h)
@@ -239,6 +240,6 @@ class UNet(eqx.Module):
             h = jnp.concatenate([h, skip], axis=0)
             for b in blocks:
                 h = b(h, emb, next(keys))
-            if self.up_attn[i] is not None:
-                h = self.up_attn[i](h)
+            if (up_attn := self.up_attn[i]) is not None:
+                h = up_attn(h)
         return conv(self.conv_out, jax.nn.silu(self.norm_out(h)))
