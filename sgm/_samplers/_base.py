@@ -11,6 +11,7 @@ with `denoise` Tweedie's `E[x_0 | x_t]` there. Each knows the settings it does b
 
 import abc
 from collections.abc import Callable
+from typing import TypeVar, cast
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -25,15 +26,17 @@ Score = Callable[[Array, Array], Array]
 # The vmapped axis `sgm.sample` binds; samplers may reduce over it (`lax.pmean`).
 BATCH_AXIS = "batch"
 
+_T = TypeVar("_T")
 
-def plain(value):
+
+def plain(value: _T) -> _T:
     """A NumPy integer or float setting as the Python `int` or `float` it stands for, so that
     what a sampler stores (and serialises) has one type; anything else unchanged, for the
     checks to judge (a `bool` stays a `bool` and is refused as a count)."""
     if isinstance(value, np.integer):
-        return int(value)
+        return cast(_T, int(value))
     if isinstance(value, np.floating):
-        return float(value)
+        return cast(_T, float(value))
     return value
 
 

@@ -40,7 +40,8 @@ class DPMSolver(AbstractMultistepSolver):
     Returns the scaled state `x / m` at the end time, like every sampler.
     """
 
-    orders: ClassVar[tuple[int, ...]] = (1, 2)
+    # equinox's AbstractClassVar is made concrete by a ClassVar, which pyright does not model
+    orders: ClassVar[tuple[int, ...]] = (1, 2)  # pyright: ignore[reportIncompatibleVariableOverride]
     steps: int = eqx.field(static=True, default=20, converter=plain)
     order: int = eqx.field(static=True, default=2, converter=plain)
     time_grid: TimeGrid = eqx.field(static=True, default="karras")

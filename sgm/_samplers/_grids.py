@@ -10,7 +10,7 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, ScalarLike
 
 from .._sde import AbstractSDE
 from ._base import end_time
@@ -32,12 +32,12 @@ def half_log_snr(sde: AbstractSDE, t):
     return 0.5 * sde.log_snr(t)
 
 
-def time_at_sigma(sde: AbstractSDE, sigma, t_lo: float):
+def time_at_sigma(sde: AbstractSDE, sigma, t_lo: ScalarLike):
     """The `t` in `[t_lo, t1]` with `s(t) / m(t) = sigma`."""
     return jnp.clip(sde.time_at_log_snr(-2 * jnp.log(sigma)), t_lo, sde.t1)
 
 
-def karras_sigmas(sde: AbstractSDE, n: int, t_end: float, rho: float):
+def karras_sigmas(sde: AbstractSDE, n: int, t_end: ScalarLike, rho: float):
     """Karras et al. (2022, eq. 5): `n` noise levels `sigma = s/m` from `sigma(t1)` down to
     `sigma(t_end)`, evenly spaced in `sigma^(1/rho)`."""
     sig = lambda t: sde.marginal(t)[1] / sde.marginal(t)[0]  # noqa: E731

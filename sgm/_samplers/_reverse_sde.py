@@ -28,7 +28,7 @@ class ReverseSDESolver(AbstractSampler):
     - `steps`, `denoise`, `t_end`: as for `EulerMaruyama`.
     """
 
-    solver: diffrax.AbstractSolver = diffrax.SRA1()
+    solver: diffrax.AbstractSRK = diffrax.SRA1()
     steps: int = eqx.field(static=True, default=100, converter=plain)
     denoise: bool = eqx.field(static=True, default=True)
     t_end: float | None = eqx.field(static=True, default=None, converter=plain)
@@ -70,4 +70,5 @@ class ReverseSDESolver(AbstractSampler):
             max_steps=self.steps + 1,
         )
         nfe = self.steps * drift_evaluations(self.solver)
+        assert sol.ys is not None  # SaveAt(t1=True)
         return self._finish(score, sde, t_end, sol.ys[0], nfe)

@@ -48,7 +48,8 @@ class UniPC(AbstractMultistepSolver):
     - `denoise`, `t_end`, `sigma_end`: as for `DPMSolver`.
     """
 
-    orders: ClassVar[tuple[int, ...]] = (1, 2, 3)
+    # equinox's AbstractClassVar is made concrete by a ClassVar, which pyright does not model
+    orders: ClassVar[tuple[int, ...]] = (1, 2, 3)  # pyright: ignore[reportIncompatibleVariableOverride]
     steps: int = eqx.field(static=True, default=20, converter=plain)
     order: int = eqx.field(static=True, default=3, converter=plain)
     variant: Literal["bh1", "bh2"] = eqx.field(static=True, default="bh2")

@@ -31,8 +31,9 @@ def as_arrays(data, labels):
 def check_class_labels(model: ScoreModel, name: str, y) -> None:
     """Class labels must lie in `[0, num_classes]` (`num_classes` is the null label); checked
     here on the host because the training step is traced without checks."""
-    num_classes = getattr(getattr(model.net, "cond", None), "num_classes", None)
-    if y is None or num_classes is None or getattr(model.net.cond, "label_table", None) is None:
+    cond = getattr(model.net, "cond", None)
+    num_classes = getattr(cond, "num_classes", None)
+    if y is None or num_classes is None or getattr(cond, "label_table", None) is None:
         return
     y = np.asarray(y)
     if not np.issubdtype(y.dtype, np.integer) or y.size and (y.min() < 0 or y.max() > num_classes):

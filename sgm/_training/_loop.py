@@ -81,9 +81,9 @@ class _Record:
 
     def __init__(self):
         self.history = {"step": [], "loss": [], "eval_step": [], "eval_loss": [], "steps_per_s": []}
-        self.pending = []
-        self.initial_loss = None
-        self.last_good = None
+        self.pending: list = []
+        self.initial_loss: float | None = None
+        self.last_good: int | None = None
 
     def restore(self, meta: dict) -> None:
         self.history = {k: list(v) for k, v in meta.get("history", self.history).items()}
@@ -259,7 +259,8 @@ def _run(
                 tick = now
                 bar.set_postfix(loss=f"{mean:.4f}")
             if held_out is not None and _due(done, monitor.evaluation.every, steps):
-                ev = eval_loss(state.ema, *held_out, loss, jr.key(0))
+                eval_x, eval_y = held_out
+                ev = eval_loss(state.ema, eval_x, eval_y, loss, jr.key(0))
                 record.history["eval_step"].append(done)
                 record.history["eval_loss"].append(float(ev))
             if checkpoints is not None and _due(done, checkpoints.every, steps):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import equinox as eqx
 import numpy as np
+from jaxtyping import ArrayLike
 
 from .._checks import check_float, check_int
 
@@ -73,8 +74,8 @@ class Evaluation(eqx.Module):
     - `every`: steps between readings.
     """
 
-    data: object
-    labels: object = eqx.field(default=None, kw_only=True)
+    data: ArrayLike
+    labels: ArrayLike | None = eqx.field(default=None, kw_only=True)
     every: int = eqx.field(default=500, kw_only=True)
 
     def __check_init__(self):
@@ -82,9 +83,10 @@ class Evaluation(eqx.Module):
         shape = np.shape(self.data)
         if len(shape) < 2 or shape[0] < 1:
             raise ValueError(f"Evaluation.data must be a batch (N, *data_shape), got {shape}.")
-        if self.labels is not None and len(self.labels) != shape[0]:
+        n_labels = None if self.labels is None else np.shape(self.labels)[0]
+        if n_labels is not None and n_labels != shape[0]:
             raise ValueError(
-                f"Evaluation.labels must have one entry per example: {len(self.labels)} labels "
+                f"Evaluation.labels must have one entry per example: {n_labels} labels "
                 f"for {shape[0]} examples."
             )
 

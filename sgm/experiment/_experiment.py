@@ -6,6 +6,7 @@ data's shape and a key, is a class with its arguments (`Net`); the data a name w
 
 import dataclasses
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -33,7 +34,7 @@ from ._serial import AbstractSpec, registered, signature_hints
 
 # Short names of the samplers main.py offers (`--sample.samplers em,pc,dpm`); an experiment
 # may also name its own instances.
-SAMPLERS: dict[str, type[AbstractSampler]] = {
+SAMPLERS: dict[str, Callable[[], AbstractSampler]] = {
     "em": EulerMaruyama,
     "pc": PredictorCorrector,
     "ode": ProbabilityFlowODE,
@@ -150,8 +151,8 @@ class Net(AbstractSpec):
         self.preconditioning, self.dequantizer = preconditioning, dequantizer
 
     @staticmethod
-    def _parameters(cls) -> dict[str, inspect.Parameter]:
-        ps = inspect.signature(cls.__init__).parameters
+    def _parameters(net_cls) -> dict[str, inspect.Parameter]:
+        ps = inspect.signature(net_cls.__init__).parameters
         return {
             n: p
             for n, p in ps.items()

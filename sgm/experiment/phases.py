@@ -4,6 +4,7 @@ figures there and its numbers into `metrics`."""
 
 import math
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +23,8 @@ from .._control import (
 )
 from .._io import save_model, write_json
 from .._likelihood import bits_per_dim, log_likelihood
-from .._samplers import sample as draw
+from .._samplers import EulerMaruyama, PredictorCorrector, sample as draw
+from .._scaler import AffineScaler
 from .._training import checkpoint_meta, train as _train
 from ..data import Dataset
 from ..distributed import is_main
@@ -143,6 +145,8 @@ def sampling_condition(cfg: Experiment, ds: Dataset, n: int):
         return None
     if ds.test_cond is not None:
         return jnp.asarray(ds.test_cond[np.arange(n) % len(ds.test_cond)])
+    if ds.num_classes is None:
+        raise PhaseError(f"{cfg.name} is conditional, but {ds.name} has no labels or conditions.")
     return jnp.arange(n) % ds.num_classes
 
 
@@ -213,14 +217,20 @@ def sample(cfg: Experiment, ds: Dataset, run: Run, metrics: dict) -> None:
 def likelihood(cfg: Experiment, ds: Dataset, run: Run, metrics: dict) -> None:
     """Test bits/dim (images) or nats/dim of the first `cfg.eval.n_images` test examples."""
     e = cfg.eval
-    kw = dict(trace=e.trace, batch_size=e.batch_size, progress=True)
+    kw: dict[str, Any] = dict(trace=e.trace, batch_size=e.batch_size, progress=True)
     if cfg.net.conditional and ds.test_cond is not None:
         kw["y"] = jnp.asarray(ds.test_cond[: e.n_images])  # log p(x | y)
     start = time.perf_counter()
     if ds.test_int is not None:
         images = ds.test_int[: e.n_images]
         values = bits_per_dim(
-            run.model, run.sde, images, key=jr.key(2), scaler=ds.scaler, n_dequant=e.n_dequant, **kw
+            run.model,
+            run.sde,
+            images,
+            key=jr.key(2),
+            scaler=ds.scaler or AffineScaler(),
+            n_dequant=e.n_dequant,
+            **kw,
         )
         name = "test_bits_per_dim"
     else:
@@ -250,6 +260,17 @@ def _not_map_or_vector_conditioned(cfg: Experiment, run: Run, mode: str) -> None
         )
 
 
+def _sde_sampler(cfg: Experiment, mode: str) -> EulerMaruyama | PredictorCorrector:
+    """The sampler of the conditional SDE that inpainting and colorization follow."""
+    sampler = cfg.sample.controlled
+    if not isinstance(sampler, EulerMaruyama | PredictorCorrector):
+        raise PhaseError(
+            f"--mode {mode} follows the conditional reverse SDE: sample.controlled must be "
+            f"EulerMaruyama or PredictorCorrector, got {type(sampler).__name__}."
+        )
+    return sampler
+
+
 def inpaint(cfg: Experiment, ds: Dataset, run: Run, metrics: dict) -> None:
     """Fills in the bottom half of test images (or the second half of series) given the rest."""
     _not_map_or_vector_conditioned(cfg, run, "inpaint")
@@ -266,7 +287,7 @@ def inpaint(cfg: Experiment, ds: Dataset, run: Run, metrics: dict) -> None:
     out = inpaint_examples(
         run.model,
         run.sde,
-        s.controlled,
+        _sde_sampler(cfg, "inpaint"),
         key=jr.key(4),
         x=x,
         mask=jnp.asarray(mask),
@@ -315,7 +336,7 @@ def colorize(cfg: Experiment, ds: Dataset, run: Run, metrics: dict) -> None:
     out = colorize_images(
         run.model,
         run.sde,
-        s.controlled,
+        _sde_sampler(cfg, "colorize"),
         key=jr.key(6),
         grey=grey,
         method=s.inpaint_method,

@@ -6,13 +6,14 @@ imported when a figure is drawn, and the backend of an interactive session is ne
 """
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .._io import atomic_write
 
 
-def _subplots(*args, figsize):
+def _subplots(*args, figsize) -> Any:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=figsize)
