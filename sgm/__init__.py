@@ -1,6 +1,7 @@
 """sgm: score-based generative modelling with SDEs, in JAX and Equinox."""
 
 from . import data as data, distributed as distributed, nets as nets
+from ._bits import bits_per_dim as bits_per_dim
 from ._cache import enable_compilation_cache as enable_compilation_cache
 from ._classifier import (
     NoisyClassifier as NoisyClassifier,
@@ -31,7 +32,6 @@ from ._learned_schedule import (
 )
 from ._likelihood import (
     LogLikelihood as LogLikelihood,
-    bits_per_dim as bits_per_dim,
     log_likelihood as log_likelihood,
 )
 from ._losses import DSMLoss as DSMLoss

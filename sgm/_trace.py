@@ -22,6 +22,8 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, PRNGKeyArray, PyTree, Scalar
 
+from ._checks import check_int
+
 LinearMap = Callable[[Array], Array]
 _PROBES = ("rademacher", "gaussian")
 
@@ -67,8 +69,7 @@ def draw_probes(key: PRNGKeyArray, n: int, shape: tuple[int, ...], kind: str) ->
 def _check_probes(name: str, n_probes, probe, least: int = 1) -> None:
     if probe not in _PROBES:
         raise ValueError(f"probe must be one of {_PROBES}, got {probe!r}.")
-    if not isinstance(n_probes, int) or isinstance(n_probes, bool) or n_probes < least:
-        raise ValueError(f"{name}: n_probes must be an int >= {least}, got {n_probes!r}.")
+    check_int(f"{name}.n_probes", n_probes, minimum=least)
 
 
 def _shifted(linear_fn: LinearMap, shift: float) -> LinearMap:
@@ -118,8 +119,7 @@ class Exact(AbstractTraceEstimator):
     chunk_size: int = eqx.field(static=True, default=128)
 
     def __check_init__(self):
-        if not isinstance(self.chunk_size, int) or self.chunk_size < 1:
-            raise ValueError(f"chunk_size must be a positive int, got {self.chunk_size!r}.")
+        check_int("Exact.chunk_size", self.chunk_size)
 
     @property
     def needs_key(self):

@@ -15,7 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
+
+from ._sharding import batch_sharding, replicated
 
 _ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
 
@@ -162,8 +164,8 @@ def any_process(flag: bool) -> bool:
         return bool(flag)
     mesh = global_mesh()
     local = np.full((len(jax.local_devices()),), bool(flag))
-    flags = jax.make_array_from_process_local_data(NamedSharding(mesh, P("data")), local)
-    out = jax.jit(jnp.any, out_shardings=NamedSharding(mesh, P()))(flags)
+    flags = jax.make_array_from_process_local_data(batch_sharding(mesh), local)
+    out = jax.jit(jnp.any, out_shardings=replicated(mesh))(flags)
     return bool(np.asarray(out.addressable_data(0)))
 
 

@@ -13,7 +13,7 @@ from typing import Literal
 import jax.random as jr
 
 from .. import data as _data
-from .._checks import check_float, check_int, check_probability
+from .._checks import check_float, check_int, check_positive, check_probability
 from .._dequant import UniformDequantizer
 from .._losses import DSMLoss
 from .._optimizer import Adam
@@ -50,13 +50,6 @@ _DATA_OPTIONS = {
 }
 
 
-def _positive_int(name: str, value, *, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
-
-
 class Data(AbstractSpec):
     """Where the data come from: a dataset name of `sgm.data.load`, the number of training and
     test examples kept (`None`: all), optional low-resolution maps to condition on, and the
@@ -71,12 +64,9 @@ class Data(AbstractSpec):
             raise ValueError(
                 f"dataset {name!r} takes no option {unknown}; its options: {sorted(allowed)}."
             )
-        _positive_int("data.n_train", n_train, allow_none=True)
-        _positive_int("data.n_test", n_test, allow_none=True)
-        if lowres_factor is not None and (not isinstance(lowres_factor, int) or lowres_factor < 2):
-            raise ValueError(
-                f"data.lowres_factor must be an int >= 2 or None, got {lowres_factor!r}."
-            )
+        n_train = check_int("data.n_train", n_train, none=True)
+        n_test = check_int("data.n_test", n_test, none=True)
+        lowres_factor = check_int("data.lowres_factor", lowres_factor, minimum=2, none=True)
         self.name, self.n_train, self.n_test = name, n_train, n_test
         self.lowres_factor, self.options = lowres_factor, dict(options)
 
@@ -316,15 +306,14 @@ class Sample:
             "classifier_batch_size",
             "classifier_width",
         ):
-            _positive_int(f"sample.{name}", getattr(self, name))
+            check_int(f"sample.{name}", getattr(self, name))
         if self.inpaint_method not in ("smc", "replace"):
             raise ValueError(
                 f"sample.inpaint_method must be smc or replace, got {self.inpaint_method!r}."
             )
-        if not self.classifier_lr > 0:
-            raise ValueError(f"sample.classifier_lr must be positive, got {self.classifier_lr}.")
-        if self.guidance_scale < 0 or self.classifier_scale < 0:
-            raise ValueError("sample.guidance_scale and classifier_scale must be >= 0.")
+        check_positive("sample.classifier_lr", self.classifier_lr)
+        check_float("sample.guidance_scale", self.guidance_scale, at_least=0.0)
+        check_float("sample.classifier_scale", self.classifier_scale, at_least=0.0)
 
 
 @dataclass(frozen=True)
@@ -340,7 +329,7 @@ class Eval:
 
     def __post_init__(self):
         for name in ("n_images", "n_dequant", "batch_size"):
-            _positive_int(f"eval.{name}", getattr(self, name))
+            check_int(f"eval.{name}", getattr(self, name))
         if not isinstance(self.trace, AbstractTraceEstimator):
             raise ValueError(f"eval.trace must be an sgm trace estimator, got {self.trace!r}.")
 
