@@ -43,7 +43,8 @@ def show(images, title, ncol=10):
     images = np.asarray(ds.scaler.inverse(images)).clip(0, 1)[:, 0]
     nrow = int(np.ceil(len(images) / ncol))
     fig, axes = plt.subplots(nrow, ncol, figsize=(ncol * 0.6, nrow * 0.6))
-    for ax, im in zip(axes.ravel(), list(images) + [None] * (nrow * ncol - len(images))):
+    padded = list(images) + [None] * (nrow * ncol - len(images))
+    for ax, im in zip(axes.ravel(), padded, strict=True):
         ax.axis("off")
         if im is not None:
             ax.imshow(im, cmap="gray", vmin=0, vmax=1)
