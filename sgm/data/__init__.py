@@ -18,7 +18,7 @@ from ._images import (
     load_tfds as load_tfds,
     mnist as mnist,
 )
-from ._registry import FILES as FILES, NAMES as NAMES, load as load
+from ._registry import FILES as FILES, NAMES as NAMES, OPTIONS as OPTIONS, load as load
 from ._timeseries import (
     delay_embed as delay_embed,
     delay_unembed as delay_unembed,

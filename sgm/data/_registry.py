@@ -12,6 +12,29 @@ from ._toys import TOYS, toy
 FILES = ("npz", "csv", "image_folder")
 NAMES = ("mnist", "cifar10", "flowers", "digits", *TOYS, "ou", "ou_theta", *FILES)
 
+# Each loader's options that an experiment's `Data` may set, with their types (for
+# `config.json` and the command line's overrides).
+OPTIONS = {
+    "flowers": {"resolution": int},
+    "ou": {"length": int, "n_series": int, "theta": float, "sigma": float, "dt": float},
+    "npz": {"path": str, "standardize": bool, "test_fraction": float},
+    "csv": {
+        "path": str,
+        "layout": str,
+        "window": int | None,
+        "stride": int | None,
+        "test_fraction": float,
+        "embed_width": int | None,
+    },
+    "image_folder": {
+        "path": str,
+        "resolution": int | None,
+        "grayscale": bool | None,
+        "test_fraction": float,
+    },
+    "ou_theta": {"length": int, "n_series": int, "dt": float},
+}
+
 
 def load(name: str, *, data_dir=None, key=None, train_rows=None, **kwargs) -> Dataset:
     """Loads a dataset by name (one of `NAMES`); `data_dir` is the IDX directory for MNIST.

@@ -44,27 +44,6 @@ SAMPLERS: dict[str, Callable[[], AbstractSampler]] = {
     "unipc": UniPC,
 }
 
-_DATA_OPTIONS = {
-    "flowers": {"resolution": int},
-    "ou": {"length": int, "n_series": int, "theta": float, "sigma": float, "dt": float},
-    "npz": {"path": str, "standardize": bool, "test_fraction": float},
-    "csv": {
-        "path": str,
-        "layout": str,
-        "window": int | None,
-        "stride": int | None,
-        "test_fraction": float,
-        "embed_width": int | None,
-    },
-    "image_folder": {
-        "path": str,
-        "resolution": int | None,
-        "grayscale": bool | None,
-        "test_fraction": float,
-    },
-    "ou_theta": {"length": int, "n_series": int, "dt": float},
-}
-
 
 class Data(AbstractSpec):
     """Where the data come from: a dataset name of `sgm.data.load`, the number of training and
@@ -79,7 +58,7 @@ class Data(AbstractSpec):
     def __init__(self, name: str, *, n_train=None, n_test=None, lowres_factor=None, **options):
         if name not in _data.NAMES:
             raise ValueError(f"unknown dataset {name!r}; one of {', '.join(_data.NAMES)}.")
-        allowed = _DATA_OPTIONS.get(name, {})
+        allowed = _data.OPTIONS.get(name, {})
         unknown = sorted(set(options) - set(allowed))
         if unknown:
             raise ValueError(
@@ -110,7 +89,7 @@ class Data(AbstractSpec):
             "n_train": int | None,
             "n_test": int | None,
             "lowres_factor": int | None,
-            **_DATA_OPTIONS.get(self.name, {}),
+            **_data.OPTIONS.get(self.name, {}),
         }
 
     def load(self, data_dir=None, *, key, shard: tuple[int, int] | None = None) -> "_data.Dataset":
