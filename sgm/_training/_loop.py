@@ -259,7 +259,7 @@ def _run(
                 now = time.perf_counter()
                 mean = _read_losses(state, record, monitor, done, now - tick, checkpoints)
                 tick = now
-                bar.set_postfix(loss=f"{mean:.4f}")
+                bar.set_postfix(loss=f"{mean:.4f}", refresh=False)  # shown at the next update
             if held_out is not None and _due(done, monitor.evaluation.every, steps):
                 eval_x, eval_y = held_out
                 ev = eval_loss(state.ema, eval_x, eval_y, loss, jr.key(0))

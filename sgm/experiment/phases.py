@@ -128,7 +128,7 @@ def sample(cfg: Experiment, ds: Dataset, run: Run, metrics: dict) -> None:
     # Each sampler is one jitted loop: progress is shown per sampler, with its elapsed time.
     bar = progress(samplers.items(), desc="sample", unit="sampler", total=len(samplers))
     for name, sampler in bar:
-        bar.set_postfix_str(name)
+        bar.set_postfix_str(name, refresh=False)
         start = time.perf_counter()
         x, nfe = draw(
             run.model,
