@@ -3,6 +3,8 @@
 python main.py --experiment digits_vp
 python main.py --experiment mnist_ve --data-dir ../shared/data/mnist-subset --train.steps 2000
 python main.py --run-dir runs/digits_vp/RUN --resume --train.steps 3000
+python main.py --experiment path/to/my_experiment.py   (a file that defines EXPERIMENT)
+python main.py --experiment moons_vp --help            (its settings, with their values)
 python main.py --list
 """
 
@@ -13,7 +15,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.random as jr
 
 import sgm
 import sgm.experiment
@@ -33,8 +34,20 @@ MODES = ("train", "all", *AFTER_TRAINING)
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--experiment", help="experiment name (see --list); optional with --run-dir")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter, add_help=False
+    )
+    p.add_argument(
+        "-h",
+        "--help",
+        action="store_true",
+        help="show this help (with --experiment, also its settings) and exit",
+    )
+    p.add_argument(
+        "--experiment",
+        help="experiment name (see --list) or a Python file defining EXPERIMENT; optional "
+        "with --run-dir",
+    )
     p.add_argument("--mode", default="all", choices=MODES)
     p.add_argument("--data-dir", help="local data (MNIST IDX files) instead of tfds")
     p.add_argument("--out", default="runs", help="where run directories go (default: runs/)")
@@ -60,6 +73,8 @@ def parse_args(argv):
         help="seconds to wait for every process of the job to arrive (default 300)",
     )
     args, rest = p.parse_known_args(argv)
+    if args.help:
+        return p, args, {}
     overrides = {}
     it = iter(rest)
     for token in it:
@@ -95,23 +110,58 @@ def existing_run(args, name: str | None) -> sgm.experiment.RunDir:
     return run
 
 
+def find_experiment(spec: str | None):
+    """`(name, experiment, source)` of `--experiment spec`: a built-in by name, or the
+    `EXPERIMENT` of a Python file (its source the file's absolute path). An unknown name
+    gives no experiment (it may still name earlier runs, with --resume or another mode)."""
+    if spec is None:
+        return None, None, None
+    if sgm.experiment.is_experiment_file(spec):
+        exp = sgm.experiment.experiment_from_file(spec)
+        return exp.name, exp, str(Path(spec).expanduser().resolve())
+    return spec, EXPERIMENTS.get(spec), f"experiments ({spec})" if spec in EXPERIMENTS else None
+
+
+def print_settings(exp) -> None:
+    print(f"\nsettings of {exp.name} (override any with --KEY VALUE):")
+    for key, value in sgm.experiment.settings(exp).items():
+        shown = ",".join(map(str, value)) if isinstance(value, tuple | list) else value
+        print(f"  --{key} {shown}")
+    missing = [s for s in sgm.experiment.SAMPLERS if s not in exp.sample.samplers]
+    if missing:
+        have = ",".join(exp.sample.samplers)
+        print(
+            f"\nmore samplers: {', '.join(missing)} (e.g. --sample.samplers {have},{missing[0]}"
+            f" --sample.{missing[0]}.steps 50)"
+        )
+
+
 def configure(args, overrides):
-    """The configuration of this invocation and its run (None for a new run). An existing
-    run's configuration is authoritative: overrides may change only what leaves its model as
-    it is (training length and cadences, sampling, evaluation)."""
-    name = args.experiment
-    if name is not None and name not in EXPERIMENTS:
-        raise ValueError(f"unknown experiment {name!r}; one of: {', '.join(EXPERIMENTS)}")
+    """The configuration of this invocation, its run (None for a new run) and the settings
+    it changes, and where a new run's experiment came from. An existing run's configuration
+    is authoritative: overrides may change only what leaves its model as it is (training
+    length and cadences, sampling, evaluation)."""
+    name, exp, source = find_experiment(args.experiment)
     new_run = args.mode in ("train", "all") and not args.resume
     if new_run:
         if name is None:
-            raise ValueError("a new run needs --experiment NAME (see --list).")
+            raise ValueError("a new run needs --experiment NAME or FILE.py (see --list).")
+        if exp is None:
+            raise ValueError(
+                f"unknown experiment {name!r}; one of: {', '.join(EXPERIMENTS)}, or a file "
+                "path/to/my_experiment.py that defines EXPERIMENT."
+            )
         if args.run_dir and Path(args.run_dir).exists():
             raise ValueError(
                 f"--run-dir {args.run_dir} already exists; pass --resume to "
                 "continue it, or name a new directory."
             )
-        return sgm.experiment.override(EXPERIMENTS[name], overrides), None, {}
+        return sgm.experiment.override(exp, overrides), None, {}, source
+    if name is not None and exp is None and not runs_exist(args, name):
+        raise ValueError(
+            f"unknown experiment {name!r} and no runs of it in {args.out}; one of: "
+            f"{', '.join(EXPERIMENTS)}, or a file path/to/my_experiment.py."
+        )
     run = existing_run(args, name)
     if name is not None and name != run.config.name:
         raise ValueError(f"{run.path} is a run of {run.config.name}, not {name}.")
@@ -119,14 +169,19 @@ def configure(args, overrides):
     settings = run.settings_from(cfg)
     if args.resume:
         run.checkpoint_step()  # a clear error when there is nothing to resume
-    return cfg, run, settings
+    return cfg, run, settings, source
 
 
-def open_run(args, overrides, cfg, run, settings, ds) -> sgm.experiment.RunDir:
-    """Creates the run (process 0, which names it to the others) or checks the data against
-    the existing one, and records this invocation."""
+def runs_exist(args, name: str) -> bool:
+    return args.run_dir is not None or bool(sgm.experiment.runs_of(args.out, name))
+
+
+def open_run(args, overrides, cfg, run, settings, source, ds) -> sgm.experiment.RunDir:
+    """Creates the run (process 0, which names it to the others), recording in `run.json`
+    where its experiment came from (`source`), or checks the data against the existing one;
+    records this invocation."""
     if run is None and distributed.is_main():
-        info = phases.data_info(ds)
+        info = {**phases.data_info(ds), "source": source}
         run = (
             sgm.experiment.RunDir.create_at(args.run_dir, cfg, info)
             if args.run_dir
@@ -148,6 +203,17 @@ def open_run(args, overrides, cfg, run, settings, ds) -> sgm.experiment.RunDir:
 
 def main(argv=None) -> int:
     parser, args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.help:
+        parser.print_help()
+        try:
+            _, exp, _ = find_experiment(args.experiment)
+        except ValueError as e:
+            parser.error(str(e))
+        if exp is not None:
+            print_settings(exp)
+        elif args.experiment is not None:
+            parser.error(f"unknown experiment {args.experiment!r}; see --list.")
+        return 0
     if args.list:
         for name, exp in EXPERIMENTS.items():
             print(f"{name:20s} {exp.description}\n{'':20s} budget: {exp.budget}")
@@ -159,7 +225,7 @@ def main(argv=None) -> int:
         except (ValueError, RuntimeError) as e:
             parser.error(str(e))
     try:
-        cfg, run, settings = configure(args, overrides)
+        cfg, run, settings, source = configure(args, overrides)
         if cfg.train.batch_size % jax.device_count():
             raise ValueError(
                 f"train.batch_size={cfg.train.batch_size} must be a multiple of the "
@@ -170,13 +236,13 @@ def main(argv=None) -> int:
     try:
         # In a job of several processes each reads and trains on its share of the examples.
         shard = (jax.process_index(), jax.process_count()) if jax.process_count() > 1 else None
-        ds = cfg.data.load(args.data_dir, key=jr.key(cfg.train.seed + 1), shard=shard)
+        ds = cfg.load_data(args.data_dir, shard=shard)
     except (OSError, RuntimeError, ValueError) as e:  # missing, corrupt or unprepared data
         parser.error(f"cannot load the data of {cfg.name}: {e}")
     try:
         if args.mode in ("train", "all"):
             phases.check_data(cfg, ds)
-        run = open_run(args, overrides, cfg, run, settings, ds)
+        run = open_run(args, overrides, cfg, run, settings, source, ds)
     except ValueError as e:
         parser.error(str(e))
     print(f"run directory: {run.path}")

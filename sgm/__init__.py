@@ -47,7 +47,11 @@ from ._samplers import (
     UniPC as UniPC,
     sample as sample,
 )
-from ._scaler import AffineScaler as AffineScaler
+from ._scaler import (
+    AbstractScaler as AbstractScaler,
+    AffineScaler as AffineScaler,
+    Standardizer as Standardizer,
+)
 from ._score import (
     AbstractPreconditioning as AbstractPreconditioning,
     EDMPreconditioning as EDMPreconditioning,

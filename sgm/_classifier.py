@@ -81,9 +81,9 @@ def train_classifier(
     x, labels = jnp.asarray(x), jnp.asarray(labels)
     it = range(steps)
     if progress:
-        from tqdm.auto import tqdm
+        from ._progress import progress as bar
 
-        it = tqdm(it, desc="classifier", unit="step")
+        it = bar(it, desc="classifier", unit="step")
     for i in it:
         params, opt_state, value = step(params, opt_state, keys[i], x, labels)
         losses.append(float(value))

@@ -23,7 +23,6 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
-from tqdm.auto import tqdm
 
 from ._checks import (
     check_batch,
@@ -35,6 +34,7 @@ from ._checks import (
 )
 from ._compat import TRACE_FLAGS, pop_trace_flags
 from ._flow import ODEVariables, solve_ode, solver_evaluations
+from ._progress import progress as progress_bar
 from ._sde import AbstractSDE
 from ._sharding import data_mesh, example_keys, map_examples, pad_batch, pad_to_devices
 from ._trace import AbstractTraceEstimator, Hutchinson
@@ -257,7 +257,7 @@ class LogLikelihood(eqx.Module):
             show = len(starts) > 1 if progress is None else progress
             devices = data_mesh().devices.size
             out, nfes = [], []
-            for i in tqdm(starts, desc="log-likelihood", disable=not show, unit="batch"):
+            for i in progress_bar(starts, desc="log-likelihood", disable=not show, unit="batch"):
                 part = slice(i, i + size)
                 m = len(range(m_all)[part])
                 args = (x[part], keys[part], None if y is None else y[part])

@@ -2,6 +2,7 @@
 
 import gzip
 import math
+from pathlib import Path
 
 import jax.numpy as jnp
 import jax.random as jr
@@ -260,3 +261,152 @@ def test_sharded_datasets_hold_their_share():
             sgm.nets.MLP((1, 8, 8), key=jr.key(0), width=8, depth=1), sgm.VPSDE()
         )
         sgm.train(model, sgm.VPSDE(), part, None, steps=1, batch_size=4, key=jr.key(0))
+
+
+# The user's own files: npz, csv, image folders.
+
+
+def _npz(path, **arrays):
+    np.savez(path, **arrays)
+    return path
+
+
+def test_npz_float_data_as_given_or_standardised(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal([3.0, -1.0], [2.0, 0.5], (200, 2)).astype(np.float32)
+    path = _npz(tmp_path / "d.npz", x=x, y=np.arange(200) % 3)
+    ds = sgm.data.load("npz", path=path)
+    assert ds.train.shape == (180, 2) and ds.test.shape == (20, 2) and ds.scaler is None
+    assert ds.num_classes == 3 and ds.train_labels is not None
+    again = sgm.data.npz(path)
+    np.testing.assert_array_equal(ds.test, again.test)  # a deterministic split
+    std = sgm.data.load("npz", path=path, standardize=True)
+    assert isinstance(std.scaler, sgm.Standardizer)
+    np.testing.assert_allclose(std.train.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(std.train.std(0), 1, atol=1e-4)
+    np.testing.assert_allclose(std.scaler.inverse(std.test), ds.test, rtol=1e-5, atol=1e-5)
+
+
+def test_npz_with_a_test_split_and_uint8_images(tmp_path):
+    rng = np.random.default_rng(1)
+    ims = rng.integers(0, 256, (12, 6, 6), dtype=np.uint8)
+    path = _npz(tmp_path / "i.npz", x=ims[:10], x_test=ims[10:])
+    ds = sgm.data.load("npz", path=path)
+    assert ds.data_shape == (1, 6, 6) and ds.num_bits == 8 and len(ds.test) == 2
+    assert ds.train.min() >= -1 and ds.train.max() <= 1
+    np.testing.assert_allclose(np.asarray(ds.scaler.inverse(ds.test)) * 255, ds.test_int, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "arrays,message",
+    [
+        ({"y": np.zeros(3)}, "has no array 'x'"),
+        ({"x": np.zeros(5)}, r"must be \(N, \*example_shape\)"),
+        ({"x": np.zeros((4, 2)), "y": np.zeros(3, int)}, "y must be 4 non-negative integer"),
+        ({"x": np.zeros((4, 2)), "x_test": np.zeros((2, 3))}, "x_test .* must match x"),
+        ({"x": np.zeros((4, 8, 8, 3), np.uint8)}, "channels last"),
+        ({"x": np.zeros((4, 2)), "z": np.zeros(2)}, "unexpected arrays"),
+    ],
+)
+def test_bad_npz_files_are_one_line_errors(tmp_path, arrays, message):
+    path = _npz(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(ValueError, match=message) as e:
+        sgm.data.npz(path)
+    assert "\n" not in str(e.value)
+
+
+def test_missing_files_and_paths_are_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        sgm.data.load("npz", path=tmp_path / "nowhere.npz")
+    with pytest.raises(ValueError, match="needs path="):
+        sgm.data.load("csv")
+    with pytest.raises(ValueError, match="needs path="):
+        sgm.experiment.Data("image_folder", resolution=8)
+    data = sgm.experiment.Data("npz", path="rel/d.npz")
+    assert Path(data.options["path"]).is_absolute()  # config.json says where the data are
+
+
+def test_csv_wide_and_long_layouts_with_windows(tmp_path):
+    wide = tmp_path / "wide.csv"
+    rows = np.arange(60, dtype=np.float32).reshape(10, 6)
+    wide.write_text("t0,t1,t2,t3,t4,t5\n" + "\n".join(",".join(map(str, r)) for r in rows))
+    ds = sgm.data.load("csv", path=wide)
+    assert ds.data_shape == (1, 6) and len(ds.train) == 9 and len(ds.test) == 1
+    np.testing.assert_allclose(ds.scaler.inverse(ds.test[0, 0]), rows[-1], atol=1e-4)
+    long = tmp_path / "long.csv"
+    lines = ["time,value,series_id"]  # any column order; rows in any time order
+    lines += [f"{t},{10 * i + t},s{i}" for i in range(2) for t in reversed(range(20))]
+    long.write_text("\n".join(lines))
+    ds = sgm.data.load("csv", path=long, layout="long", window=5, stride=5)
+    assert ds.train.shape == (7, 1, 5) and ds.test.shape == (1, 1, 5)
+    np.testing.assert_allclose(ds.scaler.inverse(ds.test[0, 0]), [25, 26, 27, 28, 29], atol=1e-4)
+    one = tmp_path / "one.csv"
+    one.write_text(",".join(str(float(v)) for v in np.sin(np.arange(100) / 5)))
+    ds = sgm.data.load("csv", path=one, window=20, stride=10)  # one long series in windows
+    assert len(ds.train) + len(ds.test) == 9
+    assert sgm.data.read_series(long, layout="long")[1].tolist() == list(range(10, 30))
+
+
+@pytest.mark.parametrize(
+    "text,kwargs,message",
+    [
+        ("a,b\n1,2\n", {"layout": "tall"}, "unknown csv layout 'tall'; one of wide, long"),
+        ("1,2,3\n4,5\n", {}, "lengths 2 to 3; cut them to one length with window="),
+        ("1,2,3\n", {}, "cannot be split into train and test; cut a long series"),
+        ("series_id,value\ns,1\n", {"layout": "long"}, r"missing \['time'\]"),
+        ("1,2,3\n4,x,6\n", {}, "row 2, column 2 is not a number: 'x'"),
+        ("1,2,3\n4,5,6\n", {"window": 5}, "window=5 exceeds a series of length 3"),
+    ],
+)
+def test_bad_csv_files_are_one_line_errors(tmp_path, text, kwargs, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message) as e:
+        sgm.data.csv(path, **kwargs)
+    assert "\n" not in str(e.value)
+
+
+def test_image_folder_with_class_subfolders(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    for c, mode in (("cat", "RGB"), ("dog", "RGB")):
+        (tmp_path / c).mkdir()
+        for i in range(5):
+            im = Image.fromarray(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8), mode)
+            im.save(tmp_path / c / f"{i}.png")
+    ds = sgm.data.load("image_folder", path=tmp_path, resolution=8)
+    assert ds.data_shape == (3, 8, 8) and ds.num_bits == 8 and ds.num_classes == 2
+    assert len(ds.train) == 9 and len(ds.test) == 1 and ds.train_int.dtype == np.uint8
+    gray = tmp_path / "gray"
+    gray.mkdir()
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (4, 4), dtype=np.uint8)).save(gray / f"{i}.png")
+    assert sgm.data.image_folder(gray).data_shape == (1, 4, 4)
+    Image.fromarray(np.zeros((5, 4), np.uint8)).save(gray / "odd.png")
+    with pytest.raises(ValueError, match="pass resolution="):
+        sgm.data.image_folder(gray)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no images"):
+        sgm.data.image_folder(tmp_path / "empty")
+
+
+def test_timeseries_scaler_round_trip_and_too_few_series():
+    series = np.random.default_rng(3).normal(5.0, 3.0, (40, 16)).astype(np.float32)
+    ds = sgm.data.timeseries(series, n_test=10)
+    assert isinstance(ds.scaler, sgm.Standardizer)
+    np.testing.assert_allclose(ds.scaler.inverse(ds.test[:, 0]), series[:10], rtol=1e-5, atol=1e-4)
+    assert abs(float(ds.train.mean())) < 1e-5 and abs(float(ds.train.std()) - 1) < 1e-4
+    with pytest.raises(ValueError, match="n_test=500 must be at least 1 and below the 40"):
+        sgm.data.timeseries(series)
+    small = sgm.data.load("ou", key=jr.key(0), n_series=300, length=8)
+    assert len(small.test) == 60 and small.scaler is not None
+
+
+def test_progress_is_plain_lines_off_a_terminal(capsys):
+    from sgm._progress import progress
+
+    for _ in progress(range(3), desc="work"):
+        pass
+    err = capsys.readouterr().err
+    assert "\r" not in err and "work" in err and err.endswith("\n")

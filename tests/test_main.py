@@ -14,6 +14,7 @@ import sgm.experiment
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import main as cli  # noqa: E402
+from experiments import EXPERIMENTS  # noqa: E402
 
 TINY_UNET = [
     "--model.channels",
@@ -378,26 +379,20 @@ def test_learned_schedule_experiment_trains_samples_and_resumes(tmp_path):
     assert not np.allclose(sgm.experiment.load_run(run_dir).sde.raw_a, run.sde.raw_a)
 
 
-def test_a_dequantizer_must_fit_the_data(tmp_path, capsys):
+def test_a_dequantizer_must_fit_the_data(tmp_path, capsys, monkeypatch):
     """A dequantizer for other images than the dataset's is refused before a run exists."""
-    from experiments import EXPERIMENTS
+    import dataclasses
 
     ds = sgm.data.load("two_moons", key=jr.key(0))
     cfg = EXPERIMENTS["mnist_vp_likelihood"]
     with pytest.raises(sgm.experiment.phases.PhaseError, match="num_bits=None"):
         sgm.experiment.phases.check_data(cfg, ds)
+    # the data name is no override: the experiment itself names other data
+    moons = dataclasses.replace(cfg, data=sgm.experiment.Data("two_moons", n_train=64))
+    monkeypatch.setitem(cli.EXPERIMENTS, "mnist_vp_likelihood", moons)
     with pytest.raises(SystemExit):
-        cli.main(
-            [
-                "--experiment",
-                "mnist_vp_likelihood",
-                "--data.name",
-                "two_moons",
-                "--out",
-                str(tmp_path),
-            ]
-        )
-    assert "dequantizer" in capsys.readouterr().err
+        cli.main(["--experiment", "mnist_vp_likelihood", "--out", str(tmp_path)])
+    assert "net.dequantizer expects" in capsys.readouterr().err
     assert not (tmp_path / "mnist_vp_likelihood").exists()
 
 
@@ -409,3 +404,85 @@ def test_transformer_experiment_trains_and_samples(tmp_path):
     assert type(sgm.experiment.load_run(run).model.net).__name__ == "DiT"
     assert cli.main([*out, "--run-dir", str(run), "--mode", "sample"]) == 0
     assert (run / "samples_em.png").exists()
+
+
+USER_EXPERIMENT = """
+import sgm
+from sgm.experiment import Data, Eval, Experiment, Net, Sample, Train
+from sgm.nets import MLP
+
+EXPERIMENT = Experiment(
+    name="my_data",
+    data=Data("npz", path="my_data.npz", standardize=True),
+    sde=sgm.VPSDE(),
+    net=Net(MLP, width=16, depth=1),
+    train=Train(steps=4, batch_size=8, log_every=2, checkpoint_every=2),
+    sample=Sample(n_samples=8, samplers={"em": sgm.EulerMaruyama(steps=4)}),
+    eval=Eval(n_images=4, trace=sgm.Exact(), batch_size=4),
+)
+"""
+
+
+def test_a_users_npz_data_and_experiment_file_end_to_end(tmp_path, monkeypatch):
+    """The issue's "done when": a user's own data and experiment file, trained, sampled,
+    evaluated and resumed through main.py, and the run's data and samples read back."""
+    monkeypatch.chdir(tmp_path)
+    x = np.random.default_rng(0).normal([10.0, -5.0, 0.0], [3.0, 1.0, 0.1], (64, 3))
+    np.savez(tmp_path / "my_data.npz", x=x.astype(np.float32))
+    exp_file = tmp_path / "my_experiment.py"
+    exp_file.write_text(USER_EXPERIMENT)
+    assert cli.main(["--experiment", str(exp_file), "--out", "runs"]) == 0
+    run = run_dir_of(tmp_path / "runs", "my_data")
+    metrics = check_run(run, ["em"])
+    assert metrics["test_nll_nats_per_dim"]["n"] == 4
+    info = json.loads((run / "run.json").read_text())
+    assert info["source"] == str(exp_file)
+    samples = np.load(run / "samples_em.npz")
+    assert samples["x"].shape == samples["x_model"].shape == (8, 3)
+    loaded = sgm.experiment.load_run(run)
+    ds = loaded.dataset()  # the data it was trained and evaluated on
+    assert ds.test.shape == (6, 3) and isinstance(ds.scaler, sgm.Standardizer)
+    np.testing.assert_allclose(ds.scaler.inverse(samples["x_model"]), samples["x"], rtol=1e-5)
+    exp_file.unlink()  # resuming needs only the run directory
+    assert cli.main(["--run-dir", str(run), "--resume", "--train.steps", "6"]) == 0
+    assert sgm.experiment.load_run(run).config.train.steps == 6
+    assert cli.main(["--experiment", "my_data", "--out", "runs", "--mode", "sample"]) == 0
+
+
+def test_help_lists_an_experiments_settings(capsys):
+    assert cli.main(["--help"]) == 0
+    assert "--experiment" in capsys.readouterr().out
+    assert cli.main(["--experiment", "moons_vp", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--train.steps 3000" in out and "--sample.em.steps 500" in out
+    assert "--data.n_train 20000" in out and "--sample.samplers em,pc,ode" in out
+    assert "more samplers: dpm" in out
+
+
+def test_a_sampler_the_experiment_lacks_says_how_to_add_it(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--experiment", "moons_vp", "--sample.dpm.steps", "10", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert "add it with --sample.samplers em,pc,ode,dpm" in err and "valid keys" not in err
+    exp = sgm.experiment.override(
+        EXPERIMENTS["moons_vp"], {"sample.samplers": "em,dpm", "sample.dpm.steps": "10"}
+    )
+    assert exp.sample.samplers["dpm"].steps == 10
+
+
+def test_bad_experiment_files_are_clear_errors(tmp_path, capsys):
+    none = tmp_path / "none.py"
+    none.write_text("x = 1\n")
+    for path, message in [
+        (tmp_path / "missing.py", "does not exist"),
+        (none, "must define EXPERIMENT = sgm.experiment.Experiment"),
+    ]:
+        with pytest.raises(SystemExit):
+            cli.main(["--experiment", str(path), "--out", str(tmp_path)])
+        assert message in capsys.readouterr().err
+
+
+def test_experiments_are_discovered_in_a_stable_order():
+    import experiments
+
+    assert list(EXPERIMENTS)[: len(experiments.ORDER)] == list(experiments.ORDER)

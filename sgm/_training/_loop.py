@@ -16,7 +16,6 @@ import jax.random as jr
 import numpy as np
 import optax
 from jaxtyping import PRNGKeyArray
-from tqdm.auto import tqdm
 
 from .. import _compat
 from .._checks import check_int, check_probability
@@ -24,6 +23,7 @@ from .._io import remove_temporaries
 from .._learned_schedule import same_sde
 from .._losses import DSMLoss
 from .._optimizer import Adam
+from .._progress import progress
 from .._score import ScoreModel
 from .._sde import AbstractSDE
 from .._sharding import replicated
@@ -241,7 +241,9 @@ def _run(
     their cadences the loss readings, the held-out loss and the checkpoints."""
     start = int(state.step)
     tick = time.perf_counter()
-    bar = tqdm(total=steps, initial=start, disable=not monitor.progress, desc="train", unit="step")
+    bar = progress(
+        total=steps, initial=start, disable=not monitor.progress, desc="train", unit="step"
+    )
     with _StopRequest() as stop, bar:
         for s in range(start, steps):
             if _stop_requested(stop):
@@ -257,7 +259,7 @@ def _run(
                 now = time.perf_counter()
                 mean = _read_losses(state, record, monitor, done, now - tick, checkpoints)
                 tick = now
-                bar.set_postfix(loss=f"{mean:.4f}")
+                bar.set_postfix(loss=f"{mean:.4f}", refresh=False)  # shown at the next update
             if held_out is not None and _due(done, monitor.evaluation.every, steps):
                 eval_x, eval_y = held_out
                 ev = eval_loss(state.ema, eval_x, eval_y, loss, jr.key(0))

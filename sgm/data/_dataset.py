@@ -6,12 +6,15 @@ from collections.abc import Callable
 import jax.random as jr
 import numpy as np
 
-from .._scaler import AffineScaler
+from .._scaler import AbstractScaler, AffineScaler
 
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
     """Train and test splits in model scale, with labels, integer images and the scaler.
+
+    *Model scale* is the scale the network sees: images in `[-1, 1]`; series and standardised
+    data with zero mean and unit variance; other data as given.
 
     **Fields:**
 
@@ -20,8 +23,11 @@ class Dataset:
     - `train_labels`, `test_labels`, `num_classes`: int32 labels, or None.
     - `train_int`, `test_int`, `num_bits`: integer images in `[0, 2**num_bits)` for bits/dim
       (None for non-image data).
-    - `scaler`: maps data in `[0, 1]` to model scale (`.inverse` goes back); None when the data
-      are used as they are (the 2-D toys).
+    - `scaler`: maps data units to model scale (`.inverse` brings samples back): for images,
+      intensities in `[0, 1]` (`v / (2**num_bits - 1)`) to `[-1, 1]` (`AffineScaler`); for
+      series and standardised files, `(u - mean) / std` with the training split's statistics
+      (`Standardizer`). None when data units are model scale (the 2-D toys, float files used
+      as given).
     - `train_cond`, `test_cond`: per-example conditioning inputs, float32: a parameter vector
       `(N, p)` (physical parameters of a simulation) or a map `(N, C, *spatial)` with the data's
       spatial shape (another image, concatenated as extra channels). A conditional model
@@ -42,7 +48,7 @@ class Dataset:
     train_int: np.ndarray | None = None
     test_int: np.ndarray | None = None
     num_bits: int | None = None
-    scaler: AffineScaler | None = None
+    scaler: AbstractScaler | None = None
     train_cond: np.ndarray | None = None
     test_cond: np.ndarray | None = None
     check_conditional: Callable[[np.ndarray, np.ndarray], dict] | None = None

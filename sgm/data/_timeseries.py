@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
+from .._scaler import Standardizer
 from ._dataset import Dataset
 
 
@@ -86,27 +87,71 @@ def delay_unembed(image):
 def timeseries(
     series, *, name="series", n_test: int = 500, embed_width: int | None = None
 ) -> Dataset:
-    """Series `(n, L)` as a Dataset: shape `(1, L)` for the 1-D UNet, or delay-embedded to
-    `(1, L - w + 1, w)` for the 2-D UNet. Model scale: divided by the training series'
-    standard deviation (and centred on its mean)."""
+    """Series `(n, L)` as a Dataset, the first `n_test` held out: shape `(1, L)` for the 1-D
+    UNet, or delay-embedded to `(1, L - w + 1, w)` for the 2-D UNet. Model scale: centred on
+    the training series' mean and divided by their standard deviation; the dataset's
+    `scaler` (a `Standardizer`) maps data units there and back."""
     series = np.asarray(series, np.float32)
-    train, test = series[n_test:], series[:n_test]
-    mean, std = float(train.mean()), float(train.std())
-    norm = lambda s: (s - mean) / std  # noqa: E731
+    if series.ndim != 2:
+        raise ValueError(f"{name}: series must be (n_series, length), got shape {series.shape}.")
+    n = len(series)
+    if not isinstance(n_test, int) or not 1 <= n_test < n:
+        raise ValueError(
+            f"{name}: n_test={n_test!r} must be at least 1 and below the {n} series; pass "
+            f"n_test={max(1, n // 10)} (a tenth) or give more series."
+        )
+    return series_dataset(name, series[n_test:], series[:n_test], embed_width=embed_width)
+
+
+def series_dataset(name: str, train, test, *, embed_width: int | None = None) -> Dataset:
+    """Training and test series `(n, L)` in data units as a standardised Dataset (one mean
+    and standard deviation, the training split's), optionally delay-embedded."""
+    if not np.all(np.isfinite(train)) or not np.all(np.isfinite(test)):
+        raise ValueError(f"{name}: the series contain NaN or infinite values.")
+    scaler = Standardizer.fit(train, per_feature=False)
+    norm = lambda s: np.asarray(scaler(s), np.float32)  # noqa: E731
     if embed_width:
         emb = lambda s: np.asarray(jax.vmap(lambda r: delay_embed(r, embed_width))(norm(s)))  # noqa: E731
         train_x, test_x = emb(train), emb(test)
     else:
         train_x, test_x = norm(train)[:, None], norm(test)[:, None]
-    return Dataset(name=name, data_shape=tuple(train_x.shape[1:]), train=train_x, test=test_x)
+    return Dataset(
+        name=name,
+        data_shape=tuple(train_x.shape[1:]),
+        train=train_x,
+        test=test_x,
+        scaler=scaler,  # elementwise, so it applies to embedded series too
+    )
+
+
+def windows(series, window: int, stride: int | None = None) -> np.ndarray:
+    """Every window of `window` consecutive values, `stride` apart (default `window`: no
+    overlap), of each series `(n, L)`: `(n * k, window)`, the windows of series 0 first."""
+    series = np.asarray(series, np.float32)
+    stride = window if stride is None else stride
+    if series.ndim != 2 or window > series.shape[1]:
+        raise ValueError(
+            f"window={window} exceeds the series length {series.shape[-1]}; pass a smaller window."
+        )
+    starts = np.arange(0, series.shape[1] - window + 1, stride)
+    idx = starts[:, None] + np.arange(window)[None, :]
+    return series[:, idx].reshape(-1, window)
 
 
 def ou(
-    *, key, n_series: int = 4500, length: int = 64, embed_width: int | None = None, **kw
+    *,
+    key,
+    n_series: int = 4500,
+    length: int = 64,
+    n_test: int | None = None,
+    embed_width: int | None = None,
+    **kw,
 ) -> Dataset:
-    """An Ornstein-Uhlenbeck Dataset (last 500 series held out)."""
+    """An Ornstein-Uhlenbeck Dataset; the first `n_test` series held out (default 500, at
+    most a fifth of them)."""
     series = ornstein_uhlenbeck(n_series, length, key=key, **kw)
-    return timeseries(series, name="ou", embed_width=embed_width)
+    n_test = min(500, max(1, n_series // 5)) if n_test is None else n_test
+    return timeseries(series, name="ou", n_test=n_test, embed_width=embed_width)
 
 
 def ou_family(

@@ -16,7 +16,15 @@ from ._experiment import (
     Sample as Sample,
     Train as Train,
 )
-from ._overrides import override as override, valid_keys as valid_keys
+from ._overrides import (
+    override as override,
+    settings as settings,
+    valid_keys as valid_keys,
+)
 from ._registry import register as register
-from ._run import Run as Run, RunDir as RunDir, load_run as load_run
+from ._run import Run as Run, RunDir as RunDir, load_run as load_run, runs_of as runs_of
 from ._serial import from_json as from_json, to_json as to_json
+from ._source import (
+    experiment_from_file as experiment_from_file,
+    is_experiment_file as is_experiment_file,
+)

@@ -8,6 +8,7 @@ import dataclasses
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import jax.random as jr
@@ -43,27 +44,30 @@ SAMPLERS: dict[str, Callable[[], AbstractSampler]] = {
     "unipc": UniPC,
 }
 
-_DATA_OPTIONS = {
-    "flowers": {"resolution": int},
-    "ou": {"length": int, "n_series": int, "theta": float, "sigma": float, "dt": float},
-    "ou_theta": {"length": int, "n_series": int, "dt": float},
-}
-
 
 class Data(AbstractSpec):
     """Where the data come from: a dataset name of `sgm.data.load`, the number of training and
     test examples kept (`None`: all), optional low-resolution maps to condition on, and the
-    loader's options (`length` for "ou", `resolution` for "flowers", ...)."""
+    loader's options (`length` for "ou", `resolution` for "flowers", ...).
+
+    The user's files: `Data("npz", path=...)`, `Data("csv", path=..., layout="long",
+    window=64)`, `Data("image_folder", path=..., resolution=32)`; a relative `path` is
+    resolved against the working directory here, so the run's `config.json` records where
+    the data are and resuming from elsewhere reads the same file."""
 
     def __init__(self, name: str, *, n_train=None, n_test=None, lowres_factor=None, **options):
         if name not in _data.NAMES:
             raise ValueError(f"unknown dataset {name!r}; one of {', '.join(_data.NAMES)}.")
-        allowed = _DATA_OPTIONS.get(name, {})
+        allowed = _data.OPTIONS.get(name, {})
         unknown = sorted(set(options) - set(allowed))
         if unknown:
             raise ValueError(
                 f"dataset {name!r} takes no option {unknown}; its options: {sorted(allowed)}."
             )
+        if name in _data.FILES:
+            if not isinstance(options.get("path"), str | Path):
+                raise ValueError(f"Data({name!r}) needs path='...', the file or folder to read.")
+            options["path"] = str(Path(options["path"]).expanduser().resolve())
         n_train = check_int("data.n_train", n_train, none=True)
         n_test = check_int("data.n_test", n_test, none=True)
         lowres_factor = check_int("data.lowres_factor", lowres_factor, minimum=2, none=True)
@@ -85,7 +89,7 @@ class Data(AbstractSpec):
             "n_train": int | None,
             "n_test": int | None,
             "lowres_factor": int | None,
-            **_DATA_OPTIONS.get(self.name, {}),
+            **_data.OPTIONS.get(self.name, {}),
         }
 
     def load(self, data_dir=None, *, key, shard: tuple[int, int] | None = None) -> "_data.Dataset":
@@ -375,6 +379,11 @@ class Experiment:
                 "set label dropout with Train(label_dropout=...); the null label "
                 "is the data's number of classes."
             )
+
+    def load_data(self, data_dir=None, *, shard: tuple[int, int] | None = None):
+        """The dataset this experiment trains and evaluates on (`Data.load`, its key from
+        `train.seed`): what `main.py` loads and `Run.dataset` reloads."""
+        return self.data.load(data_dir, key=jr.key(self.train.seed + 1), shard=shard)
 
     def build_model(self, data_shape, *, num_classes=None, cond_shape=None) -> ScoreModel:
         """The untrained model, initialised from `train.seed`."""

@@ -1,5 +1,5 @@
-"""What the phases of the main job write besides their numbers: sample figures in data units,
-the loss history, and the error a phase raises when it does not apply to a run."""
+"""What the phases of the main job write besides their numbers: samples and their figures in
+data units, the loss history, and the error a phase raises when it does not apply to a run."""
 
 import numpy as np
 
@@ -16,8 +16,21 @@ class PhaseError(ValueError):
 
 
 def to_unit(ds: Dataset, x):
-    """Samples in model scale back to [0, 1] for images (the dataset's inverse scaler)."""
+    """Samples in model scale back to data units (the dataset's inverse scaler): `[0, 1]`
+    intensities for images, the original units for series and standardised data."""
     return np.asarray(ds.scaler.inverse(x)) if ds.scaler is not None else np.asarray(x)
+
+
+def save_sample_arrays(ds: Dataset, x, path, y=None) -> None:
+    """Writes samples to `path` (`.npz`): `x` in data units (`to_unit`), `x_model` as the
+    network produced them, and `y`, what they were drawn given (when conditional)."""
+    if not is_main():  # process 0 alone writes files
+        return
+    x_data, x_model = to_unit(ds, x).astype(np.float32), np.asarray(x)
+    if y is None:
+        np.savez(path, x=x_data, x_model=x_model)
+    else:
+        np.savez(path, x=x_data, x_model=x_model, y=np.asarray(y))
 
 
 def save_history(run: RunDir, history: dict | None = None) -> None:

@@ -66,10 +66,64 @@ def override(exp: Experiment, dotted: dict[str, str]) -> Experiment:
         try:
             exp = _apply(exp, canonical(key), raw, key)
         except KeyError:
-            raise ValueError(
-                f"unknown config key {key!r}; valid keys: {', '.join(valid_keys(exp))}."
-            ) from None
+            raise ValueError(_unknown_key(exp, key)) from None
     return exp
+
+
+def _unknown_key(exp: Experiment, key: str) -> str:
+    """What to say about an unknown key: how to add a sampler the experiment lacks, else the
+    valid keys of its section (all of them for an unknown section)."""
+    section, _, rest = canonical(key).partition(".")
+    head, dot, _ = rest.partition(".")
+    have = list(exp.sample.samplers)
+    if section == "sample" and dot and head not in have and head != "controlled":
+        if head in SAMPLERS:
+            return (
+                f"{exp.name} has no sampler {head!r} (its samplers: {', '.join(have)}); add it "
+                f"with --sample.samplers {','.join([*have, head])} (then --{key} applies)."
+            )
+        return f"unknown sampler {head!r} in {key!r}; samplers: {', '.join(have)}."
+    keys = valid_keys(exp)
+    prefix = {"net": "model"}.get(section, section) + "."
+    same = [k for k in keys if k.startswith(prefix)] or keys
+    return (
+        f"unknown config key {key!r}; valid keys: {', '.join(same)} (every setting with its "
+        f"value: python main.py --experiment {exp.name} --help)."
+    )
+
+
+def settings(exp: Experiment) -> dict[str, object]:
+    """Every setting of `exp` an override may change, as `{dotted key: current value}`: what
+    `python main.py --experiment NAME --help` lists."""
+    out: dict[str, object] = {
+        f"data.{k}": v for k, v in exp.data.config_fields().items() if k != "name"
+    }
+    kind = {v: k for k, v in _SDE_KINDS.items()}.get(type(exp.sde), type(exp.sde).__name__)
+    out["sde.kind"] = kind
+    out.update({f"sde.{k}": v for k, v in fields_of(exp.sde).items()})
+    net_kind = {v: k for k, v in _NET_KINDS.items()}.get(exp.net.cls.__name__)
+    out["model.kind"] = net_kind or exp.net.cls.__name__
+    out.update({f"model.{k}": v for k, v in exp.net.config_fields().items() if k != "cls"})
+    out.update({f"loss.{k}": v for k, v in fields_of(exp.loss).items() if k not in _LOSS_FROM_DATA})
+    out.update({f"optimizer.{k}": v for k, v in fields_of(exp.optimizer).items()})
+    out.update({f"train.{k}": v for k, v in fields_of(exp.train).items()})
+    for f in dataclasses.fields(exp.sample):
+        value = getattr(exp.sample, f.name)
+        if f.name == "samplers":
+            out["sample.samplers"] = ",".join(value)
+            for name, sampler in value.items():
+                out.update({f"sample.{name}.{k}": v for k, v in fields_of(sampler).items()})
+        elif f.name == "controlled":
+            out.update({f"sample.controlled.{k}": v for k, v in fields_of(value).items()})
+        else:
+            out[f"sample.{f.name}"] = value
+    for f in dataclasses.fields(exp.eval):
+        value = getattr(exp.eval, f.name)
+        if f.name == "trace":
+            out.update({f"eval.trace.{k}": v for k, v in fields_of(value).items()})
+        else:
+            out[f"eval.{f.name}"] = value
+    return out
 
 
 def _set(obj, name: str, raw: str, where: str, *, hints=None):

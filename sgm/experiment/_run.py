@@ -22,6 +22,7 @@ from .._score import ScoreModel
 from .._sde import AbstractSDE
 from .._training import CheckpointError
 from .._training._checkpoint import verified
+from ..data import Dataset
 from ..distributed import is_main
 from ._experiment import Experiment
 from ._overrides import (
@@ -205,7 +206,8 @@ def runs_of(base: str | Path, name: str) -> list[RunDir]:
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-    """A finished training run: `.model` is a score usable by every sampler and likelihood."""
+    """A finished training run: `.model` is a score usable by every sampler and likelihood;
+    `.dataset()` reloads the data it was trained and evaluated on."""
 
     path: Path
     config: Experiment
@@ -214,6 +216,19 @@ class Run:
     data_shape: tuple[int, ...]
     num_classes: int | None
     cond_shape: tuple[int, ...] | None = None
+
+    def dataset(self, data_dir=None) -> Dataset:
+        """The data this run was trained and evaluated on, reloaded with its configuration
+        and seed, as `main.py` loaded them: `.train` the training split, `.test` the split the
+        likelihood phase evaluates (its first `config.eval.n_images`), both in model scale;
+        `.scaler.inverse` brings samples back to data units. `data_dir` as `--data-dir`."""
+        ds = self.config.load_data(data_dir)
+        if tuple(ds.data_shape) != self.data_shape:
+            raise ValueError(
+                f"{self.path} was trained on data of shape {self.data_shape}; the data found "
+                f"now have {ds.data_shape} (has the file changed?)."
+            )
+        return ds
 
 
 def load_run(run_dir: str | Path) -> Run:

@@ -10,12 +10,12 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-from tqdm.auto import tqdm
 
 from .. import nets
 from .._bits import bits_per_dim
 from .._io import save_model
 from .._likelihood import log_likelihood
+from .._progress import progress
 from .._samplers import sample as draw
 from .._scaler import AffineScaler
 from .._training import train as _train
@@ -32,6 +32,7 @@ from ._outputs import (
     PhaseError as PhaseError,
     save_conditional,
     save_history,
+    save_sample_arrays,
     save_samples,
     to_unit as to_unit,
 )
@@ -117,16 +118,17 @@ def sampling_condition(cfg: Experiment, ds: Dataset, n: int):
 
 
 def sample(cfg: Experiment, ds: Dataset, run: Run, metrics: dict) -> None:
-    """Draws `cfg.sample.n_samples` with each configured sampler; a grid per sampler (and, for
-    conditional models, the figure of samples given the test examples' conditions)."""
+    """Draws `cfg.sample.n_samples` with each configured sampler; per sampler a figure and
+    `samples_<sampler>.npz` (`x` in data units, `x_model` in model scale; for conditional
+    models `y` too, and the figure of samples given the test examples' conditions)."""
     n = cfg.sample.n_samples
     y = sampling_condition(cfg, ds, n)
     out = {}
     samplers = cfg.sample.samplers
     # Each sampler is one jitted loop: progress is shown per sampler, with its elapsed time.
-    bar = tqdm(samplers.items(), desc="sample", unit="sampler", total=len(samplers))
+    bar = progress(samplers.items(), desc="sample", unit="sampler", total=len(samplers))
     for name, sampler in bar:
-        bar.set_postfix_str(name)
+        bar.set_postfix_str(name, refresh=False)
         start = time.perf_counter()
         x, nfe = draw(
             run.model,
@@ -144,6 +146,7 @@ def sample(cfg: Experiment, ds: Dataset, run: Run, metrics: dict) -> None:
         out[name] = {"nfe": round(float(nfe.mean()), 2), "seconds": seconds, "finite": finite}
         title = f"{cfg.name}: {name}, NFE {float(nfe.mean()):.0f}"
         save_samples(ds, x, run.path / f"samples_{name}.png", title)
+        save_sample_arrays(ds, x, run.path / f"samples_{name}.npz", y)
         if y is not None and ds.test_cond is not None:
             save_conditional(ds, x, y, run.path / f"conditional_{name}.png", title)
             if ds.check_conditional is not None and finite:
@@ -169,7 +172,7 @@ def likelihood(cfg: Experiment, ds: Dataset, run: Run, metrics: dict) -> None:
             run.sde,
             images,
             key=jr.key(2),
-            scaler=ds.scaler or AffineScaler(),
+            scaler=ds.scaler if isinstance(ds.scaler, AffineScaler) else AffineScaler(),
             n_dequant=e.n_dequant,
             **kw,
         )
