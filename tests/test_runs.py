@@ -150,7 +150,7 @@ def test_new_overrides_reach_any_field():
         ("train.batch_size", "0", "batch_size must be an integer >= 1"),
         ("sample.samplers", "em,fast", "unknown samplers ['fast']"),
         ("sample.dpm.order", "5", "order must be 1 or 2"),
-        ("eval.n_probes", "0", "n_probes must be an int >= 1"),
+        ("eval.n_probes", "0", "n_probes must be an integer >= 1"),
         ("sde.sigma_max", "3", "unknown config key 'sde.sigma_max'"),  # a VP SDE has none
         ("model.width", "64", "unknown config key 'model.width'"),  # the UNet has no width
     ],
