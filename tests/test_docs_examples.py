@@ -12,6 +12,20 @@ BLOCK = re.compile(r"<!-- test -->\s*\n```python\n(.*?)\n```", re.DOTALL)
 PAGES = sorted(p for p in DOCS.rglob("*.md") if BLOCK.search(p.read_text()))
 
 
+def test_every_python_block_runs_or_says_why():
+    """A Python block is either run (`<!-- test -->`) or says why not (`<!-- not run: ... -->`,
+    for signatures and fragments)."""
+    unmarked = []
+    for page in DOCS.rglob("*.md"):
+        lines = page.read_text().splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith("```python"):
+                before = lines[i - 1] if i else ""
+                if before != "<!-- test -->" and not before.startswith("<!-- not run:"):
+                    unmarked.append(f"{page.relative_to(DOCS)}:{i + 1}")
+    assert not unmarked, unmarked
+
+
 def test_some_pages_have_tested_examples():
     assert PAGES, f"no <!-- test --> blocks under {DOCS}"
 
