@@ -19,6 +19,7 @@ import jax  # noqa: E402
 import jax.random as jr  # noqa: E402
 
 import sgm  # noqa: E402
+import sgm.experiment  # noqa: E402
 
 
 def main():

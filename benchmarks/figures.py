@@ -23,6 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 import sgm  # noqa: E402
+import sgm.experiment  # noqa: E402
 
 FIGS = Path(__file__).resolve().parents[1] / "figs"
 
