@@ -6,11 +6,22 @@ python main.py --run-dir runs/digits_vp/RUN --resume --train.steps 3000
 python main.py --experiment path/to/my_experiment.py   (a file that defines EXPERIMENT)
 python main.py --experiment moons_vp --help            (its settings, with their values)
 python main.py --list
+
+One invocation at a time writes into a run (a lock in the run directory); sampling a run
+elsewhere (`--run-dir RUN --mode sample --out DIR`, DIR not holding RUN) only reads it. Exit
+status: 0 done, 1 failed (the message says why), 2 bad input, 130 stopped by SIGINT/SIGTERM
+while training (the checkpoint of the stop step is kept: --resume continues), 131 stopped
+after training (model.eqx and metrics.json of the finished phases are kept).
 """
 
 import argparse
+import dataclasses
 import json
+import math
+import os
+import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,6 +32,7 @@ import sgm.experiment
 from experiments import EXPERIMENTS
 from sgm import distributed
 from sgm.experiment import phases
+from sgm.experiment._lock import RunLock, RunLocked
 
 AFTER_TRAINING = {
     "sample": phases.sample,
@@ -50,7 +62,11 @@ def parse_args(argv):
     )
     p.add_argument("--mode", default="all", choices=MODES)
     p.add_argument("--data-dir", help="local data (MNIST IDX files) instead of tfds")
-    p.add_argument("--out", default="runs", help="where run directories go (default: runs/)")
+    p.add_argument(
+        "--out",
+        help="where run directories go (default: runs/); with --run-dir outside it and a mode "
+        "after training, where this invocation's outputs go (the run is only read)",
+    )
     p.add_argument(
         "--run-dir",
         help="an existing run (sample, likelihood, resume), or where a new run is created",
@@ -59,6 +75,12 @@ def parse_args(argv):
         "--resume",
         action="store_true",
         help="continue the latest run with a checkpoint, or --run-dir",
+    )
+    p.add_argument(
+        "--accept-unverified",
+        action="store_true",
+        help="use a checkpoint or model.eqx whose checksum is missing (an earlier version's "
+        "run) or does not match, as it is",
     )
     p.add_argument("--list", action="store_true", help="list the experiments and exit")
     p.add_argument(
@@ -73,6 +95,8 @@ def parse_args(argv):
         help="seconds to wait for every process of the job to arrive (default 300)",
     )
     args, rest = p.parse_known_args(argv)
+    args.out_given = args.out is not None
+    args.out = args.out if args.out is not None else "runs"
     if args.help:
         return p, args, {}
     overrides = {}
@@ -136,6 +160,18 @@ def print_settings(exp) -> None:
         )
 
 
+class Stopped(Exception):
+    """SIGINT or SIGTERM arrived outside training."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _stop(signum, frame):
+    raise Stopped(signum)
+
+
 def configure(args, overrides):
     """The configuration of this invocation, its run (None for a new run) and the settings
     it changes, and where a new run's experiment came from. An existing run's configuration
@@ -165,11 +201,87 @@ def configure(args, overrides):
     run = existing_run(args, name)
     if name is not None and name != run.config.name:
         raise ValueError(f"{run.path} is a run of {run.config.name}, not {name}.")
+    if writes_into_run(args, run) and distributed.is_main():
+        # one writer at a time, taken before any work; the run is read again under the lock
+        check_writable(run.path, "the run directory", read_only_hint(args, run))
+        args.lock = RunLock.acquire(run.path)
+        run = sgm.experiment.RunDir.open(run.path)
     cfg = sgm.experiment.override(run.config, overrides)
     settings = run.settings_from(cfg)
     if args.resume:
-        run.checkpoint_step()  # a clear error when there is nothing to resume
+        # a clear error when there is nothing to resume
+        step = run.checkpoint_step(verify=not args.accept_unverified)
+        if cfg.train.steps < step:
+            raise ValueError(
+                f"{run.path} has reached step {step}; --train.steps {cfg.train.steps} would "
+                f"shorten it. Give --train.steps {step} or more (a run is never cut back)."
+            )
+        args.already_trained = cfg.train.steps == step and run.model_verified()
+    elif args.mode not in ("train", "all") and not run.finished:
+        raise ValueError(
+            f"{run.path} has not finished training (no model.eqx); finish it with `python "
+            f"main.py --run-dir {run.path} --resume --mode train`."
+        )
     return cfg, run, settings, source
+
+
+def outputs_elsewhere(args, run) -> Path | None:
+    """Where a mode after training writes when it only reads the run: `--out DIR` given with a
+    run outside DIR puts this invocation's outputs in `DIR/<run name>`; None: in the run."""
+    if args.mode in ("train", "all") or not args.out_given:
+        return None
+    out = Path(args.out).resolve()
+    if run.path.resolve().is_relative_to(out):
+        return None
+    return out / run.path.name
+
+
+def writes_into_run(args, run) -> bool:
+    return outputs_elsewhere(args, run) is None
+
+
+def check_writable(target: Path, what: str, hint: str = "") -> None:
+    """That a folder can be created at (or written into) `target`, probed without leaving
+    anything: a ValueError naming the path and what to do otherwise."""
+    probe = target
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise ValueError(f"{what} {target}: {probe} is a file, not a folder; choose another path.")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".sgm-probe-", dir=probe))
+    except OSError as e:
+        raise ValueError(
+            f"{what} {target} cannot be written ({probe}: {e.strerror or e}); "
+            + (hint or "choose a writable place, e.g. --out runs.")
+        ) from None
+
+
+def check_settings(cfg) -> None:
+    """What can be checked of a configuration before any data are read."""
+    if cfg.train.batch_size % jax.device_count():
+        raise ValueError(
+            f"train.batch_size={cfg.train.batch_size} must be a multiple of the "
+            f"{jax.device_count()} devices."
+        )
+    for section in ("optimizer", "sde", "train"):
+        obj = getattr(cfg, section)
+        for key, value in sgm.experiment.to_json(obj).items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{section}.{key}={value} must be a finite number.")
+
+
+def check_against_data(cfg, ds) -> None:
+    """What needs the data, checked before a run directory is created."""
+    phases.check_data(cfg, ds)
+    n = len(ds.train) * jax.process_count()
+    if cfg.train.batch_size > n:
+        raise ValueError(
+            f"train.batch_size={cfg.train.batch_size} is more than the {n} training examples of "
+            f"{ds.name}; give --train.batch_size {n} or less, or more data (--data.n_train)."
+        )
 
 
 def runs_exist(args, name: str) -> bool:
@@ -177,9 +289,9 @@ def runs_exist(args, name: str) -> bool:
 
 
 def open_run(args, overrides, cfg, run, settings, source, ds) -> sgm.experiment.RunDir:
-    """Creates the run (process 0, which names it to the others), recording in `run.json`
-    where its experiment came from (`source`), or checks the data against the existing one;
-    records this invocation."""
+    """Creates the run (process 0, which names it to the others and holds its lock), recording
+    in `run.json` where its experiment came from (`source`), or checks the data against the
+    existing one; records this invocation (its work starts now)."""
     if run is None and distributed.is_main():
         info = {**phases.data_info(ds), "source": source}
         run = (
@@ -187,6 +299,7 @@ def open_run(args, overrides, cfg, run, settings, source, ds) -> sgm.experiment.
             if args.run_dir
             else sgm.experiment.RunDir.create(args.out, cfg, info)
         )
+        args.lock = RunLock.acquire(run.path)
     path = distributed.broadcast_text(str(run.path) if distributed.is_main() else "")
     if run is None or str(run.path) != path:
         run = sgm.experiment.RunDir.open(path)
@@ -224,15 +337,39 @@ def main(argv=None) -> int:
             distributed.initialize(timeout=args.distributed_timeout)
         except (ValueError, RuntimeError) as e:
             parser.error(str(e))
+    args.lock, args.already_trained = None, False
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _main(parser, args, overrides)
+    finally:
+        if args.lock is not None:
+            args.lock.release()
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def _main(parser, args, overrides) -> int:
     try:
         cfg, run, settings, source = configure(args, overrides)
-        if cfg.train.batch_size % jax.device_count():
-            raise ValueError(
-                f"train.batch_size={cfg.train.batch_size} must be a multiple of the "
-                f"{jax.device_count()} devices."
-            )
+        check_settings(cfg)
+        elsewhere = None if run is None else outputs_elsewhere(args, run)
+        if run is None:
+            target = Path(args.run_dir) if args.run_dir else Path(args.out) / cfg.name
+            check_writable(target, "--run-dir" if args.run_dir else "--out")
+        elif elsewhere is not None:
+            check_writable(elsewhere, "--out")
+        if args.already_trained and args.mode == "train":
+            print(f"{run.path} is trained to step {cfg.train.steps} already; nothing to do.")
+            return 0
+        trained = None
+        if args.mode not in ("train", "all"):  # the model is verified before the data are read
+            trained = sgm.experiment.load_run(run.path, verify=not args.accept_unverified)
+    except RunLocked as e:
+        parser.error(str(e))
     except (ValueError, FileNotFoundError) as e:
         parser.error(str(e))
+    except OSError as e:
+        parser.error(f"{e.filename or ''}: {e.strerror or e}; check the path and its permissions.")
     try:
         # In a job of several processes each reads and trains on its share of the examples.
         shard = (jax.process_index(), jax.process_count()) if jax.process_count() > 1 else None
@@ -241,42 +378,131 @@ def main(argv=None) -> int:
         parser.error(f"cannot load the data of {cfg.name}: {e}")
     try:
         if args.mode in ("train", "all"):
-            phases.check_data(cfg, ds)
-        run = open_run(args, overrides, cfg, run, settings, source, ds)
+            check_against_data(cfg, ds)
+        if elsewhere is None:
+            run = open_run(args, overrides, cfg, run, settings, source, ds)
+            out_dir = run.path
+        else:
+            out_dir = elsewhere
+            out_dir.mkdir(parents=True, exist_ok=True)
+    except RunLocked as e:
+        parser.error(str(e))
     except ValueError as e:
         parser.error(str(e))
-    print(f"run directory: {run.path}")
-    metrics_path = run.path / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    except OSError as e:
+        parser.error(f"{e.filename or ''}: {e.strerror or e}; check the path and its permissions.")
+    recorded = run if elsewhere is None else None
+    if elsewhere is not None:
+        print(f"reading the run {run.path}; outputs in {out_dir} (the run is not written)")
+    else:
+        print(f"run directory: {run.path}")
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, _stop)
+    metrics_path = out_dir / "metrics.json"
+    metrics = read_metrics(run.path / "metrics.json")
     metrics.update(experiment=cfg.name, backend=jax.default_backend(), devices=jax.device_count())
-    if args.mode in ("train", "all"):
-        start = time.perf_counter()
-        try:
-            phases.train(cfg, ds, run, resume=args.resume)
-        except sgm.TrainingInterrupted as e:
-            print(
-                f"{e}\ncontinue with: python main.py --run-dir {run.path} --resume", file=sys.stderr
-            )
-            return 130
-        except (sgm.TrainingDiverged, sgm.CheckpointError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-        earlier = metrics.get("train_seconds", 0.0) if args.resume else 0.0
-        metrics["train_seconds"] = earlier + time.perf_counter() - start
+    phase = "train"
+
+    def save_metrics():
         if distributed.is_main():
-            sgm.experiment.plot.save_marginals(cfg.sde, run.path / "marginals.png")
-    distributed.barrier("trained")  # model.eqx is written
-    trained = sgm.experiment.load_run(run.path)
-    modes = ("sample", "likelihood") if args.mode == "all" else (args.mode,)
+            sgm.experiment.write_json(metrics_path, metrics)
+
+    def finish(outcome: str):
+        if recorded is not None:
+            recorded.finish(outcome)
+
     try:
+        if args.mode in ("train", "all"):
+            if args.already_trained:
+                print(f"{run.path} is trained to step {cfg.train.steps} already; nothing to train.")
+            else:
+                start = time.perf_counter()
+                earlier = metrics.get("train_seconds", 0.0) if args.resume else 0.0
+                try:
+                    phases.train(
+                        cfg, ds, run, resume=args.resume, verify=not args.accept_unverified
+                    )
+                except sgm.TrainingInterrupted as e:
+                    metrics["train_seconds"] = earlier + time.perf_counter() - start
+                    save_metrics()
+                    finish(f"interrupted during train at step {e.step}")
+                    print(
+                        f"{e}\ncontinue with: python main.py --run-dir {run.path} --resume",
+                        file=sys.stderr,
+                    )
+                    return 130
+                except (sgm.TrainingDiverged, sgm.CheckpointError) as e:
+                    finish(f"failed: {e}")
+                    print(f"error: {e}", file=sys.stderr)
+                    return 1
+                metrics["train_seconds"] = earlier + time.perf_counter() - start
+                save_metrics()
+                if distributed.is_main():
+                    sgm.experiment.plot.save_marginals(cfg.sde, run.path / "marginals.png")
+            distributed.barrier("trained")  # model.eqx is written
+            trained = sgm.experiment.load_run(run.path, verify=not args.accept_unverified)
+        modes = ("sample", "likelihood") if args.mode == "all" else (args.mode,)
+        if "likelihood" in modes and cfg.eval.n_images > len(ds.test):
+            print(
+                f"warning: eval.n_images={cfg.eval.n_images}, but {ds.name} has "
+                f"{len(ds.test)} test examples; evaluating all {len(ds.test)}.",
+                file=sys.stderr,
+            )
+        assert trained is not None
+        if elsewhere is not None:
+            trained = dataclasses.replace(trained, path=out_dir)
         for mode in (m for m in modes if m in AFTER_TRAINING):
+            phase = mode
             AFTER_TRAINING[mode](cfg, ds, trained, metrics)
+            save_metrics()  # a finished phase is never lost
+    except Stopped as e:
+        save_metrics()
+        finish(f"interrupted by {e} during {phase}")
+        done = [k for k in ("train_seconds", *metrics_keys(metrics)) if k in metrics]
+        kept = "the trained model (model.eqx)" if phase != "train" else "the last checkpoint"
+        print(
+            f"stopped by {e} during {phase}; kept: {kept} and {metrics_path} "
+            f"({', '.join(done) or 'no finished phase'}). Run the rest again with: python "
+            f"main.py --run-dir {run.path} --mode {phase if phase != 'train' else 'all --resume'}",
+            file=sys.stderr,
+        )
+        return 131 if phase != "train" else 130
     except phases.PhaseError as e:
-        raise SystemExit(str(e)) from None
+        save_metrics()
+        finish(f"failed: {e}")
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError) as e:  # a damaged model.eqx, a full disk, ...
+        save_metrics()
+        finish(f"failed: {e}")
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finish("finished")
     if distributed.is_main():
-        sgm.experiment.write_json(metrics_path, metrics)
         print(f"metrics written to {metrics_path}")
     return 0
+
+
+def metrics_keys(metrics: dict) -> list[str]:
+    return [k for k in metrics if k in ("samplers",) or k.startswith("test_")]
+
+
+def read_metrics(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        print(f"warning: {path} cannot be read; starting its numbers afresh.", file=sys.stderr)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def read_only_hint(args, run) -> str:
+    if args.mode not in ("train", "all"):
+        return (
+            "to sample or evaluate a read-only run, write the outputs elsewhere: "
+            f"--run-dir {run.path} --mode {args.mode} --out DIR."
+        )
+    return "training needs a writable run directory."
 
 
 if __name__ == "__main__":

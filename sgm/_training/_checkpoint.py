@@ -3,9 +3,12 @@ crash at any moment leaves every complete checkpoint readable.
 
 Layout: `directory/step_00001000/{state.eqx, meta.json}`. A checkpoint is written into a
 temporary folder and renamed into place, then the oldest beyond `keep` are removed. `meta.json`
-holds the step, the SHA-256 of `state.eqx`, the shapes and dtypes of its arrays, and whatever
-the trainer adds (the loss history up to the step, the configuration's fingerprint). Reading
-takes the newest checkpoint that verifies and warns about each newer one that does not.
+holds the step, the SHA-256 of `state.eqx`, the shapes and dtypes of its arrays, whatever the
+trainer adds (the loss history up to the step, the configuration's fingerprint) and `checksum`,
+the SHA-256 of the state file's digest and all the other metadata, so that an edited history is
+found as surely as a flipped byte of the state. Reading takes the newest checkpoint that
+verifies and warns about each newer one that does not; a checkpoint without a checksum (written
+by an earlier version, or edited) is used only when asked for with `verify=False`.
 """
 
 import hashlib
@@ -32,6 +35,20 @@ _PREFIX = "step_"
 
 class CheckpointError(ValueError):
     """No checkpoint in a directory verifies (missing, incomplete, corrupt or mismatched)."""
+
+
+UNVERIFIED_HINT = (
+    "if you trust it as it is, accept it explicitly: sgm.Checkpoints(..., verify=False) or "
+    "sgm.load_checkpoint(..., verify=False); python main.py ... --accept-unverified"
+)
+
+
+def meta_checksum(meta: dict) -> str:
+    """The SHA-256 of a checkpoint's metadata (its `sha256` of the state file included),
+    all of it but the `checksum` entry, as canonical JSON."""
+    body = {k: v for k, v in meta.items() if k != "checksum"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _signature(tree) -> list[str]:
@@ -84,6 +101,9 @@ def save_checkpoint(
         "written": datetime.now(UTC).isoformat(timespec="seconds"),
         **meta,
     }
+    # what is checked is what is read back: the metadata after a JSON round trip
+    record = json.loads(json.dumps(record))
+    record["checksum"] = meta_checksum(record)
     slot = directory / f"{_PREFIX}{step:08d}"
     tmp = directory / f".tmp-{slot.name}-{secrets.token_hex(4)}"
     try:
@@ -117,24 +137,39 @@ def has_checkpoint(directory: str | os.PathLike) -> bool:
     return bool(slots(directory))
 
 
-def _read_meta(slot: Path) -> dict:
-    """The metadata of one checkpoint folder after verifying its state file."""
+def _read_meta(slot: Path, verify: bool = True) -> dict:
+    """The metadata of one checkpoint folder after verifying it: the state file against its
+    digest and the metadata against its checksum (`verify=False`: only that both exist)."""
     if not (slot / _STATE).exists() or not (slot / _META).exists():
         raise CheckpointError(f"{slot} is incomplete (needs {_STATE} and {_META})")
     try:
         meta = json.loads((slot / _META).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{slot / _META} is corrupt: {e}") from e
-    if "sha256" in meta:
-        digest = hashlib.sha256((slot / _STATE).read_bytes()).hexdigest()
-        if digest != meta["sha256"]:
-            raise CheckpointError(f"{slot / _STATE} is corrupt or truncated (checksum mismatch)")
+    if not isinstance(meta, dict) or not isinstance(meta.get("step"), int):
+        raise CheckpointError(f"{slot / _META} is corrupt: no step")
+    if not verify:
+        return meta
+    if "checksum" not in meta or "sha256" not in meta:
+        raise CheckpointError(
+            f"{slot / _META} has no checksum (written by an earlier version, or edited), so "
+            "its state and history cannot be verified"
+        )
+    if meta_checksum(meta) != meta["checksum"]:
+        raise CheckpointError(
+            f"{slot / _META} was changed after it was written (checksum mismatch)"
+        )
+    digest = hashlib.sha256((slot / _STATE).read_bytes()).hexdigest()
+    if digest != meta["sha256"]:
+        raise CheckpointError(f"{slot / _STATE} is corrupt or truncated (checksum mismatch)")
     return meta
 
 
-def verified(directory: str | os.PathLike) -> tuple[Path, dict]:
-    """The newest checkpoint in `directory` that verifies (complete, checksum), with its
-    metadata; warns about newer ones that do not. Raises `CheckpointError` if none does."""
+def verified(directory: str | os.PathLike, *, verify: bool = True) -> tuple[Path, dict]:
+    """The newest checkpoint in `directory` that verifies (complete, checksums of the state
+    and the metadata), with its metadata; warns about newer ones that do not. Raises
+    `CheckpointError` if none does, saying how to accept an unverifiable one explicitly
+    (`verify=False`: complete is enough)."""
     directory = Path(directory)
     found = slots(directory)
     if not found:
@@ -143,24 +178,26 @@ def verified(directory: str | os.PathLike) -> tuple[Path, dict]:
     problems = []
     for _, slot in found:
         try:
-            meta = _read_meta(slot)
+            meta = _read_meta(slot, verify)
         except CheckpointError as e:
             problems.append(str(e))
             continue
         for p in problems:
             warnings.warn(f"skipping a bad checkpoint: {p}; using {slot.name}", stacklevel=2)
         return slot, meta
-    raise CheckpointError(f"no checkpoint in {directory} can be read: {'; '.join(problems)}.")
+    hint = f"; {UNVERIFIED_HINT}" if verify and any("checksum" in p for p in problems) else ""
+    raise CheckpointError(f"no checkpoint in {directory} can be read: {'; '.join(problems)}{hint}.")
 
 
-def load_checkpoint(directory: str | os.PathLike, like):
+def load_checkpoint(directory: str | os.PathLike, like, *, verify: bool = True):
     """Reads the newest good checkpoint in `directory` into the structure of `like`; returns
     `(state, meta)`. A corrupt newest checkpoint falls back to the one before it, with a
     warning; none readable, or one that does not match `like`, is a `CheckpointError` (a
-    ValueError) saying which, never a silent fresh start."""
+    ValueError) saying which, never a silent fresh start. A checkpoint without checksums is
+    read only with `verify=False`."""
     directory = Path(directory)
     remove_temporaries(directory)
-    slot, meta = verified(directory)
+    slot, meta = verified(directory, verify=verify)
     expected = _signature(like)
     if meta.get("signature") != expected:
         saved = meta.get("signature") or []
@@ -180,6 +217,6 @@ def load_checkpoint(directory: str | os.PathLike, like):
     return state, meta
 
 
-def checkpoint_meta(directory: str | os.PathLike) -> dict:
+def checkpoint_meta(directory: str | os.PathLike, *, verify: bool = True) -> dict:
     """The metadata (step, loss history, ...) of the newest good checkpoint in `directory`."""
-    return verified(directory)[1]
+    return verified(directory, verify=verify)[1]

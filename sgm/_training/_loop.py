@@ -117,7 +117,7 @@ def _resume(state: TrainState, checkpoints: Checkpoints | None, record: _Record)
             f"{directory} already holds a checkpoint; pass resume=True to continue it, or use "
             "another directory."
         )
-    state, meta = load_checkpoint(directory, like=state)
+    state, meta = load_checkpoint(directory, like=state, verify=checkpoints.verify)
     fingerprint = checkpoints.fingerprint
     if fingerprint and meta.get("fingerprint") not in (None, fingerprint):
         raise CheckpointError(

@@ -44,6 +44,9 @@ class Checkpoints(eqx.Module):
       without, `directory` must hold none, so that no run is overwritten.
     - `fingerprint`: a hash of the run's configuration, recorded in each checkpoint; resuming
       from a checkpoint with another fingerprint is a `CheckpointError`.
+    - `verify`: resume only from a checkpoint whose state file and metadata match their
+      checksums (a `CheckpointError` otherwise); `False` accepts one without checksums, such
+      as one written by an earlier version, as it is.
     """
 
     directory: Path = eqx.field(converter=_as_path)
@@ -51,11 +54,13 @@ class Checkpoints(eqx.Module):
     keep: int = eqx.field(default=2, kw_only=True)
     resume: bool = eqx.field(default=False, kw_only=True)
     fingerprint: str | None = eqx.field(default=None, kw_only=True)
+    verify: bool = eqx.field(default=True, kw_only=True)
 
     def __check_init__(self):
         check_int("Checkpoints.every", self.every)
         check_int("Checkpoints.keep", self.keep)
         _check_bool("Checkpoints.resume", self.resume)
+        _check_bool("Checkpoints.verify", self.verify)
         if self.fingerprint is not None and not isinstance(self.fingerprint, str):
             raise ValueError(
                 f"Checkpoints.fingerprint must be a string or None, got {self.fingerprint!r}."

@@ -244,10 +244,13 @@ class Train:
         check_float("train.divergence_factor", self.divergence_factor, above=1.0, none=True)
         check_int("train.seed", self.seed, minimum=0)
 
-    def options(self, directory, *, fingerprint, resume: bool, eval_data, eval_labels) -> dict:
+    def options(
+        self, directory, *, fingerprint, resume: bool, eval_data, eval_labels, verify: bool = True
+    ) -> dict:
         """The keyword arguments of `sgm.train` for this run (besides the key, loss and
         labels): `steps`, `batch_size`, `ema_decay`, the `sgm.Checkpoints` in `directory`
-        (recording `fingerprint`, resuming with `resume`), and an `sgm.Monitor` holding the
+        (recording `fingerprint`, resuming with `resume`, from a checkpoint that verifies
+        unless `verify=False`), and an `sgm.Monitor` holding the
         held-out `sgm.Evaluation` on `eval_data` (with `eval_labels`) and returning the
         history, so that `sgm.train` returns `(model, history)`."""
         evaluation = None
@@ -263,6 +266,7 @@ class Train:
                 keep=self.keep_checkpoints,
                 resume=resume,
                 fingerprint=fingerprint,
+                verify=verify,
             ),
             monitor=Monitor(
                 every=self.log_every,

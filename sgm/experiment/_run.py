@@ -2,12 +2,14 @@
 verifies, and loaded back without retraining.
 
 A run directory holds `config.json` (the experiment it was created with, never rewritten),
-`run.json` (the data's shape, the settings changed since and every invocation with its time
-and overrides), `checkpoint/` (the last few checkpoints), `model.eqx` (the trained EMA model),
-`history.json` and `metrics.json`.
+`run.json` (the data's shape, the settings changed since, the SHA-256 of `model.eqx`, and every
+invocation with its time, overrides and outcome), `checkpoint/` (the last few checkpoints),
+`model.eqx` (the trained EMA model), `history.json`, `metrics.json` and `lock` (who writes into
+the run now or did last: `sgm.experiment._lock`).
 """
 
 import dataclasses
+import hashlib
 import json
 import secrets
 from datetime import UTC, datetime
@@ -32,7 +34,7 @@ from ._overrides import (
     training_changes,
     written_fingerprint,
 )
-from ._serial import from_json, to_json
+from ._serial import check_types, from_json, to_json
 
 CONFIG, INFO, MODEL, METRICS = "config.json", "run.json", "model.eqx", "metrics.json"
 HISTORY, CHECKPOINTS = "history.json", "checkpoint"
@@ -48,10 +50,37 @@ def read_config(path: Path) -> Experiment:
         data = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"{path} cannot be read as a configuration: {e}") from e
-    exp = from_json(upgrade_config(data))
-    if not isinstance(exp, Experiment):
-        raise ValueError(f"{path} holds a {type(exp).__name__}, not an Experiment.")
+    try:
+        exp = from_json(upgrade_config(data))
+        if not isinstance(exp, Experiment):
+            raise ValueError(f"it holds a {type(exp).__name__}, not an Experiment")
+        check_types(exp)
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise ValueError(
+            f"{path} is not a valid configuration ({e}); it is written once when a run is "
+            "created and never edited: restore it, or start a new run."
+        ) from None
     return exp
+
+
+def read_info(path: Path) -> dict:
+    """A run's `run.json`; a ValueError naming the file when it is unreadable or incomplete."""
+    try:
+        info = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(
+            f"{path} cannot be read ({e}); restore it from a copy, or start a new run."
+        ) from None
+    if not isinstance(info, dict) or not isinstance(info.get("data_shape"), list):
+        raise ValueError(
+            f"{path} has no data_shape (edited or written by something else); restore it "
+            "from a copy, or start a new run."
+        )
+    return info
+
+
+def model_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,13 +159,20 @@ class RunDir:
         missing = [n for n in (CONFIG, INFO) if not (path / n).exists()]
         if missing:
             raise FileNotFoundError(f"{path} is not a run directory (no {', '.join(missing)}).")
-        info = json.loads((path / INFO).read_text())
-        config = apply_settings(read_config(path / CONFIG), info.get("settings", {}))
+        info = read_info(path / INFO)
+        try:
+            config = apply_settings(read_config(path / CONFIG), info.get("settings", {}))
+        except ValueError as e:
+            if str(e).startswith(str(path / CONFIG)):
+                raise
+            raise ValueError(f"{path / INFO}: {e}; restore it from a copy.") from None
         return cls(path, config, info)
 
     def record(self, mode: str, overrides: dict, settings: dict) -> "RunDir":
-        """Records an invocation (its time, mode and overrides) and the training settings it
-        changed in `run.json`; returns the run with those settings applied."""
+        """Records an invocation (its time, mode, overrides and `outcome: "started"`) and the
+        training settings it changed in `run.json`; returns the run with those settings
+        applied. Called under the run's lock, once the invocation's work starts;
+        `finish` records its outcome."""
         info = dict(self.info)
         info["settings"] = {**info.get("settings", {}), **settings}
         invocation = {
@@ -144,11 +180,37 @@ class RunDir:
             "mode": mode,
             "overrides": dict(overrides),
             "processes": jax.process_count(),
+            "outcome": "started",
         }
         info["invocations"] = [*info.get("invocations", []), invocation]
         if is_main():  # process 0 alone writes files
             write_json(self.path / INFO, info)
         return RunDir(self.path, apply_settings(self.config, settings), info)
+
+    def update_info(self, **changes) -> "RunDir":
+        """Sets entries of `run.json` as it is on disk now (atomically; under the run's lock)."""
+        info = {**read_info(self.path / INFO), **changes}
+        if is_main():
+            write_json(self.path / INFO, info)
+        return RunDir(self.path, self.config, info)
+
+    def finish(self, outcome: str) -> "RunDir":
+        """Records the outcome of the invocation `record` started (`finished`, `interrupted
+        during sample`, `failed: ...`)."""
+        invocations = [dict(i) for i in read_info(self.path / INFO).get("invocations", [])]
+        if invocations:
+            invocations[-1]["outcome"] = outcome
+            invocations[-1]["ended"] = _now()
+        return self.update_info(invocations=invocations)
+
+    def model_verified(self) -> bool:
+        """Whether `model.eqx` exists and matches the checksum `run.json` records for it."""
+        recorded = self.info.get("model_sha256")
+        return (
+            (self.path / MODEL).exists()
+            and recorded is not None
+            and model_digest(self.path / MODEL) == recorded
+        )
 
     def settings_from(self, config: Experiment) -> dict:
         """The run settings `config` changes (training length, cadences), after checking that
@@ -178,15 +240,18 @@ class RunDir:
                     continue
         return None
 
-    def checkpoint_step(self) -> int:
+    def checkpoint_step(self, *, verify: bool = True) -> int:
         """The step of the newest checkpoint that verifies; a `CheckpointError` saying what was
-        found when there is none."""
+        found when there is none (and how to accept an unverifiable one)."""
         try:
-            _, meta = verified(self.checkpoint_dir)
+            _, meta = verified(self.checkpoint_dir, verify=verify)
         except CheckpointError as e:
+            accept = (
+                " or pass --accept-unverified to use it as it is" if "checksum" in str(e) else ""
+            )
             raise CheckpointError(
                 f"run {self.path} has no checkpoint to resume ({e}); start a new run without "
-                "--resume."
+                f"--resume{accept}."
             ) from None
         return int(meta["step"])
 
@@ -231,9 +296,13 @@ class Run:
         return ds
 
 
-def load_run(run_dir: str | Path) -> Run:
+def load_run(run_dir: str | Path, *, verify: bool = True) -> Run:
     """Loads `run_dir` (written by `main.py`, by this version or an earlier one): its
-    configuration, SDE and trained (EMA) model."""
+    configuration, SDE and trained (EMA) model. Takes no lock and writes nothing.
+
+    `model.eqx` must match the SHA-256 that `run.json` records for it (`model_sha256`): a
+    mismatch, or a run written before models were checksummed, is a ValueError saying so;
+    `verify=False` (`main.py --accept-unverified`) loads it as it is."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory {run_dir} does not exist.")
@@ -245,12 +314,29 @@ def load_run(run_dir: str | Path) -> Run:
         )
     run = RunDir.open(run_dir)
     config, info = run.config, run.info
+    if verify and not run.model_verified():
+        why = (
+            "has no checksum in run.json (written by an earlier version)"
+            if "model_sha256" not in info
+            else "does not match the checksum in run.json (changed or damaged since)"
+        )
+        raise ValueError(
+            f"{run_dir / MODEL} {why}; rewrite it from the run's checkpoint with `python "
+            "main.py --run-dir DIR --resume --mode train`, or accept it as it is with "
+            "load_run(..., verify=False) (main.py: --accept-unverified)."
+        )
     shape = tuple(info["data_shape"])
     cond_shape = tuple(info["cond_shape"]) if info.get("cond_shape") else None
-    like = config.build_model(shape, num_classes=info["num_classes"], cond_shape=cond_shape)
+    try:
+        like = config.build_model(shape, num_classes=info.get("num_classes"), cond_shape=cond_shape)
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            f"the model of {run_dir / CONFIG} cannot be built for the data in {run_dir / INFO} "
+            f"({e}); restore those files, or start a new run."
+        ) from None
     try:
         model = eqx.tree_deserialise_leaves(run_dir / MODEL, like)
     except Exception as e:
         raise ValueError(f"{run_dir / MODEL} is corrupt or does not match its config: {e}") from e
     # a learned schedule was trained with the model: the SDE is the model's
-    return Run(run_dir, config, model.sde, model, shape, info["num_classes"], cond_shape)
+    return Run(run_dir, config, model.sde, model, shape, info.get("num_classes"), cond_shape)

@@ -208,3 +208,71 @@ def _parse(raw: str, hint):
         known = sorted(n for n, c in _REGISTRY.items() if issubclass(c, hint))
         raise ValueError(f"expected the name of a {hint.__name__}: one of {known}")
     raise ValueError(f"a {hint} cannot be given on the command line")
+
+
+def check_types(obj, where: str = "") -> None:
+    """Raises a ValueError naming the first field of a configuration value (recursively) whose
+    value does not have its declared simple type (int, float, bool, str, tuples of those,
+    optional ones, Literal choices); other declared types are not judged."""
+    if isinstance(obj, tuple | list):
+        for i, v in enumerate(obj):
+            check_types(v, f"{where}[{i}]")
+        return
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            check_types(v, f"{where}.{k}" if where else str(k))
+        return
+    if not (dataclasses.is_dataclass(obj) or isinstance(obj, AbstractSpec)) or isinstance(
+        obj, type
+    ):
+        return
+    hints = field_hints(obj)
+    for name, value in fields_of(obj).items():
+        key = f"{where}.{name}" if where else name
+        hint = hints.get(name)
+        if hint is not None and not _fits(value, hint):
+            raise ValueError(f"{key} is {value!r}, expected {_describe(hint)}")
+        check_types(value, key)
+
+
+def _fits(value, hint) -> bool:
+    """Whether `value` has the simple type `hint` (True where `hint` is not a simple type)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, h) for h in typing.get_args(hint)) or not all(
+            _simple(h) for h in typing.get_args(hint)
+        )
+    if origin is Literal:
+        return value in typing.get_args(hint)
+    if origin is tuple:
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        return isinstance(value, tuple) and all(_fits(v, args[0]) for v in value) if args else True
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return True
+
+
+def _simple(hint) -> bool:
+    origin = typing.get_origin(hint)
+    return hint in (bool, int, float, str, type(None)) or origin in (Literal, tuple)
+
+
+def _describe(hint) -> str:
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    if hint in names:
+        return names[hint]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(
+            "null" if h is type(None) else _describe(h) for h in typing.get_args(hint)
+        )
+    if typing.get_origin(hint) is Literal:
+        return f"one of {typing.get_args(hint)}"
+    return str(hint)

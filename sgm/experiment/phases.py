@@ -36,7 +36,7 @@ from ._outputs import (
     save_samples,
     to_unit as to_unit,
 )
-from ._run import MODEL, Run, RunDir
+from ._run import MODEL, Run, RunDir, model_digest
 from ._serial import to_json
 
 
@@ -62,10 +62,11 @@ def check_data(cfg: Experiment, ds: Dataset) -> None:
         )
 
 
-def train(cfg: Experiment, ds: Dataset, run: RunDir, *, resume: bool) -> dict:
-    """Trains (or, with `resume`, continues) the run's model and writes `model.eqx`,
-    `history.json` and `loss.png`. The history comes from the checkpoints, so it is
-    continuous across interruptions; after one it is written up to the last checkpoint."""
+def train(cfg: Experiment, ds: Dataset, run: RunDir, *, resume: bool, verify: bool = True) -> dict:
+    """Trains (or, with `resume`, continues) the run's model and writes `model.eqx` (its
+    SHA-256 recorded in `run.json`), `history.json` and `loss.png`. The history comes from the
+    checkpoints, so it is continuous across interruptions; after one it is written up to the
+    last checkpoint. `verify=False` resumes from a checkpoint without checksums."""
     check_data(cfg, ds)
     model = cfg.build_model(ds.data_shape, num_classes=ds.num_classes, cond_shape=ds.cond_shape)
     print(f"model: {nets.param_count(model.net):,} parameters; data {ds.train.shape}")
@@ -83,6 +84,7 @@ def train(cfg: Experiment, ds: Dataset, run: RunDir, *, resume: bool) -> dict:
                 run.checkpoint_dir,
                 fingerprint=run.fingerprint,
                 resume=resume,
+                verify=verify,
                 eval_data=ds.test,
                 eval_labels=condition_inputs(cfg, ds, "test"),
             ),
@@ -92,6 +94,7 @@ def train(cfg: Experiment, ds: Dataset, run: RunDir, *, resume: bool) -> dict:
         raise
     if is_main():
         save_model(run.path / MODEL, model)
+        run.update_info(model_sha256=model_digest(run.path / MODEL))
     save_history(run, history)
     return history
 
