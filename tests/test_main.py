@@ -486,3 +486,50 @@ def test_experiments_are_discovered_in_a_stable_order():
     import experiments
 
     assert list(EXPERIMENTS)[: len(experiments.ORDER)] == list(experiments.ORDER)
+
+
+def test_a_signal_in_sampling_or_evaluation_keeps_what_was_finished(tmp_path, capsys, monkeypatch):
+    """SIGTERM while sampling and SIGINT while evaluating end with exit status 131 and a line
+    saying what was kept; metrics.json, written after each phase, keeps the training time and
+    every finished phase; run.json records each invocation with its outcome."""
+    import os
+    import signal
+
+    from test_runs import TINY
+
+    from sgm.experiment import phases
+
+    draw, log_likelihood = phases.draw, phases.log_likelihood
+
+    def stopped(fn, signum):
+        def call(*args, **kwargs):
+            os.kill(os.getpid(), signum)
+            return fn(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(phases, "draw", stopped(draw, signal.SIGTERM))
+    out = ["--out", str(tmp_path)]
+    assert cli.main([*TINY, *out, "--train.steps", "4"]) == 131
+    err = capsys.readouterr().err
+    assert "stopped by SIGTERM during sample; kept: the trained model" in err
+    run = run_dir_of(tmp_path, "moons_vp")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["train_seconds"] > 0 and "test_nll_nats_per_dim" not in metrics
+    monkeypatch.setattr(phases, "draw", draw)
+    monkeypatch.setattr(phases, "log_likelihood", stopped(log_likelihood, signal.SIGINT))
+    assert cli.main(["--run-dir", str(run), "--mode", "sample"]) == 0
+    code = cli.main(["--run-dir", str(run), "--mode", "likelihood", "--eval.n_images", "1000"])
+    assert code == 131
+    err = capsys.readouterr().err
+    assert "eval.n_images=1000, but two_moons has 16 test examples" in err
+    assert "stopped by SIGINT during likelihood" in err
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["train_seconds"] > 0 and metrics["samplers"]["em"]["finite"]
+    outcomes = [i["outcome"] for i in json.loads((run / "run.json").read_text())["invocations"]]
+    assert outcomes == [
+        "interrupted by SIGTERM during sample",
+        "finished",
+        "interrupted by SIGINT during likelihood",
+    ]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored

@@ -630,7 +630,10 @@ def test_runs_written_before_still_load(tmp_path):
     # the earlier build_model: MLP((2,), key=split(key(seed))[0], width=16, depth=1)
     net = sgm.nets.MLP((2,), key=jr.split(jr.key(0))[0], width=16, depth=1)
     sgm.save_model(run / "model.eqx", sgm.ScoreModel(net, sgm.VPSDE()))
-    loaded = sgm.experiment.load_run(run)
+    # its model.eqx has no checksum: refused until accepted as it is
+    with pytest.raises(ValueError, match="has no checksum in run.json.*verify=False"):
+        sgm.experiment.load_run(run)
+    loaded = sgm.experiment.load_run(run, verify=False)
     assert loaded.config.optimizer == sgm.Adam(lr=0.002, warmup=100)
     assert loaded.config.sample.samplers == {
         "em": sgm.EulerMaruyama(steps=3),
@@ -648,11 +651,11 @@ def test_runs_written_before_still_load(tmp_path):
     np.testing.assert_allclose(
         loaded.model(t, x), -old(jnp.asarray(t), x / jnp.hypot(m, s)) / s, rtol=1e-6
     )
-    assert cli.main(["--run-dir", str(run), "--mode", "sample"]) == 0
+    assert cli.main(["--run-dir", str(run), "--mode", "sample", "--accept-unverified"]) == 0
     assert (run / "samples_dpm.png").exists()
     (run / "config.json").write_text(json.dumps({"name": "x", "model": {}}))
     with pytest.raises(ValueError, match="earlier version that cannot be read"):
-        sgm.experiment.load_run(run)
+        sgm.experiment.load_run(run, verify=False)
 
 
 def test_configurations_written_before_preconditioning_keep_their_network(tmp_path):
@@ -687,3 +690,156 @@ def test_a_run_keeps_its_fingerprint_across_versions(name):
     assert written_fingerprint(sgm.experiment.to_json(exp)) == model_fingerprint(exp)
     changed = sgm.experiment.override(exp, {"train.batch_size": "4"})
     assert written_fingerprint(sgm.experiment.to_json(changed)) != model_fingerprint(exp)
+
+
+# --- verified state, resume rules, failed starts, bad files -----------------------------------
+
+
+def _state():
+    return init_state(tiny_model(), OPT, key=jr.key(0))
+
+
+def test_the_checksum_covers_the_state_and_the_metadata(tmp_path):
+    state = _state()
+    for step in (3, 6):
+        history = {"step": [step], "loss": [1.0 / step]}
+        sgm.save_checkpoint(tmp_path, state, {"step": step, "history": history})
+    # an edited history in the newest: found, and the previous checkpoint used with a warning
+    meta_path = tmp_path / "step_00000006" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["history"]["loss"] = [0.001]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match="changed after it was written"):
+        assert sgm.checkpoint_meta(tmp_path)["step"] == 3
+    # no checksum at all (an earlier version's checkpoint) and a flipped state byte: refused,
+    # saying how to accept it; accepted explicitly with verify=False
+    for slot in tmp_path.glob("step_*"):
+        meta = json.loads((slot / "meta.json").read_text())
+        del meta["checksum"], meta["sha256"]
+        (slot / "meta.json").write_text(json.dumps(meta))
+    data = bytearray((tmp_path / "step_00000006" / "state.eqx").read_bytes())
+    data[-3] ^= 1
+    (tmp_path / "step_00000006" / "state.eqx").write_bytes(bytes(data))
+    with pytest.raises(sgm.CheckpointError, match="has no checksum.*verify=False"):
+        sgm.load_checkpoint(tmp_path, like=state)
+    with pytest.raises(sgm.CheckpointError, match="verify=False"):
+        sgm.train(
+            tiny_model(),
+            SDE,
+            mixture(),
+            OPT,
+            steps=9,
+            checkpoints=sgm.Checkpoints(tmp_path, resume=True),
+            **KW,
+        )
+    _, meta = sgm.load_checkpoint(tmp_path, like=state, verify=False)
+    assert meta["step"] == 6
+
+
+@pytest.mark.slow
+def test_resume_rules_and_unverified_files_through_main(tmp_path, capsys):
+    """`--train.steps` below the step reached is refused naming it, equal rewrites nothing;
+    a checkpoint or model.eqx that does not verify is refused until accepted explicitly."""
+    out = ["--out", str(tmp_path)]
+    assert cli.main([*TINY, *out, "--mode", "train", "--train.steps", "4"]) == 0
+    run = only_run(tmp_path)
+    files = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != "lock"}
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        cli.main([*out, "--run-dir", str(run), "--resume", "--train.steps", "2"])
+    assert "has reached step 4; --train.steps 2 would shorten it" in capsys.readouterr().err
+    assert cli.main([*out, "--run-dir", str(run), "--resume", "--mode", "train"]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    now = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != "lock"}
+    assert now == files  # nothing rewritten, nothing recorded
+    # model.eqx changed since it was written: load_run and sampling refuse it
+    model = bytearray(files["model.eqx"])
+    model[-2] ^= 1
+    (run / "model.eqx").write_bytes(bytes(model))
+    with pytest.raises(ValueError, match="model.eqx does not match the checksum in run.json"):
+        sgm.experiment.load_run(run)
+    with pytest.raises(SystemExit):
+        cli.main(["--run-dir", str(run), "--mode", "sample", "--data-dir", "/nonexistent"])
+    err = capsys.readouterr().err
+    assert "model.eqx does not match" in err and "--accept-unverified" in err
+    assert sgm.experiment.load_run(run, verify=False).model is not None
+    # a checkpoint without checksum (as written before): refused, then accepted explicitly
+    for slot in (run / "checkpoint").glob("step_*"):
+        meta = json.loads((slot / "meta.json").read_text())
+        del meta["checksum"]
+        (slot / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(SystemExit):
+        cli.main([*out, "--run-dir", str(run), "--resume", "--train.steps", "6"])
+    err = capsys.readouterr().err
+    assert "has no checksum" in err and "--accept-unverified" in err
+    args = ["--run-dir", str(run), "--resume", "--train.steps", "6", "--mode", "train"]
+    assert cli.main([*args, "--accept-unverified"]) == 0
+    assert sgm.checkpoint_meta(run / "checkpoint")["step"] == 6
+    assert sgm.experiment.load_run(run).config.train.steps == 6  # rewritten, verified again
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--train.batch_size", "3000000"], "more than the 256 training examples"),
+        (["--data.n_train", "100", "--train.batch_size", "256"], "more than the 100 training"),
+        (["--train.lr", "inf"], "optimizer.lr=inf must be a finite number"),
+        (["--out", "/proc/x"], "cannot be written"),
+    ],
+)
+def test_failed_starts_leave_nothing(args, message, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        cli.main([*TINY, "--out", str(tmp_path / "out"), *args])
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_files_and_paths_are_one_line_errors_naming_the_file(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(SystemExit):
+        cli.main([*TINY, "--out", str(tmp_path / "a_file" / "runs")])
+    assert "a_file is a file, not a folder" in capsys.readouterr().err
+    run = sgm.experiment.RunDir.create(tmp_path, EXPERIMENTS["moons_vp"], {"data_shape": [2]})
+    info = (run.path / "run.json").read_text()
+    # sampling a run that has not finished training: said before the data are read
+    for mode in ("sample", "likelihood"):
+        with pytest.raises(SystemExit):
+            cli.main(["--run-dir", str(run.path), "--mode", mode, "--data-dir", "/nonexistent"])
+        assert "has not finished training" in capsys.readouterr().err
+    config = json.loads((run.path / "config.json").read_text())
+    config["net"]["depth"] = "3"  # hand-edited
+    (run.path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SystemExit):
+        cli.main(["--run-dir", str(run.path), "--resume"])
+    err = capsys.readouterr().err
+    assert "config.json is not a valid configuration (net.depth is '3', expected an integer" in err
+    assert "command line" not in err and (run.path / "run.json").read_text() == info
+    for text, message in [
+        (info[: len(info) // 2], "run.json cannot be read"),
+        (json.dumps({"experiment": "moons_vp"}), "run.json has no data_shape"),
+    ]:
+        (run.path / "run.json").write_text(text)
+        with pytest.raises(SystemExit):
+            cli.main(["--run-dir", str(run.path), "--mode", "sample"])
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="as root, chmod does not stop writes")
+def test_a_finished_run_on_read_only_storage_is_sampled_with_outputs_elsewhere(tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert cli.main([*TINY, "--out", str(out), "--train.steps", "4", "--mode", "train"]) == 0
+    run = only_run(out)
+    subprocess.run(["chmod", "-R", "a-w", str(out)], check=True)
+    try:
+        capsys.readouterr()
+        with pytest.raises(SystemExit):
+            cli.main(["--run-dir", str(run), "--mode", "sample"])
+        assert "--out DIR" in capsys.readouterr().err
+        elsewhere = tmp_path / "outputs"
+        for mode in ("sample", "likelihood"):
+            assert cli.main(["--run-dir", str(run), "--mode", mode, "--out", str(elsewhere)]) == 0
+        metrics = json.loads((elsewhere / run.name / "metrics.json").read_text())
+        assert "samplers" in metrics and "test_nll_nats_per_dim" in metrics
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", str(out)], check=True)
