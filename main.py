@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import equinox as eqx
 import jax
 
 import sgm
@@ -276,6 +277,14 @@ def check_settings(cfg) -> None:
 def check_against_data(cfg, ds) -> None:
     """What needs the data, checked before a run directory is created."""
     phases.check_data(cfg, ds)
+    try:  # the model this data asks for, built abstractly (no parameters computed)
+        eqx.filter_eval_shape(
+            lambda: cfg.build_model(
+                ds.data_shape, num_classes=ds.num_classes, cond_shape=ds.cond_shape
+            )
+        )
+    except TypeError as e:
+        raise ValueError(f"the model of {cfg.name} cannot be built for {ds.name}: {e}") from None
     n = len(ds.train) * jax.process_count()
     if cfg.train.batch_size > n:
         raise ValueError(
@@ -470,8 +479,7 @@ def _main(parser, args, overrides) -> int:
     except phases.PhaseError as e:
         save_metrics()
         finish(f"failed: {e}")
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        raise SystemExit(str(e)) from None
     except (ValueError, OSError) as e:  # a damaged model.eqx, a full disk, ...
         save_metrics()
         finish(f"failed: {e}")

@@ -302,7 +302,7 @@ def test_map_conditioned_experiment(tmp_path):
     assert sgm.experiment.load_run(run).model.net.cond_channels == 1
 
 
-def test_conditional_model_needs_something_to_condition_on(tmp_path):
+def test_conditional_model_needs_something_to_condition_on(tmp_path, capsys):
     args = [
         "--experiment",
         "ou_vp",
@@ -312,8 +312,10 @@ def test_conditional_model_needs_something_to_condition_on(tmp_path):
         "--model.conditional",
         "true",
     ]
-    with pytest.raises(ValueError, match="needs data with labels, parameters or maps"):
+    with pytest.raises(SystemExit):
         cli.main(args)
+    assert "needs data with labels, parameters or maps" in capsys.readouterr().err
+    assert not (tmp_path / "ou_vp").exists()  # refused before the run exists
 
 
 @pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"MNIST subset not at {MNIST_DIR}")
