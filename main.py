@@ -22,6 +22,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -348,13 +349,20 @@ def main(argv=None) -> int:
             parser.error(str(e))
     args.lock, args.already_trained = None, False
     old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    if threading.current_thread() is threading.main_thread():
+        for s in old:
+            signal.signal(s, _stop)
     try:
         return _main(parser, args, overrides)
+    except Stopped as e:
+        print(f"stopped by {e} before this invocation's work started.", file=sys.stderr)
+        return 130
     finally:
         if args.lock is not None:
             args.lock.release()
-        for s, handler in old.items():
-            signal.signal(s, handler)
+        if threading.current_thread() is threading.main_thread():
+            for s, handler in old.items():
+                signal.signal(s, handler)
 
 
 def _main(parser, args, overrides) -> int:
@@ -405,8 +413,6 @@ def _main(parser, args, overrides) -> int:
         print(f"reading the run {run.path}; outputs in {out_dir} (the run is not written)")
     else:
         print(f"run directory: {run.path}")
-    for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, _stop)
     metrics_path = out_dir / "metrics.json"
     metrics = read_metrics(run.path / "metrics.json")
     metrics.update(experiment=cfg.name, backend=jax.default_backend(), devices=jax.device_count())
