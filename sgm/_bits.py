@@ -8,9 +8,10 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
-from ._checks import check_int, check_integer_images
+from ._checks import check_int, check_integer_images, check_key, check_sde
 from ._likelihood import log_likelihood
 from ._scaler import AffineScaler
+from ._score import check_model_sde
 from ._sde import AbstractSDE
 from ._sharding import example_keys
 
@@ -44,7 +45,13 @@ def bits_per_dim(
     - `n_dequant`: dequantization draws per image.
     - `scaler`: elementwise map from `[0, 1]` to model scale (default `[-1, 1]`).
     - `likelihood_kwargs`: passed to `log_likelihood` (`trace`, `rtol`, `batch_size`, ...).
+
+    Float images are refused unless they hold integer levels and not only 0s and 1s (data in
+    `[0, 1]` are not pixel levels: pass `np.round(x * 255).astype(np.uint8)`).
     """
+    check_sde(sde)
+    check_model_sde(score, sde)
+    key = check_key(key)
     images = check_integer_images(images, num_bits)
     levels = 2**num_bits
     n_dequant = check_int("n_dequant", n_dequant)

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray, Scalar, ScalarLike
 
+from ._checks import check_int, check_key
 from ._sde import AbstractSDE
 
 
@@ -21,6 +22,17 @@ def _eigh_cov(cov: Array) -> tuple[Array, Array]:
     cov = 0.5 * (cov + jnp.swapaxes(cov, -1, -2))
     lam, u = jnp.linalg.eigh(cov)
     return lam, u
+
+
+def _one_example(x, d: int) -> Array:
+    """`x` must be one example `(d,)`: densities act on one example, `jax.vmap` them."""
+    x = jnp.asarray(x)
+    if x.shape != (d,):
+        raise ValueError(
+            f"log_prob takes one example of shape ({d},), got shape {x.shape}; for a batch use "
+            "jax.vmap(dist.log_prob)(x)."
+        )
+    return x
 
 
 class Gaussian(eqx.Module):
@@ -62,6 +74,7 @@ class Gaussian(eqx.Module):
         self, x: Float[ArrayLike, " d"], *, sde: AbstractSDE | None = None, t: ScalarLike = 0.0
     ) -> Scalar:
         """`log p_t(x)` of the marginal at time `t` of `sde` (of the data when `sde` is None)."""
+        x = _one_example(x, self.mean.size)
         m, var = (1.0, self.eigvals) if sde is None else self._marginal_vars(sde, t)
         z = self.eigvecs.T @ (jnp.asarray(x) - m * self.mean)
         return -0.5 * jnp.sum(z**2 / var + jnp.log(var) + math.log(2 * math.pi))
@@ -97,6 +110,7 @@ class Gaussian(eqx.Module):
 
     def sample(self, key: PRNGKeyArray, n: int) -> Float[Array, "n d"]:
         """`n` independent draws."""
+        key, n = check_key(key), check_int("n", n)
         z = jr.normal(key, (n, self.mean.size))
         return self.mean + (z * jnp.sqrt(self.eigvals)) @ self.eigvecs.T
 
@@ -146,6 +160,7 @@ class GaussianMixture(eqx.Module):
         self, x: Float[ArrayLike, " d"], *, sde: AbstractSDE | None = None, t: ScalarLike = 0.0
     ) -> Float[Array, " K"]:
         """`log w_k + log N_k(x)` for each component, at time `t` of `sde`."""
+        x = _one_example(x, self.components.mean.shape[-1])
         each = jax.vmap(lambda c: c.log_prob(x, sde=sde, t=t))(self.components)
         return self.log_weights + each
 
@@ -174,6 +189,7 @@ class GaussianMixture(eqx.Module):
 
     def sample(self, key: PRNGKeyArray, n: int) -> Float[Array, "n d"]:
         """`n` independent draws."""
+        key, n = check_key(key), check_int("n", n)
         ckey, nkey = jr.split(key)
         idx = jr.categorical(ckey, self.log_weights, shape=(n,))
         comps = jax.tree.map(lambda leaf: leaf[idx], self.components)

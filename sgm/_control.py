@@ -4,6 +4,7 @@ Guidance changes the score; inpainting changes the sampling loop. Both work with
 scores as with trained models.
 """
 
+import warnings
 from collections.abc import Callable
 from typing import Literal
 
@@ -15,10 +16,12 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
-from ._checks import check_batch, check_score, check_sde
+from ._checks import check_batch, check_key, check_score, check_sde, count_non_finite
 from ._samplers import EulerMaruyama, PredictorCorrector, euler_maruyama, time_grid
+from ._score import check_model_sde, class_count
 from ._sde import AbstractSDE
 from ._sharding import shard_batch
+from ._traced_checks import concise_errors
 
 
 class ClassifierFreeGuidance(eqx.Module):
@@ -36,6 +39,14 @@ class ClassifierFreeGuidance(eqx.Module):
     score: Callable[..., Array]
     guidance_scale: float
     null_label: int = eqx.field(static=True)
+
+    def __check_init__(self):
+        num_classes = class_count(self.score)
+        if num_classes is not None and self.null_label != num_classes:
+            raise ValueError(
+                f"null_label must be the network's null label {num_classes} (its num_classes), "
+                f"got {self.null_label!r}."
+            )
 
     def __call__(self, t, x, *, y):
         cond = self.score(t, x, y=y)
@@ -183,6 +194,8 @@ def inpaint(
     - `n_particles`: particles per example for `"smc"` (cost: `n_particles` times the NFE).
     """
     check_sde(sde)
+    check_model_sde(score, sde)
+    key = check_key(key)
     _check_sampler(sampler)
     x = check_batch(jnp.nan_to_num(jnp.asarray(x, float)), "x")
     mask = jnp.asarray(mask)
@@ -197,7 +210,17 @@ def inpaint(
     n = x.shape[0]
     ts = time_grid(sde, sampler.steps, sampler.t_end)
     xs, masks, keys = shard_batch((x, mask, jr.split(key, n)), n)
-    return _inpaint_batch(score, sde, ts, xs, masks, keys, method, n_particles)[:n]
+    with concise_errors():
+        out = _inpaint_batch(score, sde, ts, xs, masks, keys, method, n_particles)[:n]
+    if bad := count_non_finite(out):
+        warnings.warn(
+            f"{bad} of {n} inpainted examples are not finite (NaN or infinite): the score is "
+            "not finite somewhere on the path (check the model's weights), or the steps "
+            "diverged (more steps).",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return out
 
 
 # An orthonormal map from RGB to (grey, two chroma axes), Song et al. (2021, appendix I.3):

@@ -26,7 +26,9 @@ from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from ._checks import (
     check_batch,
+    check_finite_score,
     check_int,
+    check_key,
     check_labels,
     check_positive,
     check_score,
@@ -35,10 +37,11 @@ from ._checks import (
 from ._compat import TRACE_FLAGS, pop_trace_flags
 from ._flow import ODEVariables, solve_ode, solver_evaluations
 from ._progress import progress as progress_bar
+from ._score import check_model_sde, class_count
 from ._sde import AbstractSDE
 from ._sharding import data_mesh, example_keys, map_examples, pad_batch, pad_to_devices
 from ._trace import AbstractTraceEstimator, Hutchinson
-from ._traced_checks import inputs_checked_by_caller, unchecked_unless_labelled
+from ._traced_checks import concise_errors, inputs_checked_by_caller, unchecked_unless_labelled
 from .distributed import split_examples
 
 
@@ -123,6 +126,7 @@ class LogLikelihood(eqx.Module):
         check_sde(sde)
         if not callable(score):
             raise ValueError(f"score must be a callable score(t, x), got {type(score).__name__}.")
+        check_model_sde(score, sde)
         self.score, self.sde = score, sde
         if unknown := sorted(set(deprecated_flags) - set(TRACE_FLAGS)):
             raise TypeError(f"LogLikelihood got unexpected keyword arguments {unknown}.")
@@ -217,6 +221,7 @@ class LogLikelihood(eqx.Module):
         progress: bool | None = None,
         return_nfe: bool,
     ) -> Float[Array, " n"] | tuple[Float[Array, " n"], Int[Array, " n"]]: ...
+    @concise_errors()
     def __call__(
         self,
         x: Float[ArrayLike, "n *data_shape"],
@@ -241,13 +246,15 @@ class LogLikelihood(eqx.Module):
                 "sgm.bits_per_dim (it dequantizes and scales them)."
             )
         n = x.shape[0]
-        y = check_labels(y, n)
+        y = check_labels(y, n, num_classes=class_count(self.score))
         batch_size = check_int("batch_size", batch_size, none=True)
         if self.trace.needs_key and key is None:
             raise ValueError(
                 f"{type(self.trace).__name__} needs a key: pass key=jr.key(...), or "
                 "trace=sgm.Exact()."
             )
+        key = None if key is None else check_key(key)
+        check_finite_score(self.score, self.sde, x, y, size=batch_size)  # before the solve
         keys = example_keys(jr.key(0) if key is None else key, n)
 
         def solve(x, keys, y):  # the examples of this process (all in a one-process job)

@@ -4,11 +4,14 @@ import abc
 from collections.abc import Callable
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray, ScalarLike
 
 from ._dequant import AbstractDequantizer
+from ._learned_schedule import same_sde
 from ._sde import AbstractSDE, _check_time
+from .nets._embedding import Conditioning
 
 
 class AbstractPreconditioning(eqx.Module):
@@ -91,6 +94,21 @@ class ScoreModel(eqx.Module):
     preconditioning: AbstractPreconditioning = EDMPreconditioning()
     dequantizer: AbstractDequantizer | None = None
 
+    def __check_init__(self):
+        if isinstance(self.net, AbstractSDE) and not isinstance(self.sde, AbstractSDE):
+            raise ValueError(
+                "ScoreModel takes the network first, then the SDE: ScoreModel(net, sde), got "
+                f"ScoreModel({type(self.net).__name__}, {type(self.sde).__name__})."
+            )
+        if not isinstance(self.sde, AbstractSDE):
+            raise ValueError(
+                f"sde must be an sgm SDE (VPSDE, SubVPSDE, VESDE), got {type(self.sde).__name__}."
+            )
+        if not callable(self.net):
+            raise ValueError(
+                f"net must be a network net(c, x, *, y, key), got {type(self.net).__name__}."
+            )
+
     def noise_prediction(
         self,
         t: ScalarLike,
@@ -115,3 +133,31 @@ class ScoreModel(eqx.Module):
     ) -> Float[Array, "*shape"]:
         std = self.sde.marginal(t)[1]
         return -self.noise_prediction(t, x, y=y, key=key) / std
+
+
+def score_models(score) -> list[ScoreModel]:
+    """The `ScoreModel`s that `score` is or holds (a guided score wraps one); none for a plain
+    callable such as a closed-form score."""
+    leaves = jax.tree.leaves(score, is_leaf=lambda node: isinstance(node, ScoreModel))
+    return [leaf for leaf in leaves if isinstance(leaf, ScoreModel)]
+
+
+def check_model_sde(score, sde: AbstractSDE) -> None:
+    """A `ScoreModel` (or one inside `score`) must be used with its own SDE: its output is
+    scaled by that SDE's marginal std, and sampling it with another SDE gives nonsense."""
+    for model in score_models(score):
+        if not same_sde(model.sde, sde):
+            raise ValueError(
+                f"the score model was built for {model.sde}, but sde={sde} was passed: pass "
+                "the model's own SDE (model.sde)."
+            )
+
+
+def class_count(score) -> int | None:
+    """`num_classes` of the class-conditional network of a `ScoreModel` in `score` (labels
+    `0..num_classes-1`, and `num_classes` the null label), else None."""
+    for model in score_models(score):
+        cond = getattr(model.net, "cond", None)
+        if isinstance(cond, Conditioning) and cond.label_table is not None:
+            return cond.num_classes
+    return None

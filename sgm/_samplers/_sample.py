@@ -8,10 +8,18 @@ import jax
 import jax.random as jr
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from .._checks import check_labels, check_score, check_sde, check_shape
+from .._checks import (
+    check_key,
+    check_labels,
+    check_score,
+    check_sde,
+    check_shape,
+    count_non_finite,
+)
+from .._score import check_model_sde, class_count
 from .._sde import AbstractSDE
 from .._sharding import shard_batch
-from .._traced_checks import unchecked_unless_labelled
+from .._traced_checks import concise_errors, unchecked_unless_labelled
 from ..distributed import split_examples
 from ._base import BATCH_AXIS, AbstractSampler
 
@@ -62,13 +70,19 @@ def sample(
     - `key`: a PRNG key; example `i` uses the `i`-th of `jr.split(key, n)`, split once more
       into the prior draw's key and the sampler's.
     - `shape`: `(n, *data_shape)`.
-    - `y`: optional conditioning, one per example (`score(t, x, y=y[i])`).
+    - `y`: optional conditioning, one per example (`score(t, x, y=y[i])`); required for a
+      class-conditional model (labels in `[0, num_classes)`; the null label `num_classes`, an
+      unconditional draw, only when asked for explicitly: `y=jnp.full(n, num_classes)`).
     - `return_nfe`: also return the score evaluations used per example.
 
     **Returns:** the samples `(n, *data_shape)` in data scale (see `AbstractSampler`), and with
-    `return_nfe` the NFE `(n,)`.
+    `return_nfe` the NFE `(n,)`. Warns with their number when some samples are not finite.
+
+    A `ScoreModel` (also inside a guided score) must be given its own SDE (`model.sde`).
     """
     check_sde(sde)
+    check_model_sde(score, sde)
+    key = check_key(key)
     if not isinstance(sampler, AbstractSampler):
         raise ValueError(
             f"sampler must be an sgm sampler (EulerMaruyama, PredictorCorrector, "
@@ -79,7 +93,7 @@ def sample(
         warnings.warn(reason, stacklevel=2)
     shape = check_shape(shape)
     n, data_shape = shape[0], shape[1:]
-    y = check_labels(y, n)
+    y = check_labels(y, n, num_classes=class_count(score))
     if not callable(score):
         raise ValueError(f"score must be a callable score(t, x), got {type(score).__name__}.")
 
@@ -89,5 +103,14 @@ def sample(
         x, nfe = _sample_batch(score, sde, sampler, keys, y, data_shape)
         return x[:m], nfe[:m]
 
-    x, nfe = split_examples(draw, n, jr.split(key, n), y)
+    with concise_errors():
+        x, nfe = split_examples(draw, n, jr.split(key, n), y)
+    if bad := count_non_finite(x):
+        warnings.warn(
+            f"{bad} of {n} samples are not finite (NaN or infinite): the score is not finite "
+            "somewhere on the path (check the model's weights), or the sampler diverged (more "
+            "steps, or another sampler).",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return (x, nfe) if return_nfe else x

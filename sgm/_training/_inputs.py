@@ -4,7 +4,8 @@ the batch size, before anything is compiled."""
 import jax
 import numpy as np
 
-from .._score import ScoreModel
+from .._checks import check_labels
+from .._score import ScoreModel, class_count
 
 
 def as_arrays(data, labels):
@@ -28,19 +29,15 @@ def as_arrays(data, labels):
     )
 
 
-def check_class_labels(model: ScoreModel, name: str, y) -> None:
-    """Class labels must lie in `[0, num_classes]` (`num_classes` is the null label); checked
-    here on the host because the training step is traced without checks."""
-    cond = getattr(model.net, "cond", None)
-    num_classes = getattr(cond, "num_classes", None)
-    if y is None or num_classes is None or getattr(cond, "label_table", None) is None:
-        return
-    y = np.asarray(y)
-    if not np.issubdtype(y.dtype, np.integer) or y.size and (y.min() < 0 or y.max() > num_classes):
-        raise ValueError(
-            f"{name} must be integer class labels in [0, {num_classes}] ({num_classes}: no "
-            f"label), got {y.dtype} values in [{y.min()}, {y.max()}]."
-        )
+def check_class_labels(model: ScoreModel, name: str, y, n: int) -> None:
+    """A class-conditional model needs labels, integers in `[0, num_classes]` (`num_classes`
+    is the null label, given explicitly to train the unconditional score only); checked here
+    on the host because the training step is traced without checks."""
+    num_classes = class_count(model)
+    if num_classes is not None:
+        check_labels(y, n, num_classes=num_classes, name=name)
+    elif y is not None:
+        check_labels(y, n, name=name)
 
 
 def check_data(x, labels, batch_size: int, mesh, sharded: bool) -> None:

@@ -18,7 +18,7 @@ import optax
 from jaxtyping import PRNGKeyArray
 
 from .. import _compat
-from .._checks import check_int, check_probability
+from .._checks import check_int, check_key, check_probability
 from .._io import remove_temporaries
 from .._learned_schedule import same_sde
 from .._losses import DSMLoss
@@ -306,7 +306,8 @@ def train(
     - `batch_size`: global batch, a multiple of the device count, split over all devices.
     - `loss`: a `DSMLoss`.
     - `ema_decay`: the EMA's decay in `[0, 1)` (0: no average, the trained weights).
-    - `labels`: one per example, for conditional models.
+    - `labels`: one per example, for conditional models; required for a class-conditional
+      one (to train only its null label `num_classes`, pass labels all equal to it).
     - `checkpoints`: an `sgm.Checkpoints`, where and how often to checkpoint and whether to
       resume (`None`: no checkpoints). `TrainingInterrupted` is raised after a stop request's
       checkpoint.
@@ -329,15 +330,17 @@ def train(
     x = np.asarray(x)
     labels = None if labels is None else np.asarray(labels)
     check_int("steps", steps)
+    key = check_key(key)
     check_int("batch_size", batch_size)
     check_probability("ema_decay", ema_decay)
     mesh = global_mesh()
     check_data(x, labels, batch_size, mesh, sharded)
     evaluation = monitor.evaluation
-    check_class_labels(model, "labels", labels)
-    check_class_labels(
-        model, "Evaluation.labels", None if evaluation is None else evaluation.labels
-    )
+    check_class_labels(model, "labels", labels, len(x))
+    if evaluation is not None:
+        check_class_labels(
+            model, "Evaluation.labels", evaluation.labels, int(np.shape(evaluation.data)[0])
+        )
     if optimizer is None or isinstance(optimizer, Adam):
         optimizer = (optimizer or Adam()).transform(steps)
     if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):

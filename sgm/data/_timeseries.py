@@ -171,6 +171,11 @@ def ou_family(
     (an AR(1) chain `x_{i+1} = a x_i + sqrt(1 - a^2) z`, `a = exp(-theta dt)`); the dataset's
     `check_conditional` measures samples against that law. The first `n_test` series are the
     test split. Data are used as they are (unit variance by construction)."""
+    if not isinstance(n_test, int) or not 1 <= n_test < n_series:
+        raise ValueError(
+            f"ou_theta: n_test={n_test!r} must be at least 1 and below the {n_series} series; "
+            f"pass n_test={max(1, n_series // 10)} (a tenth) or more series (n_series)."
+        )
     lo, hi = theta_range
     if not 0 < lo < hi:
         raise ValueError(f"theta_range must be 0 < low < high, got {theta_range}.")

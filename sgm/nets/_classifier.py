@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._checks import check_data_shape, check_key
 from ._embedding import Conditioning, check_input
 from ._unet import conv
 
@@ -33,7 +34,8 @@ class Classifier(eqx.Module):
     head: eqx.nn.Linear
 
     def __init__(self, data_shape, num_classes: int, *, key: PRNGKeyArray, width=32, depth=3):
-        self.data_shape = tuple(data_shape)
+        self.data_shape = check_data_shape("Classifier data_shape", data_shape)
+        key = check_key(key)
         if num_classes < 2:
             raise ValueError(f"a classifier needs num_classes >= 2, got {num_classes}.")
         keys = iter(jr.split(key, 3 * depth + 2))

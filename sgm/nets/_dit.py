@@ -9,6 +9,7 @@ import jax.random as jr
 from einops import rearrange
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._checks import check_data_shape, check_key
 from ._embedding import Conditioning, check_input, check_no_condition, dropout
 
 
@@ -94,7 +95,8 @@ class DiT(eqx.Module):
         dropout=0.0,
         fourier_scale=1.0,
     ):
-        data_shape = tuple(data_shape)
+        data_shape = check_data_shape("DiT data_shape", data_shape)
+        key = check_key(key)
         if len(data_shape) != 3:
             raise ValueError(f"DiT takes images (C, H, W), got data_shape {data_shape}.")
         if hidden % heads:

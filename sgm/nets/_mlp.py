@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._checks import check_data_shape, check_key
 from ._embedding import Conditioning, check_input, check_no_condition, dropout
 
 
@@ -68,7 +69,8 @@ class MLP(eqx.Module):
         dropout=0.0,
         fourier_scale=1.0,
     ):
-        self.data_shape = tuple(data_shape)
+        self.data_shape = check_data_shape("MLP data_shape", data_shape)
+        key = check_key(key)
         d = math.prod(self.data_shape)
         ckey, ikey, okey, *bkeys = jr.split(key, 3 + depth)
         self.cond = Conditioning(

@@ -10,6 +10,7 @@ import jax.random as jr
 from einops import rearrange
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._checks import check_data_shape, check_key
 from ._embedding import Conditioning, check_input, check_no_condition, dropout
 
 
@@ -147,7 +148,8 @@ class UNet(eqx.Module):
         cond_channels=0,
         fourier_scale=1.0,
     ):
-        data_shape = tuple(data_shape)
+        data_shape = check_data_shape("UNet data_shape", data_shape)
+        key = check_key(key)
         if len(data_shape) not in (2, 3):
             raise ValueError(f"UNet takes data_shape (C, H, W) or (C, L), got {data_shape}.")
         if channels % num_groups:
