@@ -414,7 +414,8 @@ def _main(parser, args, overrides) -> int:
     else:
         print(f"run directory: {run.path}")
     metrics_path = out_dir / "metrics.json"
-    metrics = read_metrics(run.path / "metrics.json")
+    # outputs elsewhere add to what an earlier invocation wrote there, else to the run's numbers
+    metrics = read_metrics(metrics_path if metrics_path.exists() else run.path / "metrics.json")
     metrics.update(experiment=cfg.name, backend=jax.default_backend(), devices=jax.device_count())
     phase = "train"
 

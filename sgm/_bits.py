@@ -10,8 +10,8 @@ from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from ._checks import check_int, check_integer_images, check_key, check_sde
 from ._likelihood import log_likelihood
+from ._model_checks import check_model_sde
 from ._scaler import AffineScaler
-from ._score import check_model_sde
 from ._sde import AbstractSDE
 from ._sharding import example_keys
 

@@ -17,8 +17,8 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from ._checks import check_batch, check_key, check_score, check_sde, count_non_finite
+from ._model_checks import check_model_sde, class_count
 from ._samplers import EulerMaruyama, PredictorCorrector, euler_maruyama, time_grid
-from ._score import check_model_sde, class_count
 from ._sde import AbstractSDE
 from ._sharding import shard_batch
 from ._traced_checks import concise_errors

@@ -36,8 +36,8 @@ from ._checks import (
 )
 from ._compat import TRACE_FLAGS, pop_trace_flags
 from ._flow import ODEVariables, solve_ode, solver_evaluations
+from ._model_checks import check_model_sde, class_count
 from ._progress import progress as progress_bar
-from ._score import check_model_sde, class_count
 from ._sde import AbstractSDE
 from ._sharding import data_mesh, example_keys, map_examples, pad_batch, pad_to_devices
 from ._trace import AbstractTraceEstimator, Hutchinson

@@ -4,14 +4,12 @@ import abc
 from collections.abc import Callable
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray, ScalarLike
 
 from ._dequant import AbstractDequantizer
-from ._learned_schedule import same_sde
+from ._model_checks import AbstractScoreModel
 from ._sde import AbstractSDE, _check_time
-from .nets._embedding import Conditioning
 
 
 class AbstractPreconditioning(eqx.Module):
@@ -68,7 +66,7 @@ class EDMPreconditioning(AbstractPreconditioning):
         return 1 / (m * norm), sigma / norm, -self.sigma_data / norm, 0.25 * jnp.log(sigma)
 
 
-class ScoreModel(eqx.Module):
+class ScoreModel(AbstractScoreModel):
     """A score `score(t, x) = -eps_hat(t, x) / s(t)` built from a network `F` through a
     preconditioning (`eps_hat = c_skip c_in x + c_out F(c_noise, c_in x)`).
 
@@ -133,31 +131,3 @@ class ScoreModel(eqx.Module):
     ) -> Float[Array, "*shape"]:
         std = self.sde.marginal(t)[1]
         return -self.noise_prediction(t, x, y=y, key=key) / std
-
-
-def score_models(score) -> list[ScoreModel]:
-    """The `ScoreModel`s that `score` is or holds (a guided score wraps one); none for a plain
-    callable such as a closed-form score."""
-    leaves = jax.tree.leaves(score, is_leaf=lambda node: isinstance(node, ScoreModel))
-    return [leaf for leaf in leaves if isinstance(leaf, ScoreModel)]
-
-
-def check_model_sde(score, sde: AbstractSDE) -> None:
-    """A `ScoreModel` (or one inside `score`) must be used with its own SDE: its output is
-    scaled by that SDE's marginal std, and sampling it with another SDE gives nonsense."""
-    for model in score_models(score):
-        if not same_sde(model.sde, sde):
-            raise ValueError(
-                f"the score model was built for {model.sde}, but sde={sde} was passed: pass "
-                "the model's own SDE (model.sde)."
-            )
-
-
-def class_count(score) -> int | None:
-    """`num_classes` of the class-conditional network of a `ScoreModel` in `score` (labels
-    `0..num_classes-1`, and `num_classes` the null label), else None."""
-    for model in score_models(score):
-        cond = getattr(model.net, "cond", None)
-        if isinstance(cond, Conditioning) and cond.label_table is not None:
-            return cond.num_classes
-    return None

@@ -16,7 +16,7 @@ from .._checks import (
     check_shape,
     count_non_finite,
 )
-from .._score import check_model_sde, class_count
+from .._model_checks import check_model_sde, class_count
 from .._sde import AbstractSDE
 from .._sharding import shard_batch
 from .._traced_checks import concise_errors, unchecked_unless_labelled

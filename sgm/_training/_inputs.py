@@ -5,7 +5,8 @@ import jax
 import numpy as np
 
 from .._checks import check_labels
-from .._score import ScoreModel, class_count
+from .._model_checks import class_count
+from .._score import ScoreModel
 
 
 def as_arrays(data, labels):
