@@ -11,6 +11,8 @@ evaluation but not its step counts.
 
 Sections (`--sections`, default all):
 
+- `field`: seconds of one evaluation of the ODE's vector field (score, linearisation,
+  Hutchinson product) per image at batch 1, 4, 16, 64 (best of 5), and the ratio to batch 1.
 - `batched`: for each batch size, seconds per image, images per second, NFE mean and max, and
   the cost of one score evaluation per image (the chunk's seconds over its loop's evaluations,
   `max NFE`, times the examples in flight) against a batch-1 evaluation (`one_at_a_time`); and
@@ -131,11 +133,45 @@ def batched(sde, model, x, sizes, rtol):
     return rows
 
 
+def field(sde, model, x, sizes, repeats=5):
+    """Seconds of one evaluation of the likelihood ODE's vector field (score, its linearisation
+    and a Hutchinson product) per image, `vmap`ped over `size` images, against batch 1."""
+    ll = sgm.LogLikelihood(model, sde)
+    var = ll.variables
+    v = float(var.coordinate(sde, 0.5))
+
+    def one(z, key):
+        probes = ll.trace.draw(key, z.shape)
+
+        def trace(linear):
+            return ll.trace(linear, z.shape, probes, shift=1.0)
+
+        return var.drift_and_divergence(sde, model, v, z, trace)
+
+    fn = jax.jit(jax.vmap(one))
+    rows = []
+    for size in sizes:
+        z, keys = x[:size], jr.split(jr.key(0), size)
+        jax.block_until_ready(fn(z, keys))
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            jax.block_until_ready(fn(z, keys))
+            times.append(time.perf_counter() - start)
+        rows.append({"batch": size, "seconds_per_evaluation_per_image": min(times) / size})
+    for row in rows:
+        row["relative_to_batch_1"] = (
+            row["seconds_per_evaluation_per_image"] / rows[0]["seconds_per_evaluation_per_image"]
+        )
+        print(json.dumps({"field": row}), flush=True)
+    return rows
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--run-dir")
     p.add_argument("--data-dir")
-    p.add_argument("--sections", default="batched,bpd")
+    p.add_argument("--sections", default="field,batched,bpd")
     p.add_argument("--n-images", type=int, default=64)
     p.add_argument("--batch-sizes", default="1,4,16,64")
     p.add_argument("--rtol", type=float, default=1e-5)
@@ -154,8 +190,11 @@ def main():
         "rtol_atol": args.rtol,
     }
     print(json.dumps(result), flush=True)
+    x = dequantized(ds, max(args.n_images, 64), jr.key(0))
+    if "field" in sections:
+        result["field"] = field(sde, model, x, [1, 4, 16, 64])
     if "batched" in sections:
-        x = dequantized(ds, args.n_images, jr.key(0))
+        x = x[: args.n_images]
         sizes = [int(s) for s in args.batch_sizes.split(",")]
         result["batched"] = batched(sde, model, x, sizes, args.rtol)
     if "bpd" in sections:
