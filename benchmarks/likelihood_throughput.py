@@ -177,6 +177,12 @@ def main():
     p.add_argument("--rtol", type=float, default=1e-5)
     p.add_argument("--k", type=int, default=16)
     p.add_argument("--bpd-images", type=int, default=64)
+    p.add_argument(
+        "--bpd-runs",
+        default="ode:1:importance,ode:K:importance,ode:K:mean,bound:1:mean",
+        help="method:K:estimator, comma-separated (K: --k)",
+    )
+    p.add_argument("--one-at-a-time", action="store_true", help="bpd's ODE one at a time")
     p.add_argument("--out")
     args = p.parse_args()
     sections = args.sections.split(",")
@@ -208,15 +214,15 @@ def main():
 def bpd_rows(sde, model, ds, args):
     images = np.asarray(ds.test_int[: args.bpd_images])
     rows = []
-    runs = [
-        ("ode", 1, "importance"),
-        ("ode", args.k, "importance"),
-        ("ode", args.k, "mean"),
-        ("bound", 1, "mean"),
-    ]
+    runs = []
+    for spec in args.bpd_runs.split(","):
+        method, k, estimator = spec.split(":")
+        runs.append((method, args.k if k == "K" else int(k), estimator))
     for method, k, estimator in runs:
         start = time.perf_counter()
         kw = dict(method=method) if method != "ode" else dict(rtol=args.rtol, atol=args.rtol)
+        if method == "ode" and args.one_at_a_time:
+            kw["one_at_a_time"] = True
         values, info = sgm.bits_per_dim(
             model,
             sde,
