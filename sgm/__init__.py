@@ -1,7 +1,7 @@
 """sgm: score-based generative modelling with SDEs, in JAX and Equinox."""
 
 from . import data as data, distributed as distributed, nets as nets
-from ._bits import bits_per_dim as bits_per_dim
+from ._bits import BitsPerDimInfo as BitsPerDimInfo, bits_per_dim as bits_per_dim
 from ._cache import enable_compilation_cache as enable_compilation_cache
 from ._classifier import (
     NoisyClassifier as NoisyClassifier,
@@ -33,6 +33,7 @@ from ._learned_schedule import (
 from ._likelihood import (
     LogLikelihood as LogLikelihood,
     log_likelihood as log_likelihood,
+    variational_bound as variational_bound,
 )
 from ._losses import DSMLoss as DSMLoss
 from ._optimizer import Adam as Adam, lr_schedule as lr_schedule

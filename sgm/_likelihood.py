@@ -7,9 +7,15 @@ the noise level `s/m` and a normalised state), carrying the change of variables'
 exactly; the divergence of the SDE's linear drift is closed form, and only the score's part is
 traced, by a trace estimator (`Exact`, `Hutchinson`, `HutchPlusPlus`).
 
-Each example is solved on its own (one adaptive step sequence, one probe draw from its own key
-`fold_in(key, i)`), so its value does not depend on the other examples of the call, on
-`batch_size` or on the device count.
+Each example has its own adaptive step sequence and its own probe draw (from its own key
+`fold_in(key, i)`). By default the solves of a chunk of `batch_size` examples run together on
+each device (`vmap` over diffrax's solve): every example keeps its own step size and accepts or
+rejects its own steps, the loop runs until the last one finishes, and the score is evaluated on
+the chunk at once, so that an example's evaluation costs a fraction of a batch-1 one. Its
+companions then change its value only through float rounding in the batched products (and the
+step sequence that rounding steers). `one_at_a_time=True` solves one example after another
+(`lax.map`), the same batch-1 program for every example: its value is bit-identical whatever its
+companions, `batch_size` or the device count.
 """
 
 import contextlib
@@ -35,7 +41,7 @@ from ._checks import (
     check_sde,
 )
 from ._compat import TRACE_FLAGS, pop_trace_flags
-from ._flow import ODEVariables, solve_ode, solver_evaluations
+from ._flow import ODEVariables, _derivative, solve_ode, solver_evaluations
 from ._model_checks import check_model_sde, class_count
 from ._progress import progress as progress_bar
 from ._sde import AbstractSDE
@@ -56,6 +62,7 @@ def _state_and_density_norm(err):
 _NORMS = {"max": _state_and_density_norm, "rms": None}
 
 
+_IN_FLIGHT = 64  # examples in flight per device when `batch_size` is None (batched solves)
 _INIT_DEPTH = 4  # frames from LogLikelihood.__init__ to the line constructing it
 _PRECISIONS = ("highest", "high", "default", None)
 
@@ -94,6 +101,9 @@ class LogLikelihood(eqx.Module):
       default) or None for JAX's default. On NVIDIA GPUs JAX's default is TF32 (a 10-bit
       mantissa), whose rounding the step-size control meets as noise and answers with about
       twice the steps (`benchmarks/accelerator.sh`). CPUs compute in float32 either way.
+    - `one_at_a_time`: solve the examples one after another (bit-identical whatever the
+      companions) instead of a chunk at once with per-example step control (the default,
+      several times cheaper per example; see the module's docstring).
     - `exact`, `n_probes`, `probe`, `chunk_size`: deprecated spellings of `trace`.
     """
 
@@ -107,6 +117,7 @@ class LogLikelihood(eqx.Module):
     variables: ODEVariables
     error_norm: str = eqx.field(static=True)
     precision: str | None = eqx.field(static=True)
+    one_at_a_time: bool = eqx.field(static=True)
 
     def __init__(
         self,
@@ -121,6 +132,7 @@ class LogLikelihood(eqx.Module):
         variables: ODEVariables | None = None,
         error_norm: Literal["max", "rms"] = "max",
         precision: Literal["highest", "high", "default"] | None = "highest",
+        one_at_a_time: bool = False,
         **deprecated_flags,
     ):
         check_sde(sde)
@@ -152,6 +164,9 @@ class LogLikelihood(eqx.Module):
         if precision not in _PRECISIONS:
             raise ValueError(f"precision must be one of {_PRECISIONS}, got {precision!r}.")
         self.precision = precision
+        if not isinstance(one_at_a_time, bool):
+            raise ValueError(f"one_at_a_time must be True or False, got {one_at_a_time!r}.")
+        self.one_at_a_time = one_at_a_time
 
     def one(self, x: Array, key: PRNGKeyArray, y: Array | None = None):
         """`(log p_t0(x), nfe)` for one example."""
@@ -237,7 +252,9 @@ class LogLikelihood(eqx.Module):
 
         - `key`: for a random trace estimator; example `i` uses `fold_in(key, i)`.
         - `y`: optional conditioning, one per example.
-        - `batch_size`: examples per compiled call (a progress bar when there are several).
+        - `batch_size`: examples per compiled call (a progress bar when there are several);
+          with batched solves, the examples in flight together, which bounds memory (by
+          default 64 per device; with `one_at_a_time`, by default all in one call).
         """
         x = check_batch(x)
         if not jnp.issubdtype(x.dtype, jnp.floating):
@@ -256,13 +273,23 @@ class LogLikelihood(eqx.Module):
         key = None if key is None else check_key(key)
         check_finite_score(self.score, self.sde, x, y, size=batch_size)  # before the solve
         keys = example_keys(jr.key(0) if key is None else key, n)
+        lp, nfe = self.solve_keyed(x, keys, y, batch_size, progress)
+        return (lp, nfe) if return_nfe else lp
+
+    def solve_keyed(self, x, keys, y=None, batch_size=None, progress=None):
+        """`(log p_t0(x), nfe)` of a checked batch with each example's key given; the
+        failed solves are reported."""
+        n = x.shape[0]
 
         def solve(x, keys, y):  # the examples of this process (all in a one-process job)
             m_all = x.shape[0]
-            size = m_all if batch_size is None else min(batch_size, m_all)
+            devices = data_mesh().devices.size
+            if batch_size is not None:
+                size = min(batch_size, m_all)
+            else:
+                size = m_all if self.one_at_a_time else min(_IN_FLIGHT * devices, m_all)
             starts = range(0, m_all, size)
             show = len(starts) > 1 if progress is None else progress
-            devices = data_mesh().devices.size
             out, nfes = [], []
             for i in progress_bar(starts, desc="log-likelihood", disable=not show, unit="batch"):
                 part = slice(i, i + size)
@@ -289,7 +316,7 @@ class LogLikelihood(eqx.Module):
                 f"no finite log-likelihood for {bad.size} of {n} examples (first: index "
                 f"{bad[0]}): {reason}."
             )
-        return (lp, nfe) if return_nfe else lp
+        return lp, nfe
 
 
 @eqx.filter_jit
@@ -304,9 +331,10 @@ def _loglik_batch(ll: LogLikelihood, x, keys, y):
     with precision, unchecked_unless_labelled(y):
         # Checked while tracing: once per score, shape and dtype, not on every call.
         check_score(ll.score, ll.sde, x.shape[1:], y)
+        batched = not ll.one_at_a_time
         if y is None:
-            return map_examples(lambda x, k: ll.one(x, k), (x, keys))
-        return map_examples(ll.one, (x, keys, y))
+            return map_examples(lambda x, k: ll.one(x, k), (x, keys), batched=batched)
+        return map_examples(ll.one, (x, keys, y), batched=batched)
 
 
 @overload
@@ -368,3 +396,120 @@ def log_likelihood(
     """
     ll = LogLikelihood(score, sde, **pop_trace_flags(options, stacklevel=2))
     return ll(x, key=key, y=y, batch_size=batch_size, progress=progress, return_nfe=return_nfe)
+
+
+def _transition(sde: AbstractSDE, t0, t):
+    """`(a, sigma)` of the transition `x_t | x_t0 ~ N(a x_t0, sigma^2 I)` of a linear SDE."""
+    m0, s0 = sde.marginal(t0)
+    m, s = sde.marginal(t)
+    a = m / m0
+    return a, jnp.sqrt(jnp.maximum(s**2 - (a * s0) ** 2, 0.0))
+
+
+def _bound_one(score, sde: AbstractSDE, n_times: int, sigma_data, x, key: PRNGKeyArray, y=None):
+    """`(mean, standard error)` over `n_times` samples of the bound on `-log p_t0(x)`."""
+    score_fn = score if y is None else (lambda t, x: score(t, x, y=y))
+    t0, t1 = sde.t0, sde.t1
+    v0, v1 = -0.5 * sde.log_snr(t0), -0.5 * sde.log_snr(t1)
+    a1, sigma1 = _transition(sde, t0, t1)
+
+    def sample(key):
+        kv, ke, kp = jr.split(key, 3)
+        v = v0 + (v1 - v0) * jr.uniform(kv)
+        t = sde.time_at_log_snr(-2 * v)
+        _, dv_dt = _derivative(lambda t: -0.5 * sde.log_snr(t), t)
+        q = dv_dt / (v1 - v0)  # the density of t
+        a, sigma = _transition(sde, t0, t)
+        eps = jr.normal(ke, x.shape, x.dtype)
+        s_plus, s_minus = score_fn(t, a * x + sigma * eps), score_fn(t, a * x - sigma * eps)
+        # g^2 (|s|^2 + 2 s.eps / sigma) / 2 over the antithetic pair (eps, -eps)
+        sq = 0.5 * (jnp.sum(s_plus**2) + jnp.sum(s_minus**2))
+        cross = jnp.sum((s_plus - s_minus) * eps) / sigma
+        # A zero-mean control variate: the chi-square noise `|eps|^2` these terms carry when the
+        # score's Jacobian is near `-I / n^2`, `n^2 = m^2 c^2 + s^2` (data of std `c`).
+        m_t, s_t = sde.marginal(t)
+        n2 = (m_t * sigma_data) ** 2 + s_t**2
+        kappa = sigma**2 / n2**2 - 2 / n2
+        control = kappa * (jnp.sum(eps**2) - x.size)
+        h = 0.5 * sde.diffusion(t) ** 2 * (sq + cross - control) - x.size * sde.drift_coeff(t)
+        prior = -sde.prior_log_prob(a1 * x + sigma1 * jr.normal(kp, x.shape, x.dtype))
+        return prior + h / q
+
+    values = jax.lax.map(sample, jr.split(key, n_times))
+    return jnp.mean(values), jnp.std(values, ddof=1) / jnp.sqrt(n_times)
+
+
+@eqx.filter_jit
+def _bound_batch(score, sde, n_times, sigma_data, x, keys, y):
+    fn = lambda *a: _bound_one(score, sde, n_times, sigma_data, *a)  # noqa: E731
+    args = (x, keys) if y is None else (x, keys, y)
+    return map_examples(fn, args, batched=True)
+
+
+def variational_bound(
+    score,
+    sde: AbstractSDE,
+    x: Float[ArrayLike, "n *data_shape"],
+    *,
+    key: PRNGKeyArray,
+    n_times: int = 64,
+    sigma_data: float = 0.5,
+    y: Array | None = None,
+    batch_size: int | None = None,
+    progress: bool | None = None,
+    return_nfe: bool = False,
+):
+    """The continuous-time variational upper bound on `-log p_t0(x)` in nats (Song et al. 2021,
+    *Maximum Likelihood Training of Score-Based Diffusion Models*, theorem 2 with the
+    forward process started at `t0` from `x`; Kingma et al. 2021, eq. 17, its VP form):
+
+        -log p_t0(x) <= E[-log pi(x_t1)]
+                        + int_t0^t1 E[g^2 (|s(t, x_t)|^2 + 2 s(t, x_t) . eps / sigma_t) / 2
+                                     - div f(t)] dt,
+
+    `x_t = a_t x + sigma_t eps` the transition from `t0` (`eps ~ N(0, I)`), which is
+    `g^2 (|s - grad log p(x_t | x)|^2 - |grad log p(x_t | x)|^2) / 2 - div f` of theorem 2.
+    It bounds the density of the reverse SDE's model; with the exact score and a prior equal to
+    the marginal at `t1` it is the model density of the probability-flow ODE. Each example's
+    integral is estimated with `n_times` times drawn uniformly in the log noise level
+    `log(s_t / m_t)` (for VP and VE the density proportional to `g^2 / s_t^2`, Song et al.
+    2021, sec. 4.2), each with an antithetic pair of noises `+-eps` (two score evaluations,
+    which cancel the `s . eps / sigma` term's zero-mean part near `t0`) and a prior draw;
+    no ODE solve. A zero-mean control variate `kappa_t (|eps|^2 - d)` removes the chi-square
+    noise the terms carry for a score whose Jacobian is `-I / (m_t^2 c^2 + s_t^2)` (Gaussian
+    data of std `c = sigma_data`); it changes the variance only, never the mean.
+
+    **Arguments:** `score`, `sde` the model; `x` a batch in model scale; `key` for the times and
+    noises (example `i` uses `fold_in(key, i)`); `n_times`; `sigma_data`, the control
+    variate's `c`; `y` optional conditioning; `batch_size` examples in flight (64 per device
+    by default).
+
+    **Returns:** `(bound, standard_error)`, each `(n,)`, and with `return_nfe` the score
+    evaluations per example (`2 n_times`).
+    """
+    check_sde(sde)
+    x = check_batch(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"x must be floats in model scale, got dtype {x.dtype}.")
+    n_times = check_int("n_times", n_times, minimum=2)
+    batch_size = check_int("batch_size", batch_size, none=True)
+    n = x.shape[0]
+    y = check_labels(y, n)
+    keys = example_keys(key, n)
+    devices = data_mesh().devices.size
+    size = min(_IN_FLIGHT * devices if batch_size is None else batch_size, n)
+    starts = range(0, n, size)
+    show = len(starts) > 1 if progress is None else progress
+    means, ses = [], []
+    for i in progress_bar(starts, desc="likelihood bound", disable=not show, unit="batch"):
+        part = slice(i, i + size)
+        m = len(range(n)[part])
+        args = (x[part], keys[part], None if y is None else y[part])
+        args = pad_to_devices(pad_batch(args, m, size), size, devices)
+        mean, se = _bound_batch(score, sde, n_times, sigma_data, *args)
+        means.append(mean[:m])
+        ses.append(se[:m])
+    bound, se = jnp.concatenate(means), jnp.concatenate(ses)
+    if return_nfe:
+        return bound, se, jnp.full((n,), 2 * n_times)
+    return bound, se

@@ -50,14 +50,19 @@ def example_keys(key, n: int, start: int = 0):
     return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(start, start + n))
 
 
-def map_examples(fn, args, mesh: Mesh | None = None):
-    """`fn` applied to one example at a time (`lax.map`) on each device's shard of `args`: every
-    example runs the same batch-1 program whatever its companions and the device count, and an
-    adaptive solve costs its own steps, not the slowest of a `vmap`ped batch's. The leading
-    axis of `args` must be a multiple of the device count (`pad_to_devices`)."""
+def map_examples(fn, args, mesh: Mesh | None = None, *, batched: bool = False):
+    """`fn`, written for one example, applied to each device's shard of `args`.
+
+    With `batched=False`, one example at a time (`lax.map`): every example runs the same
+    batch-1 program whatever its companions and the device count, bit for bit. With
+    `batched=True`, the shard at once (`vmap`): the examples' products are batched, and their
+    values agree with one-at-a-time only up to float rounding. The leading axis of `args` must
+    be a multiple of the device count (`pad_to_devices`)."""
     mesh = mesh or data_mesh()
 
     def local(*shard):
+        if batched:
+            return jax.vmap(fn)(*shard)
         return jax.lax.map(lambda one: fn(*one), shard)
 
     spec = P("data")

@@ -168,17 +168,20 @@ def likelihood(cfg: Experiment, ds: Dataset, run: Run, metrics: dict) -> None:
     if cfg.net.conditional and ds.test_cond is not None:
         kw["y"] = jnp.asarray(ds.test_cond[: e.n_images])  # log p(x | y)
     start = time.perf_counter()
+    protocol = None
     if ds.test_int is not None:
         images = ds.test_int[: e.n_images]
-        values = bits_per_dim(
+        values, info = bits_per_dim(
             run.model,
             run.sde,
             images,
             key=jr.key(2),
             scaler=ds.scaler if isinstance(ds.scaler, AffineScaler) else AffineScaler(),
             n_dequant=e.n_dequant,
+            return_info=True,
             **kw,
         )
+        protocol = info.to_dict()  # images, K, estimator, tolerances, t0, solver, NFE, errors
         name = "test_bits_per_dim"
     else:
         x = ds.test[: e.n_images]
@@ -193,5 +196,6 @@ def likelihood(cfg: Experiment, ds: Dataset, run: Run, metrics: dict) -> None:
         "seconds": time.perf_counter() - start,
         "trace": to_json(e.trace),
         "given": ds.condition if "y" in kw else None,  # log p(x | y) when conditioned
+        "protocol": protocol,
     }
     print(f"{name}: {values.mean():.4f} +- {metrics[name]['stderr'] or 0:.4f} (n={len(values)})")
