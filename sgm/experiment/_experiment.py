@@ -5,6 +5,7 @@ data's shape and a key, is a class with its arguments (`Net`); the data a name w
 (for `Train`, from `sgm.train` and its option objects)."""
 
 import dataclasses
+import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ SAMPLERS: dict[str, Callable[[], AbstractSampler]] = {
     "ode": ProbabilityFlowODE,
     "dpm": DPMSolver,
     "heun": HeunSampler,
+    "heun_churn": functools.partial(HeunSampler, steps=64, churn=5.0),
     "unipc": UniPC,
 }
 
