@@ -5,7 +5,6 @@ data's shape and a key, is a class with its arguments (`Net`); the data a name w
 (for `Train`, from `sgm.train` and its option objects)."""
 
 import dataclasses
-import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,7 +41,7 @@ SAMPLERS: dict[str, Callable[[], AbstractSampler]] = {
     "ode": ProbabilityFlowODE,
     "dpm": DPMSolver,
     "heun": HeunSampler,
-    "heun_churn": functools.partial(HeunSampler, steps=64, churn=5.0),
+    "heun_churn": lambda: HeunSampler(steps=64, churn=5.0),  # EDM's stochastic Heun
     "unipc": UniPC,
 }
 
