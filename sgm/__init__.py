@@ -37,6 +37,7 @@ from ._likelihood import (
 )
 from ._losses import DSMLoss as DSMLoss
 from ._optimizer import Adam as Adam, lr_schedule as lr_schedule
+from ._sample_density import sample_with_log_prob as sample_with_log_prob
 from ._samplers import (
     AbstractSampler as AbstractSampler,
     DPMSolver as DPMSolver,

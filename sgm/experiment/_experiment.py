@@ -41,6 +41,7 @@ SAMPLERS: dict[str, Callable[[], AbstractSampler]] = {
     "ode": ProbabilityFlowODE,
     "dpm": DPMSolver,
     "heun": HeunSampler,
+    "heun_churn": lambda: HeunSampler(steps=64, churn=5.0),  # EDM's stochastic Heun
     "unipc": UniPC,
 }
 
