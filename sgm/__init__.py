@@ -18,6 +18,12 @@ from ._control import (
     colorize as colorize,
     inpaint as inpaint,
 )
+from ._coupling import (
+    AbstractCoupling as AbstractCoupling,
+    ExactOTCoupling as ExactOTCoupling,
+    IndependentCoupling as IndependentCoupling,
+    SinkhornCoupling as SinkhornCoupling,
+)
 from ._dequant import (
     AbstractDequantizer as AbstractDequantizer,
     UniformDequantizer as UniformDequantizer,
@@ -34,8 +40,13 @@ from ._likelihood import (
     LogLikelihood as LogLikelihood,
     log_likelihood as log_likelihood,
 )
-from ._losses import DSMLoss as DSMLoss
+from ._losses import (
+    AbstractLoss as AbstractLoss,
+    DSMLoss as DSMLoss,
+    FlowMatchingLoss as FlowMatchingLoss,
+)
 from ._optimizer import Adam as Adam, lr_schedule as lr_schedule
+from ._paths import RectifiedFlow as RectifiedFlow
 from ._samplers import (
     AbstractSampler as AbstractSampler,
     DPMSolver as DPMSolver,
@@ -57,6 +68,7 @@ from ._score import (
     EDMPreconditioning as EDMPreconditioning,
     NoisePrediction as NoisePrediction,
     ScoreModel as ScoreModel,
+    VelocityPrediction as VelocityPrediction,
 )
 from ._sde import (
     VESDE as VESDE,
