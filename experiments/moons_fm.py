@@ -20,7 +20,7 @@ EXPERIMENT = Experiment(
         n_samples=2000,
         samplers={
             "euler": sgm.ProbabilityFlowODE(solver=diffrax.Euler(), steps=20),
-            "heun": sgm.HeunSampler(steps=10),
+            "dpm": sgm.DPMSolver(steps=16),
             "ode": sgm.ProbabilityFlowODE(),
             "em": sgm.EulerMaruyama(steps=500),
         },
