@@ -11,7 +11,9 @@ import sgm
 # model: of ScoreModel; loss: of DSMLoss; opt: None for optax.adam(lr), else keywords of
 # sgm.Adam (warm-up 100; decay=True for a cosine decay over the run); deq: "uniform" or
 # "variational" dequantization of integer images in training; ema: the EMA decay; sde:
-# "learned" replaces the target's SDE by a `LearnedVPSDE` with the same end points.
+# "learned" replaces the target's SDE by a `LearnedVPSDE` with the same end points,
+# "rectified" by `sgm.RectifiedFlow()`; fm: keywords of `FlowMatchingLoss`, which then
+# replaces `DSMLoss`.
 _DEFAULTS = {"net": {}, "model": {}, "loss": {}, "opt": {"decay": True}, "lr": 1e-3, "ema": 0.999}
 
 # What the defaults were before issue 15, spelled out.
@@ -32,6 +34,8 @@ _LIK = {"weighting": "likelihood", "importance_sampling": True}
 def _old(**changes):
     return {**_OLD, **changes}
 
+
+_FM = {"sde": "rectified", "model": {"preconditioning": sgm.VelocityPrediction()}}
 
 CONFIGS = {
     # The library's defaults, with sgm.Adam(1e-3, warmup=100, decay=True).
@@ -65,6 +69,11 @@ CONFIGS = {
     "dequant": {"deq": "uniform"},
     "likelihood": {"deq": "uniform", "loss": _LIK},
     "variational": {"deq": "variational", "loss": _LIK},
+    # flow matching on the rectified-flow path (velocity prediction, defaults otherwise):
+    # independent pairs, minibatch OT (exact assignment), logit-normal times
+    "fm": {**_FM, "fm": {}},
+    "fm_ot": {**_FM, "fm": {"coupling": sgm.ExactOTCoupling()}},
+    "fm_logit_normal": {**_FM, "fm": {"time_density": "logit_normal"}},
     # a learned noise schedule (VDM), trained by the bound with times uniform in t
     "vdm": {
         "sde": "learned",
@@ -104,8 +113,10 @@ def build(name: str, sde, shape, total_steps: int, key):
             t0=sde.t0,
             t1=sde.t1,
         )
+    if cfg.get("sde") == "rectified":
+        sde = sgm.RectifiedFlow()
     model = sgm.ScoreModel(net, sde, **model_kw)
-    loss = sgm.DSMLoss(**cfg["loss"])
+    loss = sgm.FlowMatchingLoss(**cfg["fm"]) if "fm" in cfg else sgm.DSMLoss(**cfg["loss"])
     if cfg["opt"] is None:
         optimizer = optax.adam(cfg["lr"])
     else:

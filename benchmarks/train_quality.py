@@ -9,7 +9,8 @@ Targets:
 - `mix_16d`: four Gaussians in 16-D (means 1.5 e_k, std 0.3, weights 0.1-0.4).
 - `mnist`: the MNIST subset (`--data-dir`), test bits/dim; `digits`: the 8x8 digits.
 
-Mixtures are trained under VP(0.1, 20) with batch 256 and judged at each evaluation step by
+Mixtures are trained under VP(0.1, 20) (the `fm*` configurations under `RectifiedFlow()`,
+by `FlowMatchingLoss`) with batch 256 and judged at each evaluation step by
 the exact density of samples from Euler-Maruyama with 1000 steps and from the adaptive
 probability-flow ODE: the mean log-density of the samples minus the data's own (`gap`, 0 is
 perfect), the fraction of samples off the modes (further than 3 component standard deviations
@@ -192,7 +193,9 @@ def run_target(args, target):
             samplers["em1000"] = sgm.EulerMaruyama(steps=1000)
 
         def evaluate(score):
-            return evaluate_mixture(score, sde, mix, data, args.n, jr.key(2), samplers)
+            # a flow-matching configuration samples under its own path (`model.sde`)
+            own = score.sde if isinstance(score, sgm.ScoreModel) else sde
+            return evaluate_mixture(score, own, mix, data, args.n, jr.key(2), samplers)
 
         shape, batch = train_x.shape[1:], 256
         dataset = train_x

@@ -18,6 +18,12 @@ from ._control import (
     colorize as colorize,
     inpaint as inpaint,
 )
+from ._coupling import (
+    AbstractCoupling as AbstractCoupling,
+    ExactOTCoupling as ExactOTCoupling,
+    IndependentCoupling as IndependentCoupling,
+    SinkhornCoupling as SinkhornCoupling,
+)
 from ._dequant import (
     AbstractDequantizer as AbstractDequantizer,
     UniformDequantizer as UniformDequantizer,
@@ -35,8 +41,13 @@ from ._likelihood import (
     log_likelihood as log_likelihood,
     variational_bound as variational_bound,
 )
-from ._losses import DSMLoss as DSMLoss
+from ._losses import (
+    AbstractLoss as AbstractLoss,
+    DSMLoss as DSMLoss,
+    FlowMatchingLoss as FlowMatchingLoss,
+)
 from ._optimizer import Adam as Adam, lr_schedule as lr_schedule
+from ._paths import RectifiedFlow as RectifiedFlow
 from ._sample_density import sample_with_log_prob as sample_with_log_prob
 from ._samplers import (
     AbstractSampler as AbstractSampler,
@@ -59,6 +70,7 @@ from ._score import (
     EDMPreconditioning as EDMPreconditioning,
     NoisePrediction as NoisePrediction,
     ScoreModel as ScoreModel,
+    VelocityPrediction as VelocityPrediction,
 )
 from ._sde import (
     VESDE as VESDE,

@@ -21,6 +21,7 @@ sampling `t` with density proportional to `g^2 / s^2` means drawing `rho = log(s
 uniformly and inverting; the weight then becomes a constant.
 """
 
+import abc
 from typing import Literal
 
 import equinox as eqx
@@ -30,9 +31,10 @@ import jax.random as jr
 from jax.scipy.special import ndtr, ndtri
 from jaxtyping import Array, Float, PRNGKeyArray, Scalar
 
+from ._coupling import AbstractCoupling, IndependentCoupling
 from ._dequant import VariationalDequantizer
 from ._learned_schedule import AbstractLearnedSDE
-from ._score import ScoreModel
+from ._score import ScoreModel, VelocityPrediction
 from ._sde import AbstractSDE
 
 _WEIGHTINGS = ("sigma2", "likelihood", "edm")
@@ -57,7 +59,26 @@ def sample_uniforms(key: PRNGKeyArray, n: int, method: str) -> Float[Array, " n"
     return jnp.concatenate([half, 1 - half])[:n]
 
 
-class DSMLoss(eqx.Module):
+class AbstractLoss(eqx.Module):
+    """A training objective: `batch_loss(model, x0, *, key, y=None)` is what `sgm.train`
+    minimises; `label_dropout` and `null_label` set classifier-free guidance's label dropout."""
+
+    label_dropout: eqx.AbstractVar[float]
+    null_label: eqx.AbstractVar[int | None]
+
+    @abc.abstractmethod
+    def batch_loss(
+        self,
+        model: ScoreModel,
+        x0: Float[Array, "n *shape"],
+        *,
+        key: PRNGKeyArray,
+        y: Array | None = None,
+    ) -> Scalar:
+        """The mean loss over a batch."""
+
+
+class DSMLoss(AbstractLoss):
     """Denoising score-matching loss; `__call__` acts on one example, `batch_loss` on a batch.
 
     **Arguments:**
@@ -262,3 +283,171 @@ def variance_objective(per_example, model) -> Scalar:
 
     objective.defvjp(forward, backward)
     return objective(params)
+
+
+_FM_DENSITIES = ("uniform", "logit_normal")
+
+
+def model_velocity(
+    model: ScoreModel,
+    t: Scalar,
+    x: Float[Array, "*shape"],
+    *,
+    y: Array | None = None,
+    key: PRNGKeyArray | None = None,
+) -> Float[Array, "*shape"]:
+    """The model's velocity `v_hat(t, x)`, the probability-flow drift `f x - g^2 score / 2`
+    (Song et al. 2021, eq. 13). With `VelocityPrediction` it is the network's output itself;
+    otherwise it is `f x + (D / m) eps_hat`, `D = m s' - m' s`, from the noise prediction
+    (`v = m' x_0 + s' eps` with `x_0 = (x - s eps) / m`)."""
+    if isinstance(model.preconditioning, VelocityPrediction):
+        c_in, _, _, c_noise = model.preconditioning.coefficients(model.sde, t)
+        return model.net(c_noise, c_in * x, y=y, key=key)
+    m, s = model.sde.marginal(t)
+    dm, ds = model.sde.marginal_derivative(t)
+    eps_hat = model.noise_prediction(t, x, y=y, key=key)
+    return (dm / m) * x + ((m * ds - dm * s) / m) * eps_hat
+
+
+def dsm_weight(sde: AbstractSDE, t) -> Scalar:
+    """`w(t) = ((m s' - m' s) / m)^2`, with which, on a Gaussian path, the flow-matching loss
+    is `w(t)` times the unweighted noise-prediction loss at every `t` and for every model:
+    `v_hat - v = (D / m) (eps_hat - eps)` (write both with `x_0 = (x - s eps) / m`). In
+    terms of the score `w(t) ||eps_hat - eps||^2 = (g^2 / 2)^2 ||score - target||^2`:
+    flow matching is denoising score matching with `lambda(t) = g(t)^4 / 4` (Lipman et al.
+    2023, section 4.1; Kingma & Gao 2023, "Understanding diffusion objectives", section 3).
+    For `RectifiedFlow`, `w(t) = 1 / (1 - t)^2`."""
+    m, s = sde.marginal(t)
+    dm, ds = sde.marginal_derivative(t)
+    return ((m * ds - dm * s) / m) ** 2
+
+
+class FlowMatchingLoss(AbstractLoss):
+    """Conditional flow matching (Lipman et al. 2023, eq. 23; Liu et al. 2023, eq. 1; Albergo &
+    Vanden-Eijnden 2023) on the Gaussian path `x_t = m(t) x_0 + s(t) eps` of `model.sde`:
+
+    `E_{t, (x_0, eps)} ||v_hat(t, x_t) - (m'(t) x_0 + s'(t) eps)||^2`,
+
+    with `v_hat` the model's velocity (`model_velocity`; the network's output with
+    `VelocityPrediction`). It is `dsm_weight(sde, t)` times `DSMLoss(weighting="sigma2")`'s
+    integrand at every `t`, i.e. a weighting of the noise levels.
+
+    **Arguments:**
+
+    - `time_density`: `"uniform"` on `[eps, t1]`, or `"logit_normal"`: `t = sigmoid(u)`,
+      `u ~ N(logit_mean, logit_std^2)`, restricted to `[eps, t1]` (Esser et al. 2024, SD3,
+      section 3.1, eq. 19; their default `(0, 1)`).
+    - `logit_mean`, `logit_std`: the logit-normal's parameters.
+    - `coupling`: how the batch's data and noise are paired: `IndependentCoupling()` (the
+      default), `ExactOTCoupling()` or `SinkhornCoupling()` (minibatch OT, Tong et al. 2024).
+    - `time_sampling`: `"uniform"`, `"stratified"` or `"antithetic"` over the batch.
+    - `eps`: the smallest training time.
+    - `reduce`: `"mean"` or `"sum"` over the entries of one example.
+    - `label_dropout`, `null_label`: classifier-free guidance's label dropout, as in `DSMLoss`.
+    """
+
+    time_density: Literal["uniform", "logit_normal"] = eqx.field(static=True, default="uniform")
+    logit_mean: float = eqx.field(static=True, default=0.0)
+    logit_std: float = eqx.field(static=True, default=1.0)
+    coupling: AbstractCoupling = IndependentCoupling()
+    time_sampling: Literal["uniform", "stratified", "antithetic"] = eqx.field(
+        static=True, default="uniform"
+    )
+    eps: float = eqx.field(static=True, default=1e-5)
+    reduce: Literal["mean", "sum"] = eqx.field(static=True, default="mean")
+    label_dropout: float = eqx.field(static=True, default=0.0)
+    null_label: int | None = eqx.field(static=True, default=None)
+
+    def __check_init__(self):
+        if self.time_density not in _FM_DENSITIES:
+            raise ValueError(
+                f"time_density must be one of {_FM_DENSITIES}, got {self.time_density!r}."
+            )
+        if not self.logit_std > 0:
+            raise ValueError(f"logit_std must be positive, got {self.logit_std}.")
+        if not isinstance(self.coupling, AbstractCoupling):
+            raise ValueError(
+                "coupling must be an IndependentCoupling, ExactOTCoupling or SinkhornCoupling, "
+                f"got {type(self.coupling).__name__}."
+            )
+        if self.time_sampling not in _TIME_SAMPLING:
+            raise ValueError(
+                f"time_sampling must be one of {_TIME_SAMPLING}, got {self.time_sampling!r}."
+            )
+        if not self.eps > 0:
+            raise ValueError(f"eps must be positive, got {self.eps}.")
+        if self.reduce not in ("mean", "sum"):
+            raise ValueError(f"reduce must be 'mean' or 'sum', got {self.reduce!r}.")
+        if not 0 <= self.label_dropout < 1:
+            raise ValueError(f"label_dropout must be in [0, 1), got {self.label_dropout}.")
+        if self.label_dropout > 0 and self.null_label is None:
+            raise ValueError("label_dropout needs null_label (the network's num_classes).")
+
+    def times(self, sde: AbstractSDE, u: Float[Array, " n"]) -> Float[Array, " n"]:
+        """Maps uniforms to training times in `[eps, t1]`."""
+        lo, hi = max(self.eps, sde.t0), sde.t1
+        if self.time_density == "uniform":
+            return lo + u * (hi - lo)
+        # the logit-normal truncated to [lo, hi] by its inverse CDF
+        logit = lambda t: jnp.log(t) - jnp.log1p(-t)  # noqa: E731
+        a, b = (ndtr((logit(e) - self.logit_mean) / self.logit_std) for e in (lo, hi))
+        z = self.logit_mean + self.logit_std * ndtri(a + u * (b - a))
+        return jnp.clip(jax.nn.sigmoid(z), lo, hi)
+
+    def __call__(
+        self,
+        model: ScoreModel,
+        t: Scalar,
+        x0: Float[Array, "*shape"],
+        noise: Float[Array, "*shape"],
+        *,
+        key: PRNGKeyArray,
+        y: Array | None = None,
+    ) -> Scalar:
+        """The loss of one pair `(x0, noise)` at time `t`."""
+        dkey, lkey = jr.split(key)
+        m, s = model.sde.marginal(t)
+        dm, ds = model.sde.marginal_derivative(t)
+        if y is not None and self.label_dropout > 0:
+            assert self.null_label is not None  # __check_init__ requires it with label_dropout
+            y = jnp.where(jr.bernoulli(lkey, self.label_dropout), self.null_label, y)
+        v_hat = model_velocity(model, t, m * x0 + s * noise, y=y, key=dkey)
+        sq = (v_hat - (dm * x0 + ds * noise)) ** 2
+        return jnp.mean(sq) if self.reduce == "mean" else jnp.sum(sq)
+
+    def batch_loss(
+        self,
+        model: ScoreModel,
+        x0: Float[Array, "n *shape"],
+        *,
+        key: PRNGKeyArray,
+        y: Array | None = None,
+    ) -> Scalar:
+        """Mean loss over a batch: noise drawn for the batch, paired with the data by the
+        coupling, times drawn jointly (stratified or antithetic)."""
+        if isinstance(model.sde, AbstractLearnedSDE):
+            raise ValueError(
+                "FlowMatchingLoss trains on a fixed path; a learned schedule is trained by "
+                "DSMLoss(weighting='likelihood')."
+            )
+        tkey, nkey, ckey, dkey, ekey = jr.split(key, 5)
+        n = x0.shape[0]
+        if model.dequantizer is not None:
+            if isinstance(model.dequantizer, VariationalDequantizer):
+                raise ValueError(
+                    "a VariationalDequantizer is trained by the likelihood bound: use "
+                    "DSMLoss(weighting='likelihood') with time_density='uniform'."
+                )
+            deq = model.dequantizer
+            x0 = jax.vmap(lambda x, k: deq(x, key=k)[0])(x0, jr.split(dkey, n))
+        noise = jr.normal(nkey, x0.shape)
+        noise = noise[jax.lax.stop_gradient(self.coupling.pair(x0, noise, key=ckey))]
+        t = self.times(model.sde, sample_uniforms(tkey, n, self.time_sampling))
+        keys = jr.split(ekey, n)
+        if y is None:
+            per = jax.vmap(lambda t, x, e, k: self(model, t, x, e, key=k))(t, x0, noise, keys)
+        else:
+            per = jax.vmap(lambda t, x, e, k, y: self(model, t, x, e, key=k, y=y))(
+                t, x0, noise, keys, y
+            )
+        return jnp.mean(per)

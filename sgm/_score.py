@@ -66,6 +66,42 @@ class EDMPreconditioning(AbstractPreconditioning):
         return 1 / (m * norm), sigma / norm, -self.sigma_data / norm, 0.25 * jnp.log(sigma)
 
 
+class VelocityPrediction(AbstractPreconditioning):
+    """The network predicts the velocity `v = m'(t) x_0 + s'(t) eps` of the path
+    `x_t = m x_0 + s eps` (flow matching, Lipman et al. 2023, eq. 20; rectified flow, Liu et
+    al. 2023). Solving `x = m x_0 + s eps`, `v = m' x_0 + s' eps` for `eps` gives
+
+    `eps_hat = (m F - m' x) / D`, `D = m s' - m' s`,
+
+    i.e. `c_in = 1 / sqrt(m^2 sigma_data^2 + s^2)` (unit-variance input for data of standard
+    deviation `sigma_data`), `c_skip = -m' / (D c_in)`, `c_out = m / D`, and the score
+    `-eps_hat / s`. The network is conditioned on `c_noise = log(s / m) / 4`, EDM's (Karras et
+    al. 2022, table 1), `logit(t) / 4` for rectified flow, so that networks tuned for
+    `EDMPreconditioning` take it unchanged. Equivalently `v = f x - g^2 score / 2` with
+    `f = m' / m`, `g^2 / 2 = s D / m`: the velocity is the probability-flow ODE's drift (Song et
+    al. 2021, eq. 13), so a model trained by `FlowMatchingLoss` samples and has likelihoods
+    like any score model. For `RectifiedFlow` `D = 1` and `eps_hat = (1 - t) F + x`; for a VP
+    SDE `D = beta m / (2 s)`.
+
+    **Arguments:**
+
+    - `sigma_data`: the standard deviation of the data (in model scale) it is tuned for.
+    """
+
+    sigma_data: float = eqx.field(static=True, default=1.0)
+
+    def __check_init__(self):
+        if not self.sigma_data > 0:
+            raise ValueError(f"sigma_data must be positive, got {self.sigma_data}.")
+
+    def coefficients(self, sde, t):
+        m, s = sde.marginal(t)
+        dm, ds = sde.marginal_derivative(t)
+        big_d = m * ds - dm * s
+        c_in = jnp.reciprocal(jnp.sqrt((m * self.sigma_data) ** 2 + s**2))
+        return c_in, -dm / (big_d * c_in), m / big_d, 0.25 * jnp.log(s / m)
+
+
 class ScoreModel(AbstractScoreModel):
     """A score `score(t, x) = -eps_hat(t, x) / s(t)` built from a network `F` through a
     preconditioning (`eps_hat = c_skip c_in x + c_out F(c_noise, c_in x)`).

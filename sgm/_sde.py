@@ -25,6 +25,7 @@ from ._traced_checks import error_if
 Score = Callable[..., Array]
 
 _COSINE_S = 0.008  # Nichol & Dhariwal (2021), eq. 17.
+_SCHEDULES = ("linear", "cosine", "trigonometric")
 
 
 def _check_time(sde: "AbstractSDE", t: ScalarLike) -> Scalar:
@@ -68,6 +69,14 @@ class AbstractSDE(eqx.Module):
     @abc.abstractmethod
     def sampling_eps(self) -> float:
         """Default end time of sampling (Song et al. 2021: 1e-3 for VP/subVP, 1e-5 for VE)."""
+
+    def marginal_derivative(self, t: ScalarLike) -> tuple[Scalar, Scalar]:
+        """`(m'(t), s'(t))`, the time derivatives of the marginal's coefficients (by forward-mode
+        differentiation of `marginal`). The conditional velocity of the path
+        `x_t = m x_0 + s eps` is `m' x_0 + s' eps` (Lipman et al. 2023, eq. 20)."""
+        t = jnp.asarray(t, dtype=float)
+        _, (dm, ds) = jax.jvp(self.marginal, (t,), (jnp.ones_like(t),))
+        return dm, ds
 
     def drift(self, t: ScalarLike, x: Float[ArrayLike, "*shape"]) -> Float[Array, "*shape"]:
         """The forward drift `f(t) x`."""
@@ -145,15 +154,15 @@ def _check_interval(name: str, t0: float, t1: float) -> None:
 
 
 class _VPSchedule(eqx.Module):
-    """`beta(t)` and `B(t) = int_0^t beta` for the linear and cosine schedules."""
+    """`beta(t)` and `B(t) = int_0^t beta` for the linear, cosine and trigonometric schedules."""
 
     beta_min: float = eqx.field(static=True)
     beta_max: float = eqx.field(static=True)
     schedule: str = eqx.field(static=True)
 
     def __check_init__(self):
-        if self.schedule not in ("linear", "cosine"):
-            raise ValueError(f"schedule must be 'linear' or 'cosine', got {self.schedule!r}.")
+        if self.schedule not in _SCHEDULES:
+            raise ValueError(f"schedule must be one of {_SCHEDULES}, got {self.schedule!r}.")
         if not 0 <= self.beta_min < self.beta_max:
             raise ValueError(
                 f"need 0 <= beta_min < beta_max, got beta_min={self.beta_min}, "
@@ -176,6 +185,8 @@ class _VPSchedule(eqx.Module):
         return -2 * jnp.log1p(-2 * jnp.sin(0.5 * d) ** 2 - math.tan(a) * jnp.sin(d))
 
     def beta(self, t):
+        if self.schedule == "trigonometric":
+            return math.pi * jnp.tan(0.5 * math.pi * t)
         if self.schedule == "linear":
             return self.beta_min + t * (self.beta_max - self.beta_min)
         knee = self._cosine_knee()
@@ -185,6 +196,13 @@ class _VPSchedule(eqx.Module):
         return jnp.where(t < knee, beta, self.beta_max)
 
     def integral(self, t):
+        if self.schedule == "trigonometric":
+            # B(t) = -2 log cos(pi t / 2): as -log1p(-sin^2(pi t / 2)) near t = 0 and as
+            # -2 log sin(pi (1 - t) / 2) near t = 1, precise at both ends.
+            below = t < 0.5
+            small = -jnp.log1p(-(jnp.sin(0.5 * math.pi * jnp.where(below, t, 0.0)) ** 2))
+            large = -2 * jnp.log(jnp.sin(0.5 * math.pi * (1 - jnp.where(below, 0.5, t))))
+            return jnp.where(below, small, large)
         if self.schedule == "linear":
             return self.beta_min * t + 0.5 * t**2 * (self.beta_max - self.beta_min)
         knee = self._cosine_knee()
@@ -193,6 +211,9 @@ class _VPSchedule(eqx.Module):
 
     def inverse_integral(self, big_b):
         """The `t >= 0` with `integral(t) = big_b`, in closed form and without cancellation."""
+        if self.schedule == "trigonometric":
+            # tan(pi t / 2)^2 = 1 / cos^2 - 1 = expm1(B).
+            return (2 / math.pi) * jnp.arctan(jnp.sqrt(jnp.expm1(big_b)))
         if self.schedule == "linear":
             slope = self.beta_max - self.beta_min
             if self.beta_min == 0:
@@ -224,11 +245,16 @@ class _AbstractVPFamily(AbstractSDE):
 
     beta_min: eqx.AbstractVar[float]
     beta_max: eqx.AbstractVar[float]
-    schedule: eqx.AbstractVar[Literal["linear", "cosine"]]
+    schedule: eqx.AbstractVar[Literal["linear", "cosine", "trigonometric"]]
 
     def __check_init__(self):
         _VPSchedule(self.beta_min, self.beta_max, self.schedule)
         _check_interval(type(self).__name__, self.t0, self.t1)
+        if self.schedule == "trigonometric" and not self.t1 < 1:
+            raise ValueError(
+                f"schedule='trigonometric' has beta(t) = pi tan(pi t / 2), infinite at t = 1 "
+                f"(m(1) = 0); pass t1 < 1, e.g. t1=0.995, got t1={self.t1}."
+            )
 
     @property
     def _schedule(self) -> _VPSchedule:
@@ -259,15 +285,24 @@ class VPSDE(_AbstractVPFamily):
 
     - `beta_min`, `beta_max`: the noise schedule. For `schedule="linear"`,
       `beta(t) = beta_min + t (beta_max - beta_min)`.
-    - `schedule`: `"linear"` or `"cosine"` (Nichol & Dhariwal 2021, eq. 17, with
+    - `schedule`: `"linear"`, `"cosine"` (Nichol & Dhariwal 2021, eq. 17, with
       `alpha_bar(t) = exp(-B(t))`; `beta_min` is unused and `beta(t)` is capped at `beta_max`, the
-      continuous analogue of their clipping).
+      continuous analogue of their clipping) or `"trigonometric"`: `beta(t) = pi tan(pi t / 2)`,
+      `B(t) = -2 log cos(pi t / 2)`, so that `m = cos(pi t / 2)`, `s = sin(pi t / 2)` exactly: the
+      trigonometric interpolant of stochastic interpolants (Albergo & Vanden-Eijnden 2023) and
+      of the GVP path of Ma et al. (2024, SiT) is this VP SDE. It is the cosine schedule with
+      offset `s = 0` and no cap; `beta_min`, `beta_max` are unused and, since `beta(1)` is
+      infinite, it needs `t1 < 1`. At `t1 = 1 - delta`, `m(t1) = sin(pi delta / 2)` and the
+      prior `N(0, I)` is off the marginal of data `N(mu, Sigma)` by the closed-form
+      `KL(N(m mu, m^2 Sigma + s^2 I) || N(0, I))`, about `m^2 |mu|^2 / 2` nats.
     - `t0`, `t1`: the time interval of the SDE.
     """
 
     beta_min: float = eqx.field(static=True, default=0.1)
     beta_max: float = eqx.field(static=True, default=20.0)
-    schedule: Literal["linear", "cosine"] = eqx.field(static=True, default="linear")
+    schedule: Literal["linear", "cosine", "trigonometric"] = eqx.field(
+        static=True, default="linear"
+    )
     t0: float = eqx.field(static=True, default=1e-5)
     t1: float = eqx.field(static=True, default=1.0)
 
@@ -300,7 +335,9 @@ class SubVPSDE(_AbstractVPFamily):
 
     beta_min: float = eqx.field(static=True, default=0.1)
     beta_max: float = eqx.field(static=True, default=20.0)
-    schedule: Literal["linear", "cosine"] = eqx.field(static=True, default="linear")
+    schedule: Literal["linear", "cosine", "trigonometric"] = eqx.field(
+        static=True, default="linear"
+    )
     t0: float = eqx.field(static=True, default=1e-5)
     t1: float = eqx.field(static=True, default=1.0)
 

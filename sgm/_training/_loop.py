@@ -21,7 +21,7 @@ from .. import _compat
 from .._checks import check_int, check_key, check_probability
 from .._io import remove_temporaries
 from .._learned_schedule import same_sde
-from .._losses import DSMLoss
+from .._losses import AbstractLoss, DSMLoss
 from .._optimizer import Adam
 from .._progress import progress
 from .._score import ScoreModel
@@ -282,7 +282,7 @@ def train(
     steps: int,
     key: PRNGKeyArray,
     batch_size: int = BATCH_SIZE,
-    loss: DSMLoss = DSMLoss(),
+    loss: AbstractLoss = DSMLoss(),
     ema_decay: float = EMA_DECAY,
     labels=None,
     checkpoints: Checkpoints | None = None,
@@ -304,7 +304,7 @@ def train(
     - `steps`: the total number of steps (a resumed run continues up to it).
     - `key`: seeds the batches, times, noise and dropout of every step.
     - `batch_size`: global batch, a multiple of the device count, split over all devices.
-    - `loss`: a `DSMLoss`.
+    - `loss`: a `DSMLoss` or a `FlowMatchingLoss`.
     - `ema_decay`: the EMA's decay in `[0, 1)` (0: no average, the trained weights).
     - `labels`: one per example, for conditional models; required for a class-conditional
       one (to train only its null label `num_classes`, pass labels all equal to it).

@@ -8,7 +8,7 @@ import jax.random as jr
 import optax
 from jaxtyping import Array, Int, PRNGKeyArray
 
-from .._losses import DSMLoss
+from .._losses import AbstractLoss
 from .._score import ScoreModel
 from .._traced_checks import inputs_checked_by_caller
 
@@ -46,7 +46,7 @@ def ema_warmup(ema_decay: float, step):
 
 
 @eqx.filter_jit(donate="all-except-first")
-def train_step(batch, state: TrainState, labels, loss: DSMLoss, optimizer, ema_decay: float):
+def train_step(batch, state: TrainState, labels, loss: AbstractLoss, optimizer, ema_decay: float):
     """One step: loss and gradients, optax update, EMA update. A non-finite loss or update
     leaves the state as it was and counts the event, so the last good state survives. With the batch
     sharded over the `'data'` axis and the state replicated, jit inserts the gradient
@@ -82,7 +82,7 @@ def train_step(batch, state: TrainState, labels, loss: DSMLoss, optimizer, ema_d
 
 
 @eqx.filter_jit
-def eval_loss(model: ScoreModel, batch, labels, loss: DSMLoss, key) -> Array:
+def eval_loss(model: ScoreModel, batch, labels, loss: AbstractLoss, key) -> Array:
     """Held-out loss with a fixed key, so that values are comparable over training."""
     with inputs_checked_by_caller():
         return loss.batch_loss(model, batch, key=key, y=labels)

@@ -16,7 +16,7 @@ import jax.random as jr
 from .. import data as _data
 from .._checks import check_float, check_int, check_positive, check_probability
 from .._dequant import UniformDequantizer
-from .._losses import DSMLoss
+from .._losses import AbstractLoss, DSMLoss
 from .._optimizer import Adam
 from .._samplers import (
     AbstractSampler,
@@ -355,7 +355,7 @@ class Experiment:
     sde: AbstractSDE
     net: Net
     train: Train
-    loss: DSMLoss = DSMLoss()
+    loss: AbstractLoss = DSMLoss()
     optimizer: Adam = Adam()
     sample: Sample = field(default_factory=Sample)
     eval: Eval = field(default_factory=Eval)
@@ -368,7 +368,7 @@ class Experiment:
             "sde": AbstractSDE,
             "net": Net,
             "train": Train,
-            "loss": DSMLoss,
+            "loss": AbstractLoss,
             "optimizer": Adam,
             "sample": Sample,
             "eval": Eval,
@@ -397,7 +397,7 @@ class Experiment:
             self.sde, data_shape, key=key, num_classes=num_classes, cond_shape=cond_shape
         )
 
-    def build_loss(self, num_classes=None, cond_shape=None) -> DSMLoss:
+    def build_loss(self, num_classes=None, cond_shape=None) -> AbstractLoss:
         """The loss; label dropout applies to class-conditional models only."""
         if self.net.conditional and num_classes is not None and cond_shape is None:
             return dataclasses.replace(

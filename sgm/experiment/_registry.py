@@ -4,11 +4,13 @@ configurable (and readable back from `config.json`) with one line here."""
 import diffrax
 
 from .. import nets
+from .._coupling import ExactOTCoupling, IndependentCoupling, SinkhornCoupling
 from .._dequant import UniformDequantizer
 from .._flow import ODEVariables
 from .._learned_schedule import LearnedVPSDE
-from .._losses import DSMLoss
+from .._losses import DSMLoss, FlowMatchingLoss
 from .._optimizer import Adam
+from .._paths import RectifiedFlow
 from .._samplers import (
     DPMSolver,
     EulerMaruyama,
@@ -19,13 +21,13 @@ from .._samplers import (
     UniPC,
 )
 from .._scaler import AffineScaler
-from .._score import EDMPreconditioning, NoisePrediction
+from .._score import EDMPreconditioning, NoisePrediction, VelocityPrediction
 from .._sde import VESDE, VPSDE, SubVPSDE
 from .._trace import Exact, Hutchinson, HutchPlusPlus
 from ._experiment import Data, Eval, Experiment, Net, Sample, Train
 from ._serial import register as register
 
-register(VPSDE, SubVPSDE, VESDE, LearnedVPSDE)
+register(VPSDE, SubVPSDE, VESDE, LearnedVPSDE, RectifiedFlow)
 register(nets.MLP, nets.UNet, nets.DiT)
 register(
     EulerMaruyama,
@@ -49,5 +51,6 @@ register(
     diffrax.ShARK,
 )
 register(ODEVariables, Exact, Hutchinson, HutchPlusPlus)
-register(EDMPreconditioning, NoisePrediction, UniformDequantizer, AffineScaler)
+register(EDMPreconditioning, NoisePrediction, VelocityPrediction, UniformDequantizer, AffineScaler)
+register(FlowMatchingLoss, IndependentCoupling, ExactOTCoupling, SinkhornCoupling)
 register(DSMLoss, Adam, Data, Net, Train, Sample, Eval, Experiment)
