@@ -148,6 +148,8 @@ def test_list(capsys):
         "mnist_dit_vp",
         "mnist_vp_likelihood",
         "mnist_vdm",
+        "moons_fm",
+        "mnist_fm",
     )
     for name in names:
         assert name in out

@@ -165,8 +165,13 @@ def likelihood(cfg: Experiment, ds: Dataset, run: Run, metrics: dict) -> None:
     """Test bits/dim (images) or nats/dim of the first `cfg.eval.n_images` test examples."""
     e = cfg.eval
     kw: dict[str, Any] = dict(trace=e.trace, batch_size=e.batch_size, progress=True)
+    given = None
     if cfg.net.conditional and ds.test_cond is not None:
         kw["y"] = jnp.asarray(ds.test_cond[: e.n_images])  # log p(x | y)
+        given = ds.condition
+    elif cfg.net.conditional and ds.num_classes is not None:
+        # class-conditional: the unconditional p(x), by the null label its label dropout trains
+        kw["y"] = jnp.full(min(e.n_images, len(ds.test)), ds.num_classes)
     start = time.perf_counter()
     protocol = None
     if ds.test_int is not None:
@@ -195,7 +200,7 @@ def likelihood(cfg: Experiment, ds: Dataset, run: Run, metrics: dict) -> None:
         "n": len(values),
         "seconds": time.perf_counter() - start,
         "trace": to_json(e.trace),
-        "given": ds.condition if "y" in kw else None,  # log p(x | y) when conditioned
+        "given": given,  # the condition of log p(x | y); None for p(x)
         "protocol": protocol,
     }
     print(f"{name}: {values.mean():.4f} +- {metrics[name]['stderr'] or 0:.4f} (n={len(values)})")
