@@ -302,7 +302,10 @@ def check_finite_score(score, sde: AbstractSDE, x, y=None, *, size: int | None =
         m = xs.shape[0]
         if m < size:  # the last batch padded to the others' size: one compilation
             xs, ys = _pad(xs, size), None if ys is None else _pad(ys, size)
-        finite = np.asarray(_finite_rows(score, t, xs, ys))[:m]
+        finite = _finite_rows(score, t, xs, ys)
+        if isinstance(finite, jax.core.Tracer):
+            return  # traced by the caller (e.g. differentiated): no host check is possible
+        finite = np.asarray(finite)[:m]
         bad.extend(start + np.flatnonzero(~finite))
     if bad:
         raise ValueError(

@@ -303,6 +303,8 @@ class LogLikelihood(eqx.Module):
             return jnp.concatenate(out), jnp.concatenate(nfes)
 
         lp, nfe = split_examples(solve, n, x, keys, y)
+        if isinstance(lp, jax.core.Tracer):  # differentiated or traced by the caller
+            return lp, nfe
         bad = np.flatnonzero(~np.isfinite(np.asarray(lp)))
         if bad.size:
             per_step, initial = solver_evaluations(self.solver)

@@ -65,6 +65,10 @@ def map_examples(fn, args, mesh: Mesh | None = None, *, batched: bool = False):
             return jax.vmap(fn)(*shard)
         return jax.lax.map(lambda one: fn(*one), shard)
 
+    if mesh.devices.size == 1:
+        # the same program without the manual-sharding wrapper, through which equinox's
+        # closure conversion (diffrax's checkpointed loop) cannot be differentiated
+        return local(*args)
     spec = P("data")
     run = jax.shard_map(local, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)
     return run(*args)
