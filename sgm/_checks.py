@@ -14,6 +14,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.core import Tracer
 
 from ._sde import AbstractSDE
 from ._traced_checks import unchecked_unless_labelled
@@ -303,7 +304,7 @@ def check_finite_score(score, sde: AbstractSDE, x, y=None, *, size: int | None =
         if m < size:  # the last batch padded to the others' size: one compilation
             xs, ys = _pad(xs, size), None if ys is None else _pad(ys, size)
         finite = _finite_rows(score, t, xs, ys)
-        if isinstance(finite, jax.core.Tracer):
+        if isinstance(finite, Tracer):
             return  # traced by the caller (e.g. differentiated): no host check is possible
         finite = np.asarray(finite)[:m]
         bad.extend(start + np.flatnonzero(~finite))

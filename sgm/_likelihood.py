@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
+from jax.core import Tracer
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from ._checks import (
@@ -303,7 +304,7 @@ class LogLikelihood(eqx.Module):
             return jnp.concatenate(out), jnp.concatenate(nfes)
 
         lp, nfe = split_examples(solve, n, x, keys, y)
-        if isinstance(lp, jax.core.Tracer):  # differentiated or traced by the caller
+        if isinstance(lp, Tracer):  # differentiated or traced by the caller
             return lp, nfe
         bad = np.flatnonzero(~np.isfinite(np.asarray(lp)))
         if bad.size:
