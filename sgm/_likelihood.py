@@ -52,7 +52,7 @@ from ._traced_checks import concise_errors, inputs_checked_by_caller, unchecked_
 from .distributed import split_examples
 
 
-def _state_and_density_norm(err):
+def state_and_density_norm(err):
     """The larger of the state's RMS error and the log-density's error (both already scaled by
     `atol + rtol |y|`): the log-density is the output, so it is controlled in its own right,
     not as one entry in `d + 1` of an RMS norm (which loosened its tolerance `sqrt(d)`-fold)."""
@@ -60,7 +60,7 @@ def _state_and_density_norm(err):
     return jnp.maximum(jnp.sqrt(jnp.mean(z**2)), jnp.abs(delta))
 
 
-_NORMS = {"max": _state_and_density_norm, "rms": None}
+_NORMS = {"max": state_and_density_norm, "rms": None}
 
 
 _IN_FLIGHT = 64  # examples in flight per device when `batch_size` is None (batched solves)

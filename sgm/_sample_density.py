@@ -18,16 +18,10 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ._checks import check_int, check_positive, check_sde, check_shape
 from ._flow import ODEVariables, solve_ode, solver_evaluations
+from ._likelihood import state_and_density_norm
 from ._sde import AbstractSDE
 from ._trace import AbstractTraceEstimator, Hutchinson
 from ._traced_checks import inputs_checked_by_caller
-
-
-def _state_and_density_norm(err):
-    # the larger of the state's RMS error and the log-density's: the log-density is an
-    # output, controlled in its own right (as in `log_likelihood`)
-    z, delta = err
-    return jnp.maximum(jnp.sqrt(jnp.mean(z**2)), jnp.abs(delta))
 
 
 def _one(score, sde, var, trace, solver, rtol, atol, max_steps, key, data_shape):
@@ -54,7 +48,7 @@ def _one(score, sde, var, trace, solver, rtol, atol, max_steps, key, data_shape)
         atol=atol,
         steps=None,
         max_steps=max_steps,
-        norm=_state_and_density_norm,
+        norm=state_and_density_norm,
     )
     x0 = var.scale(sde, sde.t0) * z0
     # delta = int_v1^v0 (div_z dz/dv) dv; the change of state adds d log(n(t1) / n(t0))
