@@ -43,6 +43,7 @@ import numpy as np
 from _report import report
 
 import sgm
+import sgm._model_checks
 import sgm.experiment
 from sgm._trace import balanced_chunks, exact_trace
 
@@ -125,6 +126,16 @@ def closed_form(quick: bool):
                     rows.append(row)
                     print(json.dumps(row), flush=True)
     return rows
+
+
+NULL_LABEL: list = [None]  # a class-conditional model's null label: its p(x) is measured
+
+
+def y_of(n: int) -> dict:
+    """`y` for `n` examples: the null label of a class-conditional model (asked for
+    explicitly), else nothing."""
+    label = NULL_LABEL[0]
+    return {} if label is None else {"y": jnp.full(n, label)}
 
 
 def load_model(run_dir: str, checkpoint: bool):
@@ -232,9 +243,9 @@ def model_rows(sde, model, x, to_bpd, args):
             if est_name != "hutchinson" and label == "old_t":
                 continue
             ll = sgm.LogLikelihood(model, sde, trace=est, **opts)
-            ll(x, key=jr.key(99))  # compile
+            ll(x, key=jr.key(99), **y_of(n))  # compile
             runs = [
-                timed(lambda ll=ll, r=r: ll(x, key=jr.key(100 + r), return_nfe=True))
+                timed(lambda ll=ll, r=r: ll(x, key=jr.key(100 + r), return_nfe=True, **y_of(n)))
                 for r in range(args.repeats)
             ]
             bpd = np.stack([to_bpd(lp) for (lp, _), _ in runs])  # (repeats, n)
@@ -254,7 +265,13 @@ def model_rows(sde, model, x, to_bpd, args):
             continue
         (lp, nfe), s = timed(
             lambda opts=opts: sgm.log_likelihood(
-                model, sde, x[:n_exact], trace=sgm.Exact(), return_nfe=True, **opts
+                model,
+                sde,
+                x[:n_exact],
+                trace=sgm.Exact(),
+                return_nfe=True,
+                **opts,
+                **y_of(n_exact),
             )
         )
         rows[f"{label}_exact"] = row = {
@@ -270,9 +287,12 @@ def lockstep(sde, model, x):
     """Hutchinson on one batch: `vmap` over the batch (lock-step) against per-example solves."""
     ll = sgm.LogLikelihood(model, sde)
     keys = jax.vmap(lambda i: jr.fold_in(jr.key(7), i))(jnp.arange(len(x)))
-    vmapped = eqx.filter_jit(lambda x, k: jax.vmap(ll.one)(x, k))
+    y = y_of(len(x)).get("y")
+    vmapped = eqx.filter_jit(lambda x, k: jax.vmap(ll.one)(x, k, y))
     (_, nfe_v), s_v = median_seconds(lambda: vmapped(x, keys), repeats=2)
-    (_, nfe_m), s_m = median_seconds(lambda: ll(x, key=jr.key(7), return_nfe=True), repeats=2)
+    (_, nfe_m), s_m = median_seconds(
+        lambda: ll(x, key=jr.key(7), return_nfe=True, **y_of(len(x))), repeats=2
+    )
     return {
         "batch": len(x),
         "vmap_seconds_per_image": s_v / len(x),
@@ -286,9 +306,9 @@ def stability(sde, model, x, argv):
     """One example's value alone, among companions, with another `batch_size`, and on two
     simulated devices (a subprocess): the largest differences in nats."""
     ll = sgm.LogLikelihood(model, sde)
-    full = np.asarray(ll(x[:3], key=jr.key(3)))
-    alone = np.asarray(ll(x[:1], key=jr.key(3)))
-    batched = np.asarray(ll(x[:3], key=jr.key(3), batch_size=2))
+    full = np.asarray(ll(x[:3], key=jr.key(3), **y_of(3)))
+    alone = np.asarray(ll(x[:1], key=jr.key(3), **y_of(1)))
+    batched = np.asarray(ll(x[:3], key=jr.key(3), batch_size=2, **y_of(3)))
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "values.npy"
         env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
@@ -327,6 +347,7 @@ def main():
         result["closed_form"] = closed_form(args.quick)
     if args.run_dir and {"field", "model", "stability", "values", "lockstep"} & set(sections):
         config, sde, model, shape = load_model(args.run_dir, args.checkpoint)
+        NULL_LABEL[0] = sgm._model_checks.class_count(model)  # None: unconditional
         result["run"], result["experiment"] = str(args.run_dir), config.name
         ds = sgm.data.load(
             config.data.name, data_dir=args.data_dir, key=jr.key(config.train.seed + 1)
@@ -349,7 +370,7 @@ def main():
         if "values" in sections:  # the two-device worker of `stability`
             ll = sgm.LogLikelihood(model, sde)
             assert jax.local_device_count() == 2, jax.devices()
-            np.save(args.values_out, np.asarray(ll(x[:3], key=jr.key(3))))
+            np.save(args.values_out, np.asarray(ll(x[:3], key=jr.key(3), **y_of(3))))
             return
         if "stability" in sections:
             argv = [a for a in sys.argv[1:] if a not in ("--quick",)]

@@ -16,12 +16,19 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
-from ._checks import check_batch, check_key, check_score, check_sde, count_non_finite
+from ._checks import (
+    check_batch,
+    check_key,
+    check_labels,
+    check_score,
+    check_sde,
+    count_non_finite,
+)
 from ._model_checks import check_model_sde, class_count
 from ._samplers import EulerMaruyama, PredictorCorrector, euler_maruyama, time_grid
 from ._sde import AbstractSDE
 from ._sharding import shard_batch
-from ._traced_checks import concise_errors
+from ._traced_checks import concise_errors, unchecked_unless_labelled
 
 
 class ClassifierFreeGuidance(eqx.Module):
@@ -153,18 +160,20 @@ def _smc_one(score, sde, ts, x0, mask, key, n_particles):
 
 
 @eqx.filter_jit
-def _inpaint_batch(score, sde, ts, x, mask, keys, method, n_particles):
-    check_score(score, sde, x.shape[1:])  # while tracing: once per score and shape
+def _inpaint_batch(score, sde, ts, x, mask, keys, y, method, n_particles):
+    check_score(score, sde, x.shape[1:], y)  # while tracing: once per score and shape
 
-    def one(x0, m, k):
+    def one(x0, m, k, y_one):
+        given = score if y is None else (lambda t, x: score(t, x, y=y_one))
         if method == "replace":
-            out = _replace_one(score, sde, ts, x0, m, k)
+            out = _replace_one(given, sde, ts, x0, m, k)
         else:
-            out = _smc_one(score, sde, ts, x0, m, k, n_particles)
-        out = sde.denoise(score, ts[-1], out)
+            out = _smc_one(given, sde, ts, x0, m, k, n_particles)
+        out = sde.denoise(given, ts[-1], out)
         return jnp.where(m, x0, out)
 
-    return jax.vmap(one)(x, mask, keys)
+    y_in = jnp.zeros(x.shape[0]) if y is None else y  # a placeholder when unconditional
+    return jax.vmap(one)(x, mask, keys, y_in)
 
 
 def inpaint(
@@ -177,6 +186,7 @@ def inpaint(
     mask: Bool[Array, "n *data_shape"] | Bool[Array, "*data_shape"],
     method: Literal["smc", "replace"] = "smc",
     n_particles: int = 32,
+    y: Array | None = None,
 ) -> Float[Array, "n *data_shape"]:
     """Fills in the unknown entries of `x` (where `mask` is False) from the model's conditional
     distribution given the known ones; known entries are returned exactly. Works for images
@@ -192,6 +202,9 @@ def inpaint(
     - `method`: `"smc"` (sequential Monte Carlo, SMCDiff; asymptotically exact; the default) or
       `"replace"` (Song et al.'s replacement; biased for correlated data).
     - `n_particles`: particles per example for `"smc"` (cost: `n_particles` times the NFE).
+    - `y`: the conditioning of a conditional model, one per example (required for a
+      class-conditional one: its labels, or the null label `num_classes` for the
+      unconditional model, asked for explicitly as in `sgm.sample`).
     """
     check_sde(sde)
     check_model_sde(score, sde)
@@ -208,10 +221,11 @@ def inpaint(
     if method not in ("smc", "replace"):
         raise ValueError(f"method must be 'smc' or 'replace', got {method!r}.")
     n = x.shape[0]
+    y = check_labels(y, n, num_classes=class_count(score))
     ts = time_grid(sde, sampler.steps, sampler.t_end)
-    xs, masks, keys = shard_batch((x, mask, jr.split(key, n)), n)
-    with concise_errors():
-        out = _inpaint_batch(score, sde, ts, xs, masks, keys, method, n_particles)[:n]
+    xs, masks, keys, ys = shard_batch((x, mask, jr.split(key, n), y), n)
+    with concise_errors(), unchecked_unless_labelled(ys):
+        out = _inpaint_batch(score, sde, ts, xs, masks, keys, ys, method, n_particles)[:n]
     if bad := count_non_finite(out):
         warnings.warn(
             f"{bad} of {n} inpainted examples are not finite (NaN or infinite): the score is "
@@ -235,10 +249,10 @@ class _Decoupled(eqx.Module):
 
     score: Callable[..., Array]
 
-    def __call__(self, t, x):
+    def __call__(self, t, x, **condition):
         w = jnp.asarray(_DECOUPLE, x.dtype)
         back = jnp.einsum("dc,d...->c...", w, x)
-        return jnp.einsum("cd,d...->c...", w, self.score(t, back))
+        return jnp.einsum("cd,d...->c...", w, self.score(t, back, **condition))
 
 
 def colorize(
@@ -250,10 +264,12 @@ def colorize(
     grey: Float[Array, "n 1 h w"],
     method: Literal["smc", "replace"] = "smc",
     n_particles: int = 32,
+    y: Array | None = None,
 ) -> Float[Array, "n 3 h w"]:
     """Colours grey images: in the orthonormal decoupled space whose first channel is the
     grey level, that channel is known and the two colour channels are inpainted (Song et al.
-    2021, appendix I.3). `grey` is the mean of R, G and B in model scale; returns RGB."""
+    2021, appendix I.3). `grey` is the mean of R, G and B in model scale; returns RGB. `y` is
+    the conditioning of a conditional model, as in `inpaint`."""
     grey = jnp.asarray(grey)
     if grey.ndim != 4 or grey.shape[1] != 1:
         raise ValueError(f"grey must be shaped (n, 1, H, W), got {grey.shape}.")
@@ -268,5 +284,6 @@ def colorize(
         mask=mask,
         method=method,
         n_particles=n_particles,
+        y=y,
     )
     return jnp.einsum("dc,nd...->nc...", jnp.asarray(_DECOUPLE, out.dtype), out)

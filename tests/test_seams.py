@@ -211,3 +211,30 @@ def test_inputs_that_used_to_fail_with_a_raw_error():
         sgm.data.timeseries(series)
     with pytest.raises(ValueError, match="n_test=500 must be at least 1 and below the 10"):
         sgm.data.ou_family(key=jr.key(0), n_series=10, length=8)
+
+
+def test_inpainting_takes_the_condition_of_a_conditional_model():
+    """A class-conditional model needs `y` in `inpaint` (and `colorize`) as in `sample`; the
+    condition reaches the score: data `x | y ~ N(y, c^2 I)` in 2-D, the first entry known, fills
+    the second from `N(y_1, c^2)` (independent entries: the conditional is that marginal)."""
+    mask = jnp.array([True, False])
+    with pytest.raises(ValueError, match=r"class-conditional \(3 classes\) but no y") as e:
+        sgm.inpaint(CLASSES, SDE, EM, key=jr.key(0), x=X, mask=mask)
+    assert "y=jnp.full(4, 3)" in _one_line(e)
+    out = sgm.inpaint(CLASSES, SDE, EM, key=jr.key(0), x=X, mask=mask, y=jnp.full(4, 3))
+    assert bool(jnp.all(out[:, 0] == X[:, 0])) and bool(jnp.all(jnp.isfinite(out)))
+
+    c = 0.2
+
+    def score(t, x, y):
+        m, s = SDE.marginal(t)
+        return -(x - m * y) / (m**2 * c**2 + s**2)
+
+    n = 512
+    y = jnp.concatenate([jnp.full((n, 2), -1.0), jnp.full((n, 2), 1.5)])
+    x = jnp.zeros((2 * n, 2))
+    sampler = sgm.EulerMaruyama(steps=200)
+    out = sgm.inpaint(score, SDE, sampler, key=jr.key(3), x=x, mask=mask, y=y, method="replace")
+    for part, mean in ((out[:n, 1], -1.0), (out[n:, 1], 1.5)):
+        assert abs(float(part.mean()) - mean) < 4 * c / np.sqrt(n)
+        assert abs(float(part.std()) / c - 1) < 0.15

@@ -39,6 +39,14 @@ def _not_map_or_vector_conditioned(cfg: Experiment, run: Run, mode: str) -> None
         )
 
 
+def _null_labels(cfg: Experiment, ds: Dataset, n: int):
+    """The null label for each of `n` examples of a class-conditional model (its unconditional
+    distribution, which label dropout trains), else None."""
+    if cfg.net.conditional and ds.num_classes is not None:
+        return jnp.full(n, ds.num_classes)
+    return None
+
+
 def _sde_sampler(cfg: Experiment, mode: str) -> EulerMaruyama | PredictorCorrector:
     """The sampler of the conditional SDE that inpainting and colorization follow."""
     sampler = cfg.sample.controlled
@@ -72,6 +80,7 @@ def inpaint(cfg: Experiment, ds: Dataset, run: Run, metrics: dict) -> None:
         mask=jnp.asarray(mask),
         method=s.inpaint_method,
         n_particles=s.inpaint_particles,
+        y=_null_labels(cfg, ds, len(x)),
     )
     metrics["inpaint"] = {
         "seconds": time.perf_counter() - start,
@@ -120,6 +129,7 @@ def colorize(cfg: Experiment, ds: Dataset, run: Run, metrics: dict) -> None:
         grey=grey,
         method=s.inpaint_method,
         n_particles=s.inpaint_particles,
+        y=_null_labels(cfg, ds, len(x)),
     )
     metrics["colorize"] = {"seconds": time.perf_counter() - start, "method": s.inpaint_method}
     if not is_main():  # process 0 alone writes files
