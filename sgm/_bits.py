@@ -14,12 +14,20 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
-from ._checks import check_int, check_integer_images, check_key, check_sde
-from ._likelihood import LogLikelihood, variational_bound
-from ._model_checks import check_model_sde
+from ._checks import (
+    check_finite_score,
+    check_int,
+    check_integer_images,
+    check_key,
+    check_labels,
+    check_sde,
+)
+from ._likelihood import _IN_FLIGHT, LogLikelihood, _bound_batch
+from ._model_checks import check_model_sde, class_count
+from ._progress import progress as progress_bar
 from ._scaler import AffineScaler
 from ._sde import AbstractSDE
-from ._sharding import example_keys
+from ._sharding import data_mesh, example_keys, pad_batch, pad_to_devices
 
 _ESTIMATORS = ("importance", "mean")
 _METHODS = ("ode", "bound")
@@ -83,6 +91,7 @@ def bits_per_dim(
     n_times: int = 64,
     return_info: bool = False,
     solver_check: int = 0,
+    first_index: int = 0,
     **likelihood_kwargs,
 ) -> Float[Array, " n"] | tuple[Float[Array, " n"], BitsPerDimInfo]:
     """Bits per dimension of integer images under dequantization (Theis et al. 2016; Ho et al.
@@ -107,7 +116,9 @@ def bits_per_dim(
 
     - `score`, `sde`: the model.
     - `images`: integers in `[0, 2^num_bits)`, shaped `(n, *data_shape)`.
-    - `key`: for the dequantization noise (example `i`'s from `fold_in`, like its probes).
+    - `key`: for the dequantization noise and the probes (or the bound's times): draw `j` of
+      image `i` takes them from `fold_in(fold_in(key, j), first_index + i)` (split in two),
+      so an image's values depend on the key, its index in the data set and the draw alone.
     - `num_bits`: bits per pixel of the data.
     - `n_dequant`: dequantization draws per image.
     - `scaler`: elementwise map from `[0, 1]` to model scale (default `[-1, 1]`).
@@ -118,6 +129,9 @@ def bits_per_dim(
     - `return_info`: also return a `BitsPerDimInfo`, the protocol of the estimate.
     - `solver_check`: re-solve this many images at ten times tighter tolerances and report the
       largest change (`BitsPerDimInfo.solver_error`; ODE only).
+    - `first_index`: the index in the data set of `images[0]`: a data set evaluated in parts,
+      `images[a:b]` with `first_index=a`, gives the values of one call on all of it (bit for
+      bit with `one_at_a_time=True`, else up to the rounding that batch companions cause).
     - `likelihood_kwargs`: passed to `sgm.LogLikelihood` and its call (`trace`, `rtol`,
       `batch_size`, ...); for the bound, `batch_size` only.
 
@@ -151,6 +165,7 @@ def bits_per_dim(
     n_dequant = check_int("n_dequant", n_dequant)
     n_times = check_int("n_times", n_times)
     solver_check = check_int("solver_check", solver_check, minimum=0)
+    first_index = check_int("first_index", first_index, minimum=0)
     n, dim = images.shape[0], math.prod(images.shape[1:])
     call_kw = {
         k: likelihood_kwargs.pop(k)
@@ -162,36 +177,36 @@ def bits_per_dim(
             f"method='bound' takes no solver options, got {sorted(likelihood_kwargs)}."
         )
     ll = LogLikelihood(score, sde, **likelihood_kwargs)
+    batch_size = check_int("batch_size", call_kw.get("batch_size"), none=True)
 
-    def draw(rkey):
-        ukey, lkey = jr.split(rkey)
+    def draw(j):
+        ukey, lkey = jr.split(jr.fold_in(key, j))
+        ukeys = example_keys(ukey, n, first_index)
         if dequantizer is None:
-            noise = jax.vmap(lambda k: jr.uniform(k, images.shape[1:]))(example_keys(ukey, n))
+            noise = jax.vmap(lambda k: jr.uniform(k, images.shape[1:]))(ukeys)
             log_q = jnp.zeros(n)
         else:
-            noise, log_q = eqx.filter_vmap(dequantizer.noise)(
-                images.astype(jnp.float32), example_keys(ukey, n)
-            )
+            noise, log_q = eqx.filter_vmap(dequantizer.noise)(images.astype(jnp.float32), ukeys)
         u = (images + noise) / levels
         x, slope = jax.jvp(scaler, (u,), (jnp.ones_like(u),))
         log_det = jnp.sum(jnp.log(jnp.abs(slope)).reshape(n, -1), axis=1)
-        return x, lkey, log_det - log_q - dim * math.log(levels)
+        return x, example_keys(lkey, n, first_index), log_det - log_q - dim * math.log(levels)
 
-    # The K draws of all images solved in one call (K n examples, draw-major): example `(j, i)`
-    # takes its probes from `fold_in(lkey, j n + i)`, `lkey` from the first draw's key.
-    parts = [draw(rkey) for rkey in jr.split(key, n_dequant)]
+    # The K draws of all images solved in one call (K n examples, draw-major).
+    parts = [draw(j) for j in range(n_dequant)]
     x = jnp.concatenate([p[0] for p in parts])
+    keys = jnp.concatenate([p[1] for p in parts])
     offset = jnp.concatenate([p[2] for p in parts])
-    lkey = parts[0][1]
-    if "y" in call_kw and call_kw["y"] is not None:
-        call_kw["y"] = jnp.concatenate([jnp.asarray(call_kw["y"])] * n_dequant)
+    y = call_kw.get("y")
+    if y is not None:
+        y = jnp.concatenate([jnp.asarray(y)] * n_dequant)
+    y = check_labels(y, n_dequant * n, num_classes=class_count(score))
     est_var = jnp.zeros((n_dequant, n))
     if method == "ode":
-        lp, nfes = ll(x, key=lkey, return_nfe=True, **call_kw)
+        check_finite_score(score, sde, x, y, size=batch_size)  # before the solve
+        lp, nfes = ll.solve_keyed(x, keys, y, batch_size, call_kw.get("progress"))
     else:
-        neg, se, nfes = variational_bound(  # pyright: ignore[reportAssignmentType]
-            score, sde, x, key=lkey, n_times=n_times, return_nfe=True, **call_kw
-        )
+        neg, se, nfes = _keyed_bound(score, sde, x, keys, y, n_times, batch_size, call_kw)
         lp = -neg
         est_var = (se**2).reshape(n_dequant, n)
     log_w = (lp + offset).reshape(n_dequant, n)  # nats
@@ -215,13 +230,9 @@ def bits_per_dim(
         m = min(solver_check, n)
         tighter = {**likelihood_kwargs, "rtol": ll.rtol / 10, "atol": ll.atol / 10}
         tight = LogLikelihood(score, sde, **tighter)
-        # the first m images of every draw, with the same probes (their indices in the call)
+        # the first m images of every draw, with the same probes
         idx = (jnp.arange(n_dequant)[:, None] * n + jnp.arange(m)[None, :]).reshape(-1)
-        keys = example_keys(lkey, n_dequant * n)[idx]
-        y_sub = call_kw.get("y")
-        again, _ = tight.solve_keyed(
-            x[idx], keys, None if y_sub is None else y_sub[idx], call_kw.get("batch_size")
-        )
+        again, _ = tight.solve_keyed(x[idx], keys[idx], None if y is None else y[idx], batch_size)
         again = (again + offset[idx]).reshape(n_dequant, m)
         if estimator == "importance":
             tight_values = (jax.nn.logsumexp(again, axis=0) - math.log(n_dequant)) * to_bits
@@ -252,3 +263,23 @@ def bits_per_dim(
         solver_error=solver_error,
     )
     return values, info
+
+
+def _keyed_bound(score, sde, x, keys, y, n_times, batch_size, call_kw):
+    """`sgm.variational_bound` of the batch `x` with each example's key given (in batches of
+    `batch_size`, 64 per device by default), and its NFE per example."""
+    n, devices = x.shape[0], data_mesh().devices.size
+    size = min(_IN_FLIGHT * devices if batch_size is None else batch_size, n)
+    starts = range(0, n, size)
+    show = call_kw.get("progress")
+    show = len(starts) > 1 if show is None else show
+    means, ses = [], []
+    for i in progress_bar(starts, desc="likelihood bound", disable=not show, unit="batch"):
+        part = slice(i, i + size)
+        m = len(range(n)[part])
+        args = (x[part], keys[part], None if y is None else y[part])
+        args = pad_to_devices(pad_batch(args, m, size), size, devices)
+        mean, se = _bound_batch(score, sde, n_times, 0.5, *args)
+        means.append(mean[:m])
+        ses.append(se[:m])
+    return jnp.concatenate(means), jnp.concatenate(ses), jnp.full((n,), 2 * n_times)

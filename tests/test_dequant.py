@@ -184,3 +184,107 @@ def test_variational_bound_matches_the_ode_and_bounds_the_discrete_likelihood():
         sgm.bits_per_dim(
             score, sde, _IMAGES, key=jr.key(0), num_bits=3, method="bound", n_dequant=2
         )
+
+
+class TiltedDequantizer(sgm.AbstractDequantizer):
+    """`q(u | k) = prod (1 + a (2 u - 1))`, `a = tilt * cos(k)` per pixel: a non-uniform density
+    on the bin, drawn by inverting its CDF, with bounded weights `p / q` (a finite variance)."""
+
+    tilt: float = eqx.field(static=True)
+    num_bits: int = eqx.field(static=True)
+    scaler: sgm.AffineScaler = sgm.AffineScaler()
+
+    def noise(self, k, key):
+        a = self.tilt * jnp.cos(k)
+        r = jr.uniform(key, k.shape)
+        # F(u) = u + a (u^2 - u) = r, the root in [0, 1]
+        u = 2 * r / ((1 - a) + jnp.sqrt((1 - a) ** 2 + 4 * a * r))
+        return u, jnp.sum(jnp.log1p(a * (2 * u - 1)))
+
+
+class WithoutDensity(sgm.AbstractDequantizer):
+    """`inner`'s draws with `log q = 0`: the weights `p / q` without `q` (a wrong estimator)."""
+
+    inner: sgm.AbstractDequantizer
+    num_bits: int = eqx.field(static=True)
+    scaler: sgm.AffineScaler
+
+    def __init__(self, inner):
+        self.inner, self.num_bits, self.scaler = inner, inner.num_bits, inner.scaler
+
+    def noise(self, k, key):
+        return self.inner.noise(k, key)[0], jnp.zeros(())
+
+
+def single_draw_weights(score, sde, dq, copies):
+    """`w = p(k + u) / q(u | k)` of `copies` independent draws per image (each copy its own
+    index, so its own draw), from the one-draw bits/dim `-log2 w / D`, shaped `(6, copies)`."""
+    k = jnp.repeat(_IMAGES.reshape(6, 1, 2), copies, 0)
+    bits = sgm.bits_per_dim(
+        score, sde, k, key=jr.key(1), dequantizer=dq, trace=sgm.Exact(), batch_size=64
+    )
+    return 2.0 ** (-2 * np.asarray(bits, np.float64).reshape(6, copies))
+
+
+@pytest.mark.slow  # 50 s on the shared 2-core machine
+def test_importance_weights_carry_the_dequantizer_density():
+    """For any `q(u | k)`, `E_q[p(k + u) / q(u | k)] = P(k)`. With a non-uniform tilted `q`
+    (bounded weights), 256 draws per image give `P(k)` within 4 standard errors for every image
+    (1.2 measured), and the importance-weighted bits/dim approach the exact discrete value as K
+    grows: 0.21 above it at K = 1, 0.05 at K = 16, within 4 standard errors and 0.03 at K = 128
+    (-0.003 measured). The same draws weighted without `log q` miss `P(k)` by up to 9 standard
+    errors (measured; 30% of `P(k)`, 0.26 bits/dim, for the image in the tail): the density in
+    the weights is what makes the estimate converge to `P(k)`."""
+    sde = sgm.VPSDE()
+    s = sgm.Gaussian(_MEAN, _VAR).score(sde)
+    score = lambda t, x: s(t, x.reshape(2)).reshape(1, 2)  # noqa: E731
+    p = 2.0 ** (-2 * np.asarray(exact_discrete_bits(sde, _IMAGES), np.float64))
+    dq = TiltedDequantizer(tilt=0.95, num_bits=_BITS)
+    copies = 256
+    w = single_draw_weights(score, sde, dq, copies)
+    z = (w.mean(1) - p) / (w.std(1, ddof=1) / math.sqrt(copies))
+    assert np.all(np.abs(z) < 4), z
+    wrong = single_draw_weights(score, sde, WithoutDensity(dq), copies)
+    wrong_z = (wrong.mean(1) - p) / (wrong.std(1, ddof=1) / math.sqrt(copies))
+    assert np.max(np.abs(wrong_z)) > 6, wrong_z
+    # the estimator itself: K draws per image, weighted in log space (`estimator="importance"`)
+    exact = float(exact_discrete_bits(sde, _IMAGES).mean())
+    kw = dict(key=jr.key(2), num_bits=_BITS, dequantizer=dq, trace=sgm.Exact())
+    gaps = [
+        float(sgm.bits_per_dim(score, sde, _IMAGES.reshape(6, 1, 2), n_dequant=k, **kw).mean())
+        - exact
+        for k in (1, 16, 128)
+    ]
+    # the delta method: the K = 128 estimate's standard error in bits/dim, from the weights
+    se = np.sqrt(np.mean((w.std(1, ddof=1) / p) ** 2 / 128) / 6) / (2 * math.log(2))
+    assert gaps[0] > gaps[1] > abs(gaps[2]), gaps
+    assert abs(gaps[2]) < min(4 * se, 0.03), (gaps, se)
+
+
+def test_variational_weights_are_p_over_q_for_the_same_draws():
+    """`bits_per_dim(..., dequantizer=VariationalDequantizer)` with K = 2 importance-weighted
+    draws is `-log2 (mean_j p(k + u_j) / q(u_j | k)) / D` for the very draws its keys give
+    (`fold_in(fold_in(key, j), i)`, split in two), `log p` the closed form at t0: the learned
+    density is in the weights, to solver tolerance (3e-3 nats per image). Without it the
+    values would move by about `mean |log q| / (D log 2)`, over 1 bit/dim for this `q`."""
+    sde = sgm.VPSDE()
+    g = sgm.Gaussian(_MEAN, _VAR)
+    s = g.score(sde)
+    score = lambda t, x: s(t, x.reshape(2)).reshape(1, 2)  # noqa: E731
+    dq = perturbed(sgm.VariationalDequantizer((1, 2), key=jr.key(0), num_bits=_BITS), 0.3)
+    k = _IMAGES.reshape(6, 1, 2)
+    key = jr.key(4)
+    bpd = sgm.bits_per_dim(score, sde, k, key=key, dequantizer=dq, n_dequant=2, trace=sgm.Exact())
+    log_w, log_qs = [], []
+    for j in range(2):
+        ukey, _ = jr.split(jr.fold_in(key, j))
+        keys = jax.vmap(jr.fold_in, in_axes=(None, 0))(ukey, jnp.arange(6))
+        u, log_q = jax.vmap(dq.noise)(jnp.asarray(k, jnp.float32), keys)
+        x = dq.to_model(k, u)
+        lp = jax.vmap(lambda x: g.log_prob(x.reshape(2), sde=sde, t=sde.t0))(x)
+        log_w.append(lp + dq.log_det((1, 2)) - log_q)
+        log_qs.append(log_q)
+    expected = -(jax.nn.logsumexp(jnp.stack(log_w), axis=0) - math.log(2)) / (2 * math.log(2))
+    # log-likelihoods meet closed forms within 3e-3 nats at the default tolerances (1.5e-3 here)
+    np.testing.assert_allclose(bpd, expected, atol=3e-3 / (2 * math.log(2)), rtol=0)
+    assert float(jnp.mean(jnp.abs(jnp.stack(log_qs)))) / (2 * math.log(2)) > 1.0

@@ -503,7 +503,7 @@ def test_a_signal_in_sampling_or_evaluation_keeps_what_was_finished(tmp_path, ca
 
     from sgm.experiment import phases
 
-    draw, log_likelihood = phases.draw, phases.log_likelihood
+    draw, save_chunk = phases.draw, phases.ChunkStore.save
 
     def stopped(fn, signum):
         def call(*args, **kwargs):
@@ -521,7 +521,8 @@ def test_a_signal_in_sampling_or_evaluation_keeps_what_was_finished(tmp_path, ca
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["train_seconds"] > 0 and "test_nll_nats_per_dim" not in metrics
     monkeypatch.setattr(phases, "draw", draw)
-    monkeypatch.setattr(phases, "log_likelihood", stopped(log_likelihood, signal.SIGINT))
+    # the signal arrives as the evaluation's first chunk is stored
+    monkeypatch.setattr(phases.ChunkStore, "save", stopped(save_chunk, signal.SIGINT))
     assert cli.main(["--run-dir", str(run), "--mode", "sample"]) == 0
     code = cli.main(["--run-dir", str(run), "--mode", "likelihood", "--eval.n_images", "1000"])
     assert code == 131

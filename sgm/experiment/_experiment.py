@@ -329,15 +329,21 @@ class Sample:
 class Eval:
     """The likelihood phase: the first `n_images` test examples, the trace estimator
     (`sgm.Exact()`, `sgm.Hutchinson(n_probes)`, ...), `n_dequant` dequantization draws,
-    `batch_size` examples per call."""
+    `batch_size` examples per call, and `chunk_size` images per stored chunk: each finished
+    chunk is kept under the run, so an interrupted evaluation continues where it stopped.
+    64 images (two calls of the default `batch_size`) are about two minutes of work for an
+    MNIST UNet with Hutchinson's estimate on a 2-core CPU (2 s per image, benchmarks/README.md)
+    and a file of a few kilobytes: an interruption loses little, and a whole test set of
+    10,000 images is 157 files."""
 
     n_images: int = 64
     trace: AbstractTraceEstimator = Hutchinson()
     n_dequant: int = 1
     batch_size: int = 32
+    chunk_size: int = 64
 
     def __post_init__(self):
-        for name in ("n_images", "n_dequant", "batch_size"):
+        for name in ("n_images", "n_dequant", "batch_size", "chunk_size"):
             check_int(f"eval.{name}", getattr(self, name))
         if not isinstance(self.trace, AbstractTraceEstimator):
             raise ValueError(f"eval.trace must be an sgm trace estimator, got {self.trace!r}.")

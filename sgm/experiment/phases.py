@@ -2,25 +2,30 @@
 controlled-generation modes. Each acts on a run directory and the run's data, writes its
 figures there and its numbers into `metrics`."""
 
+import hashlib
+import io
 import math
 import time
-from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
 from .. import nets
-from .._bits import bits_per_dim
+from .._bits import BitsPerDimInfo, bits_per_dim
+from .._checks import check_finite_score
 from .._io import save_model
-from .._likelihood import log_likelihood
+from .._likelihood import LogLikelihood
 from .._progress import progress
 from .._samplers import sample as draw
 from .._scaler import AffineScaler
+from .._sharding import example_keys
 from .._training import train as _train
 from ..data import Dataset
 from ..distributed import is_main
+from ._chunks import ChunkStore, inputs_digest
 from ._controlled import (
     classes as classes,
     colorize as colorize,
@@ -162,45 +167,145 @@ def sample(cfg: Experiment, ds: Dataset, run: Run, metrics: dict) -> None:
 
 
 def likelihood(cfg: Experiment, ds: Dataset, run: Run, metrics: dict) -> None:
-    """Test bits/dim (images) or nats/dim of the first `cfg.eval.n_images` test examples."""
+    """Test bits/dim (images) or nats/dim of the first `cfg.eval.n_images` test examples,
+    evaluated in chunks of `cfg.eval.chunk_size` examples, each kept when it finishes (under
+    `run.path/likelihood/<protocol digest>/`): an interrupted evaluation continues with the
+    chunks it has, and the numbers are those of an uninterrupted one."""
     e = cfg.eval
-    kw: dict[str, Any] = dict(trace=e.trace, batch_size=e.batch_size, progress=True)
-    given = None
+    n = min(e.n_images, len(ds.test))
+    y, given = None, None
     if cfg.net.conditional and ds.test_cond is not None:
-        kw["y"] = jnp.asarray(ds.test_cond[: e.n_images])  # log p(x | y)
+        y = np.asarray(ds.test_cond[:n])  # log p(x | y)
         given = ds.condition
     elif cfg.net.conditional and ds.num_classes is not None:
         # class-conditional: the unconditional p(x), by the null label its label dropout trains
-        kw["y"] = jnp.full(min(e.n_images, len(ds.test)), ds.num_classes)
-    start = time.perf_counter()
-    protocol = None
-    if ds.test_int is not None:
-        images = ds.test_int[: e.n_images]
-        values, info = bits_per_dim(
-            run.model,
-            run.sde,
-            images,
-            key=jr.key(2),
-            scaler=ds.scaler if isinstance(ds.scaler, AffineScaler) else AffineScaler(),
-            n_dequant=e.n_dequant,
-            return_info=True,
-            **kw,
-        )
-        protocol = info.to_dict()  # images, K, estimator, tolerances, t0, solver, NFE, errors
-        name = "test_bits_per_dim"
-    else:
-        x = ds.test[: e.n_images]
+        y = np.full(n, ds.num_classes)
+    images = ds.test_int is not None
+    name = "test_bits_per_dim" if images else "test_nll_nats_per_dim"
+    data = np.asarray(ds.test_int[:n] if ds.test_int is not None else ds.test[:n])
+    scaler = ds.scaler if isinstance(ds.scaler, AffineScaler) else AffineScaler()
+    ll = LogLikelihood(run.model, run.sde, trace=e.trace)  # the settings it evaluates with
+    protocol = {
+        "quantity": name,
+        "model_leaves_sha256": _model_sha256(run.model),
+        "sde": to_json(cfg.sde),
+        "t0": float(run.sde.t0),
+        "t1": float(run.sde.t1),
+        "key": _KEY,
+        "trace": to_json(e.trace),
+        "n_dequant": e.n_dequant if images else None,
+        "estimator": "importance" if images else None,
+        "num_bits": ds.num_bits if images else None,
+        "scaler": repr(scaler) if images else None,
+        "batch_size": e.batch_size,
+        "chunk_size": e.chunk_size,
+        "solver": {
+            "solver": type(ll.solver).__name__,
+            "rtol": ll.rtol,
+            "atol": ll.atol,
+            "max_steps": ll.max_steps,
+            "error_norm": ll.error_norm,
+            "precision": ll.precision,
+            "one_at_a_time": ll.one_at_a_time,
+            "variables": repr(ll.variables),
+        },
+        # batched solves round with their companions: the device layout is part of the values
+        "devices": jax.device_count(),
+        "processes": jax.process_count(),
+    }
+    store = ChunkStore(run.path / "likelihood", protocol)
+    bounds = [(a, min(a + e.chunk_size, n)) for a in range(0, n, e.chunk_size)]
+    inputs = [inputs_digest(data[a:b], None if y is None else y[a:b]) for a, b in bounds]
+
+    def like(a, b):  # the arrays of a chunk, as zeros
+        out = {"values": np.zeros(b - a, np.float32)}
+        return out if images else {**out, "nfe": np.zeros(b - a, np.int32)}
+
+    def evaluate(a, b, inner):
+        part_y = None if y is None else jnp.asarray(y[a:b])
+        if images:
+            values, info = bits_per_dim(
+                run.model,
+                run.sde,
+                data[a:b],
+                key=jr.key(_KEY),
+                scaler=scaler,
+                n_dequant=e.n_dequant,
+                return_info=True,
+                first_index=a,  # image i's draws and probes from its index in the test set
+                trace=e.trace,
+                batch_size=e.batch_size,
+                progress=inner,
+                y=part_y,
+            )
+            return {"values": np.asarray(values, np.float32)}, info.to_dict()
+        x = jnp.asarray(data[a:b])
+        check_finite_score(run.model, run.sde, x, part_y, size=e.batch_size)
+        keys = example_keys(jr.key(_KEY), b - a, a)  # as one log_likelihood call of all
+        lp, nfe = ll.solve_keyed(x, keys, part_y, e.batch_size, inner)
         dim = math.prod(ds.data_shape)
-        values = -log_likelihood(run.model, run.sde, x, key=jr.key(2), **kw) / dim
-        name = "test_nll_nats_per_dim"
-    values = np.asarray(values, np.float64)
+        values = np.asarray(-lp / dim, np.float32)
+        return {"values": values, "nfe": np.asarray(nfe, np.int32)}, None
+
+    start = time.perf_counter()
+    chunks = store.load_all(bounds, inputs, like)
+    reused = sum(c is not None for c in chunks)
+    if reused:
+        print(f"reusing {reused} of {len(bounds)} chunks in {store.directory}")
+    todo = [i for i, c in enumerate(chunks) if c is None]
+    several = len(bounds) > 1
+    bar = progress(todo, desc=name, unit="chunk", total=len(todo), disable=not several)
+    for i in bar:
+        a, b = bounds[i]
+        arrays, info = evaluate(a, b, inner=not several)
+        store.save(i, a, b, inputs[i], arrays, info=info)
+        chunks[i] = {"arrays": arrays, "meta": {"info": info}}
+    done = [c for c in chunks if c is not None]
+    values = np.concatenate([c["arrays"]["values"] for c in done]).astype(np.float64)
+    stderr = float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else None
     metrics[name] = {
         "mean": float(values.mean()),
-        "stderr": float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else None,
+        "stderr": stderr,
         "n": len(values),
         "seconds": time.perf_counter() - start,
         "trace": to_json(e.trace),
         "given": given,  # the condition of log p(x | y); None for p(x)
-        "protocol": protocol,
+        "protocol": _whole(done, values) if images else None,
+        "chunks": {"size": e.chunk_size, "count": len(bounds), "reused": reused},
     }
-    print(f"{name}: {values.mean():.4f} +- {metrics[name]['stderr'] or 0:.4f} (n={len(values)})")
+    print(f"{name}: {values.mean():.4f} +- {stderr or 0:.4f} (n={len(values)})")
+
+
+_KEY = 2  # the likelihood phase's key, jr.key(2)
+
+
+def _model_sha256(model) -> str:
+    """SHA-256 of the model's arrays as `eqx.tree_serialise_leaves` writes them."""
+    buf = io.BytesIO()
+    eqx.tree_serialise_leaves(buf, model)
+    return hashlib.sha256(buf.getvalue()).hexdigest()
+
+
+def _whole(chunks: list[dict], values: np.ndarray) -> dict:
+    """The `BitsPerDimInfo` of all images from those of the chunks: the spread over all the
+    values, the estimator's noise as the RMS over every image, NFE over every solve."""
+    infos = [c["meta"]["info"] for c in chunks]
+    sizes = np.array([i["n_images"] for i in infos], np.float64)
+    n = len(values)
+    std = float(values.std(ddof=1)) if n > 1 else 0.0
+    est = [i["estimator_std"] for i in infos]
+    rms = None
+    if all(s is not None for s in est):
+        rms = float(np.sqrt(np.sum(sizes * np.square(est)) / n))
+    whole = {
+        **infos[0],
+        "bits_per_dim": float(values.mean()),
+        "std_over_images": std,
+        "sem": std / math.sqrt(n),
+        "estimator_std": rms,
+        "n_images": n,
+        "nfe_mean": float(np.sum(sizes * [i["nfe_mean"] for i in infos]) / n),
+        "nfe_max": max(i["nfe_max"] for i in infos),
+        "solver_error": None,
+    }
+    return BitsPerDimInfo(**whole).to_dict()
