@@ -182,3 +182,69 @@ def test_main_records_the_bound_in_history_and_config(tmp_path):
     assert len(values) == 2 and all(0 < v < 50 for v in values)
     assert len(history["eval_bound_bits_per_dim_se"]) == 2
     assert (run / "loss.png").exists()
+
+
+def _load(path):
+    import json
+
+    return json.loads(path.read_text())
+
+
+_SHARDED = """
+import json, sys
+import sgm
+if sys.argv[2] == "processes":
+    sgm.distributed.initialize(timeout=120)
+import jax, jax.random as jr, numpy as np, optax, equinox as eqx
+sys.path.insert(0, sys.argv[3])
+from helpers import TinyNet, four_gaussians
+x = np.asarray(four_gaussians().sample(jr.key(7), 256))
+held_out = np.asarray(four_gaussians().sample(jr.key(8), 32))
+evaluation = sgm.Evaluation(held_out, every=5, bound=sgm.HeldOutBound(n_examples=8, n_times=4))
+monitor = sgm.Monitor(every=5, evaluation=evaluation, progress=False, history=True)
+model = sgm.ScoreModel(TinyNet(2, key=jr.key(0)), sgm.VPSDE())
+out, history = sgm.train(model, sgm.VPSDE(), x, optax.adam(1e-2), steps=10, batch_size=16,
+                         key=jr.key(1), ema_decay=0.9, monitor=monitor)
+rank = jax.process_index()
+eqx.tree_serialise_leaves(f"{sys.argv[1]}/model{rank}.eqx", out)
+with open(f"{sys.argv[1]}/history{rank}.json", "w") as f:
+    json.dump(history, f)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["devices", "processes"])
+def test_sharded_training_reads_the_bound_of_its_model(where, tmp_path):
+    """On two simulated devices, and in a job of two processes (which record the same
+    readings), the last reading is the bound of the returned EMA model computed on one
+    device, up to float rounding."""
+    import os
+    import subprocess
+    import sys
+
+    import equinox as eqx
+    from test_multiprocess import finish, launch
+
+    from sgm._training._state import bound_inputs, eval_bound
+
+    here = os.path.dirname(__file__)
+    command = [sys.executable, "-c", _SHARDED, str(tmp_path), where, here]
+    if where == "devices":
+        env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+        subprocess.run(command, env=env, check=True, timeout=600)
+        histories = [_load(tmp_path / "history0.json")]
+    else:
+        codes, outs = finish(launch(command))
+        assert codes == [0, 0], outs[0][1][-3000:] + outs[1][1][-3000:]
+        histories = [_load(tmp_path / f"history{r}.json") for r in (0, 1)]
+        for name in ("step", "loss", "eval_step", "eval_loss", "eval_bound_nats_per_dim"):
+            assert histories[0][name] == histories[1][name], name
+    like = sgm.ScoreModel(TinyNet(2, key=jr.key(0)), SDE)
+    model = eqx.tree_deserialise_leaves(tmp_path / "model0.eqx", like)
+    held_out = np.asarray(four_gaussians().sample(jr.key(8), 32))
+    bound = sgm.HeldOutBound(n_examples=8, n_times=4)
+    mean, se = eval_bound(model, bound, *bound_inputs(bound, held_out, None))
+    history = histories[0]
+    assert history["eval_step"] == [5, 10]
+    np.testing.assert_allclose(history["eval_bound_nats_per_dim"][-1], mean, rtol=1e-5)
+    np.testing.assert_allclose(history["eval_bound_nats_per_dim_se"][-1], se, rtol=1e-4)
