@@ -158,6 +158,14 @@ def test_bad_bound_options_are_one_line_errors(build, message):
     assert "\n" not in str(error.value)
 
 
+def test_held_out_data_of_another_shape_is_refused_before_training():
+    x = np.asarray(four_gaussians().sample(jr.key(7), 64))
+    model = sgm.ScoreModel(TinyNet(2, key=jr.key(0)), SDE)
+    evaluation = sgm.Evaluation(np.zeros((16, 3), np.float32), bound=sgm.HeldOutBound(n_examples=8))
+    with pytest.raises(ValueError, match=r"training data's example shape \(2,\), got \(3,\)"):
+        _train(model, x, evaluation, steps=2)
+
+
 def test_main_records_the_bound_in_history_and_config(tmp_path):
     """`main.py --train.eval_bound true` on a tiny digits run: config.json records the
     setting, history.json the bound in bits/dim at each held-out reading, loss.png is drawn."""

@@ -369,6 +369,11 @@ def train(
         check_class_labels(
             model, "Evaluation.labels", evaluation.labels, int(np.shape(evaluation.data)[0])
         )
+        if np.shape(evaluation.data)[1:] != x.shape[1:]:
+            raise ValueError(
+                f"Evaluation.data must have the training data's example shape {x.shape[1:]}, "
+                f"got {np.shape(evaluation.data)[1:]}."
+            )
     if optimizer is None or isinstance(optimizer, Adam):
         optimizer = (optimizer or Adam()).transform(steps)
     if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
