@@ -291,7 +291,8 @@ def _run(
                 record.history["eval_step"].append(done)
                 reading = _read_held_out(state, record, evaluation, held_out, loss)
                 if reading is not None:
-                    postfix["bound"] = f"{reading:.4g} {evaluation.bound.unit.replace('_', ' ')}"
+                    unit = evaluation.bound.unit.replace("_per_", "/")
+                    postfix["bound"] = f"{reading:.4g} {unit}"
                     bar.set_postfix(postfix, refresh=False)
             if checkpoints is not None and _due(done, checkpoints.every, steps):
                 if int(state.nonfinite) == 0:

@@ -102,9 +102,8 @@ def train(cfg: Experiment, ds: Dataset, run: RunDir, *, resume: bool, verify: bo
     for unit in ("bits_per_dim", "nats_per_dim"):
         if history.get(f"eval_bound_{unit}"):
             value, se = history[f"eval_bound_{unit}"][-1], history[f"eval_bound_{unit}_se"][-1]
-            print(
-                f"held-out bound at step {history['eval_step'][-1]}: {value:.4f} +- {se:.4f} {unit}"
-            )
+            step, label = history["eval_step"][-1], unit.replace("_per_", "/")
+            print(f"held-out bound at step {step}: {value:.4f} +- {se:.4f} {label}")
     return history
 
 
