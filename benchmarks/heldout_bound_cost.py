@@ -13,7 +13,9 @@ import argparse
 import platform
 import time
 
+import equinox as eqx
 import jax
+import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import optax
@@ -35,7 +37,7 @@ def _seconds(fn, repeats):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--settings", default="64x16,32x16,64x8")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -52,6 +54,7 @@ def main():
     optimizer = optax.adam(1e-4)
     loss = sgm.DSMLoss()
     state = init_state(model, optimizer, key=jr.key(1))
+    state = jax.tree.map(lambda a: jnp.copy(a) if eqx.is_array(a) else a, state)  # donated
     batch = jax.numpy.asarray(np.tile(x, (args.batch_size // 64 + 1, 1, 1, 1))[: args.batch_size])
 
     def step():
