@@ -14,7 +14,7 @@ EXPERIMENT = Experiment(
     sde=sgm.VPSDE(),
     net=Net(UNet, conditional=True, channels=32, channel_mults=(1, 2), attention_levels=(1,)),
     optimizer=sgm.Adam(lr=1e-3, warmup=100, decay=True),
-    train=Train(steps=1000, batch_size=128),
+    train=Train(steps=1000, batch_size=128, eval_bound=True),
     sample=Sample(
         n_samples=64,
         samplers={

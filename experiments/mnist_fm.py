@@ -21,7 +21,7 @@ EXPERIMENT = Experiment(
     ),
     loss=sgm.FlowMatchingLoss(time_density="logit_normal"),
     optimizer=sgm.Adam(lr=1e-3, warmup=100, decay=True),
-    train=Train(steps=2000, batch_size=64),
+    train=Train(steps=2000, batch_size=64, eval_bound=True),
     sample=Sample(
         n_samples=36,
         samplers={

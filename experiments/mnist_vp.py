@@ -12,7 +12,7 @@ EXPERIMENT = Experiment(
     sde=sgm.VPSDE(),
     net=Net(UNet, channels=32, channel_mults=(1, 2, 2), attention_levels=(2,)),
     optimizer=sgm.Adam(lr=1e-3, warmup=100, decay=True),
-    train=Train(steps=2000, batch_size=64),
+    train=Train(steps=2000, batch_size=64, eval_bound=True),
     sample=Sample(
         n_samples=36,
         samplers={

@@ -88,6 +88,7 @@ from ._training import (
     CheckpointError as CheckpointError,
     Checkpoints as Checkpoints,
     Evaluation as Evaluation,
+    HeldOutBound as HeldOutBound,
     Monitor as Monitor,
     TrainingDiverged as TrainingDiverged,
     TrainingInterrupted as TrainingInterrupted,

@@ -41,6 +41,8 @@ TINY_UNET = [
     "2",
     "--eval.batch_size",
     "2",
+    "--train.eval_bound",  # on in the image experiments; tests/test_heldout_bound.py runs it
+    "false",
 ]
 
 

@@ -16,6 +16,7 @@ from ._loop import (
 from ._options import (
     Checkpoints as Checkpoints,
     Evaluation as Evaluation,
+    HeldOutBound as HeldOutBound,
     Monitor as Monitor,
 )
 from ._state import TrainState as TrainState

@@ -27,12 +27,12 @@ from .._progress import progress
 from .._score import ScoreModel
 from .._sde import AbstractSDE
 from .._sharding import replicated
-from ..distributed import allgather, any_process, global_mesh, is_main, to_local
+from ..distributed import allgather, any_process, broadcast, global_mesh, is_main, to_local
 from ._batches import Batches
 from ._checkpoint import CheckpointError, has_checkpoint, load_checkpoint, save_checkpoint
 from ._inputs import as_arrays, check_class_labels, check_data
 from ._options import BATCH_SIZE, EMA_DECAY, Checkpoints, Evaluation, Monitor
-from ._state import TrainState, eval_loss, init_state, train_step
+from ._state import TrainState, bound_inputs, eval_bound, eval_loss, init_state, train_step
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -79,14 +79,18 @@ class _Record:
     """What a checkpoint carries besides the state: the history of the readings, the losses
     since the last reading, the untrained model's loss, and the newest checkpoint's step."""
 
-    def __init__(self):
+    def __init__(self, extra_keys: tuple[str, ...] = ()):
         self.history = {"step": [], "loss": [], "eval_step": [], "eval_loss": [], "steps_per_s": []}
+        self.history.update({k: [] for k in extra_keys})
         self.pending: list = []
         self.initial_loss: float | None = None
         self.last_good: int | None = None
 
     def restore(self, meta: dict) -> None:
-        self.history = {k: list(v) for k, v in meta.get("history", self.history).items()}
+        fresh = self.history
+        self.history = {k: list(v) for k, v in meta.get("history", fresh).items()}
+        for k in fresh:
+            self.history.setdefault(k, [])
         self.pending = [np.float32(v) for v in meta.get("pending_losses", [])]
         self.initial_loss = meta.get("initial_loss")
 
@@ -137,9 +141,29 @@ def _replicated_copy(state: TrainState, mesh) -> TrainState:
 
 def _held_out(evaluation: Evaluation, batch_size: int, mesh) -> tuple:
     """The fixed held-out batch `(x, labels)`, its first `batch_size` rows, replicated like
-    the state."""
+    the state, and the inputs of the bound (None without one)."""
     put = lambda a: jax.device_put(np.asarray(a)[:batch_size], replicated(mesh))  # noqa: E731
-    return put(evaluation.data), None if evaluation.labels is None else put(evaluation.labels)
+    labels = evaluation.labels
+    bound = evaluation.bound
+    bound_xy = None if bound is None else bound_inputs(bound, evaluation.data, labels)
+    return put(evaluation.data), None if labels is None else put(labels), bound_xy
+
+
+def _read_held_out(state: TrainState, record: _Record, evaluation: Evaluation, held_out, loss):
+    """The held-out loss and, with a bound, its reading: host values, process 0's on every
+    process. Returns the bound's reading (None without one)."""
+    eval_x, eval_y, bound_xy = held_out
+    value = float(eval_loss(state.ema, eval_x, eval_y, loss, jr.key(0)))
+    record.history["eval_loss"].append(value)
+    if evaluation.bound is None:
+        return None
+    # every process computes the bound on its own devices from the same inputs
+    mean, se = eval_bound(to_local(state.ema), evaluation.bound, *bound_xy)
+    mean, se = (float(v) for v in broadcast(np.array([mean, se])))
+    key, se_key = evaluation.bound.keys
+    record.history[key].append(mean)
+    record.history[se_key].append(se)
+    return mean
 
 
 def _check_same_start(start: int, checkpoints: Checkpoints | None) -> None:
@@ -244,6 +268,7 @@ def _run(
     bar = progress(
         total=steps, initial=start, disable=not monitor.progress, desc="train", unit="step"
     )
+    postfix = {}
     with _StopRequest() as stop, bar:
         for s in range(start, steps):
             if _stop_requested(stop):
@@ -259,12 +284,16 @@ def _run(
                 now = time.perf_counter()
                 mean = _read_losses(state, record, monitor, done, now - tick, checkpoints)
                 tick = now
-                bar.set_postfix(loss=f"{mean:.4f}", refresh=False)  # shown at the next update
-            if held_out is not None and _due(done, monitor.evaluation.every, steps):
-                eval_x, eval_y = held_out
-                ev = eval_loss(state.ema, eval_x, eval_y, loss, jr.key(0))
+                postfix["loss"] = f"{mean:.4f}"
+                bar.set_postfix(postfix, refresh=False)  # shown at the next update
+            evaluation = monitor.evaluation
+            if evaluation is not None and _due(done, evaluation.every, steps):
                 record.history["eval_step"].append(done)
-                record.history["eval_loss"].append(float(ev))
+                reading = _read_held_out(state, record, evaluation, held_out, loss)
+                if reading is not None:
+                    unit = evaluation.bound.unit.replace("_per_", "/")
+                    postfix["bound"] = f"{reading:.4g} {unit}"
+                    bar.set_postfix(postfix, refresh=False)
             if checkpoints is not None and _due(done, checkpoints.every, steps):
                 if int(state.nonfinite) == 0:
                     _save(checkpoints, state, record, done)
@@ -341,11 +370,18 @@ def train(
         check_class_labels(
             model, "Evaluation.labels", evaluation.labels, int(np.shape(evaluation.data)[0])
         )
+        if np.shape(evaluation.data)[1:] != x.shape[1:]:
+            raise ValueError(
+                f"Evaluation.data must have the training data's example shape {x.shape[1:]}, "
+                f"got {np.shape(evaluation.data)[1:]}."
+            )
     if optimizer is None or isinstance(optimizer, Adam):
         optimizer = (optimizer or Adam()).transform(steps)
     if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jr.wrap_key_data(key)  # a legacy uint32 key from jr.PRNGKey
-    record = _Record()
+    record = _Record(
+        () if evaluation is None or evaluation.bound is None else evaluation.bound.keys
+    )
     state = _resume(init_state(model, optimizer, key=key), checkpoints, record)
     state = _replicated_copy(state, mesh)
     seed = [int(v) for v in np.asarray(jr.key_data(key)).ravel()]

@@ -9,7 +9,8 @@ import equinox as eqx
 import numpy as np
 from jaxtyping import ArrayLike
 
-from .._checks import check_float, check_int
+from .._checks import check_float, check_int, check_integer_images
+from .._scaler import AbstractScaler, AffineScaler
 
 BATCH_SIZE = 128
 """`sgm.train`'s default global batch."""
@@ -67,21 +68,93 @@ class Checkpoints(eqx.Module):
             )
 
 
+class HeldOutBound(eqx.Module):
+    """The continuous-time variational bound on held-out examples, a cheap likelihood metric
+    of training (Song et al. 2021, *Maximum Likelihood Training of Score-Based Diffusion
+    Models*, theorem 2; Kingma et al. 2021, eq. 17): part of an `sgm.Evaluation`, read at its
+    cadence on the EMA model. It costs one batch of `2 n_examples n_times` score evaluations
+    and no ODE solve.
+
+    With `images` (the integer form of `Evaluation.data`), the reading is
+    `sgm.bits_per_dim(model, model.sde, images[:n_examples], key=jr.key(seed),
+    num_bits=num_bits, scaler=scaler, method="bound", estimator="mean", n_times=n_times)`
+    averaged over the images, in bits/dim (uniformly dequantized: an upper bound on the
+    discrete data's bits/dim); its standard error is that of the mean over the images
+    (`BitsPerDimInfo.sem`). Without, it is `sgm.variational_bound(model, model.sde,
+    data[:n_examples], key=jr.key(seed), n_times=n_times)` divided by the dimension and
+    averaged, in nats/dim of the model-scale data (a bound on a continuous density's
+    `-log p / D`, which can be negative), with the standard error of that mean. Conditional
+    models are given `Evaluation.labels[:n_examples]`. The examples and the key are fixed, so
+    the readings are comparable over training and a resumed run repeats them exactly.
+
+    **Arguments:**
+
+    - `n_examples`: how many held-out examples (the first ones), at least 2.
+    - `n_times`: importance-sampled times per example (each an antithetic pair of score
+      evaluations), at least 2.
+    - `images`: integer images in `[0, 2**num_bits)`, shaped like `Evaluation.data` (`None`:
+      the bound in nats/dim on `Evaluation.data` itself).
+    - `num_bits`: bits per pixel of `images`.
+    - `scaler`: the elementwise map from `[0, 1]` to model scale (`sgm.AffineScaler()`,
+      `[-1, 1]`, by default; an image dataset's `scaler`).
+    - `seed`: the key `jr.key(seed)` of the dequantization noise, times and noises.
+    """
+
+    n_examples: int = eqx.field(default=64, kw_only=True)
+    n_times: int = eqx.field(default=16, kw_only=True)
+    images: ArrayLike | None = eqx.field(default=None, kw_only=True)
+    num_bits: int = eqx.field(default=8, kw_only=True)
+    scaler: AbstractScaler = eqx.field(default=AffineScaler(), kw_only=True)
+    seed: int = eqx.field(default=0, kw_only=True)
+
+    def __check_init__(self):
+        check_int("HeldOutBound.n_examples", self.n_examples, minimum=2)
+        check_int("HeldOutBound.n_times", self.n_times, minimum=2)
+        check_int("HeldOutBound.num_bits", self.num_bits)
+        check_int("HeldOutBound.seed", self.seed, minimum=0)
+        if not isinstance(self.scaler, AbstractScaler):
+            raise ValueError(
+                "HeldOutBound.scaler must be an sgm scaler (e.g. sgm.AffineScaler()), got "
+                f"{type(self.scaler).__name__}."
+            )
+        if self.images is not None:
+            try:
+                check_integer_images(self.images, self.num_bits)
+            except ValueError as error:
+                raise ValueError(f"HeldOutBound.{error}") from None
+
+    @property
+    def unit(self) -> str:
+        """`"bits_per_dim"` with `images`, else `"nats_per_dim"`."""
+        return "nats_per_dim" if self.images is None else "bits_per_dim"
+
+    @property
+    def keys(self) -> tuple[str, str]:
+        """The history's keys of the readings and of their standard errors,
+        `eval_bound_bits_per_dim(_se)` with `images`, else `eval_bound_nats_per_dim(_se)`."""
+        return f"eval_bound_{self.unit}", f"eval_bound_{self.unit}_se"
+
+
 class Evaluation(eqx.Module):
     """The held-out loss of the EMA model on one fixed batch (the first `batch_size` rows of
     `data`, with a fixed key, so that readings are comparable over training), every `every`
-    steps and at the end; recorded in the history as `eval_step` and `eval_loss`.
+    steps and at the end; recorded in the history as `eval_step` and `eval_loss`. With
+    `bound`, also the variational bound on the first held-out examples at the same steps
+    (`sgm.HeldOutBound`; history keys `eval_bound_bits_per_dim` and
+    `eval_bound_bits_per_dim_se` for images, `eval_bound_nats_per_dim(_se)` otherwise).
 
     **Arguments:**
 
     - `data`: held-out examples `(N, *data_shape)` in model scale.
     - `labels`: their labels, one per example, for conditional models.
     - `every`: steps between readings.
+    - `bound`: an `sgm.HeldOutBound`, or `None` for the loss alone.
     """
 
     data: ArrayLike
     labels: ArrayLike | None = eqx.field(default=None, kw_only=True)
     every: int = eqx.field(default=500, kw_only=True)
+    bound: HeldOutBound | None = eqx.field(default=None, kw_only=True)
 
     def __check_init__(self):
         check_int("Evaluation.every", self.every)
@@ -93,6 +166,25 @@ class Evaluation(eqx.Module):
             raise ValueError(
                 f"Evaluation.labels must have one entry per example: {n_labels} labels "
                 f"for {shape[0]} examples."
+            )
+        if self.bound is not None:
+            self._check_bound(shape)
+
+    def _check_bound(self, shape) -> None:
+        bound = self.bound
+        if not isinstance(bound, HeldOutBound):
+            raise ValueError(
+                f"Evaluation.bound must be an sgm.HeldOutBound or None, got {type(bound).__name__}."
+            )
+        if bound.images is not None and np.shape(bound.images) != shape:
+            raise ValueError(
+                f"HeldOutBound.images must be the integer form of Evaluation.data, shaped like it "
+                f"{shape}; got {np.shape(bound.images)}."
+            )
+        if bound.n_examples > shape[0]:
+            raise ValueError(
+                f"HeldOutBound.n_examples={bound.n_examples} is more than the {shape[0]} "
+                "held-out examples; lower it or give more examples."
             )
 
 
@@ -114,7 +206,9 @@ class Monitor(eqx.Module):
     - `evaluation`: an `sgm.Evaluation`, the held-out loss (`None`: none).
     - `progress`: show a progress bar.
     - `history`: `sgm.train` also returns the history of the readings,
-      `{"step", "loss", "eval_step", "eval_loss", "steps_per_s"}`, continuous across resumes.
+      `{"step", "loss", "eval_step", "eval_loss", "steps_per_s"}` (with an
+      `sgm.HeldOutBound`, also its readings and standard errors at `eval_step`, e.g.
+      `eval_bound_bits_per_dim` and `eval_bound_bits_per_dim_se`), continuous across resumes.
     """
 
     every: int = eqx.field(default=50, kw_only=True)

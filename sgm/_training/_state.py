@@ -1,16 +1,22 @@
 """One training step: the train state, the jitted data-parallel update with EMA, and the
-held-out loss."""
+held-out loss and bound."""
+
+import math
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+import numpy as np
 import optax
 from jaxtyping import Array, Int, PRNGKeyArray
 
+from .._bits import bits_per_dim
+from .._likelihood import variational_bound
 from .._losses import AbstractLoss
 from .._score import ScoreModel
 from .._traced_checks import inputs_checked_by_caller
+from ._options import HeldOutBound
 
 
 class TrainState(eqx.Module):
@@ -86,3 +92,39 @@ def eval_loss(model: ScoreModel, batch, labels, loss: AbstractLoss, key) -> Arra
     """Held-out loss with a fixed key, so that values are comparable over training."""
     with inputs_checked_by_caller():
         return loss.batch_loss(model, batch, key=key, y=labels)
+
+
+def bound_inputs(bound: HeldOutBound, data, labels) -> tuple:
+    """The fixed inputs of the held-out bound: the first `n_examples` images (or model-scale
+    examples without images) and their labels, as arrays of this process."""
+    n = bound.n_examples
+    x = np.asarray(data if bound.images is None else bound.images)[:n]
+    return jnp.asarray(x), None if labels is None else jnp.asarray(np.asarray(labels)[:n])
+
+
+def eval_bound(model: ScoreModel, bound: HeldOutBound, x, y) -> tuple[float, float]:
+    """`(mean, standard error)` of the variational bound on the held-out examples `x`
+    (`bound_inputs`) with the key `jr.key(bound.seed)`: in bits/dim of dequantized images
+    (`sgm.bits_per_dim(..., method="bound")`) or, without images, in nats/dim."""
+    key = jr.key(bound.seed)
+    if bound.images is not None:
+        _, info = bits_per_dim(
+            model,
+            model.sde,
+            x,
+            key=key,
+            num_bits=bound.num_bits,
+            scaler=bound.scaler,  # pyright: ignore[reportArgumentType]  (any elementwise map)
+            method="bound",
+            estimator="mean",
+            n_times=bound.n_times,
+            return_info=True,
+            progress=False,
+            y=y,
+        )
+        return info.bits_per_dim, info.sem
+    nats = variational_bound(
+        model, model.sde, x, key=key, n_times=bound.n_times, y=y, progress=False
+    )[0]
+    per_dim = np.asarray(nats, np.float64) / math.prod(x.shape[1:])
+    return float(per_dim.mean()), float(per_dim.std(ddof=1) / math.sqrt(len(per_dim)))

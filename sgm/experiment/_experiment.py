@@ -27,10 +27,18 @@ from .._samplers import (
     ProbabilityFlowODE,
     UniPC,
 )
+from .._scaler import AffineScaler
 from .._score import AbstractPreconditioning, EDMPreconditioning, ScoreModel
 from .._sde import AbstractSDE
 from .._trace import AbstractTraceEstimator, Hutchinson
-from .._training._options import BATCH_SIZE, EMA_DECAY, Checkpoints, Evaluation, Monitor
+from .._training._options import (
+    BATCH_SIZE,
+    EMA_DECAY,
+    Checkpoints,
+    Evaluation,
+    HeldOutBound,
+    Monitor,
+)
 from ._serial import AbstractSpec, registered, signature_hints
 
 # Short names of the samplers main.py offers (`--sample.samplers em,pc,dpm`); an experiment
@@ -221,9 +229,11 @@ class Train:
     """The training run: `steps`, the global `batch_size`, the EMA decay, label dropout for
     class-conditional models (classifier-free guidance), the cadences of logging, held-out
     evaluation (`None`: off) and checkpoints, how many checkpoints to keep, the divergence
-    rule's factor, and the seed. Unset values are the defaults of `sgm.train` and of its
-    option objects (`sgm.Checkpoints`, `sgm.Evaluation`, `sgm.Monitor`); `options` builds
-    those objects."""
+    rule's factor, and the seed. `eval_bound` adds the variational bound on the first
+    `eval_bound_examples` test examples to each held-out reading (`sgm.HeldOutBound`: bits/dim
+    of the integer test images where the data have them, else nats/dim). Unset values are the
+    defaults of `sgm.train` and of its option objects (`sgm.Checkpoints`, `sgm.Evaluation`,
+    `sgm.HeldOutBound`, `sgm.Monitor`); `options` builds those objects."""
 
     steps: int
     batch_size: int = BATCH_SIZE
@@ -235,6 +245,8 @@ class Train:
     keep_checkpoints: int = Checkpoints.keep
     divergence_factor: float | None = Monitor.divergence_factor
     seed: int = 0
+    eval_bound: bool = False
+    eval_bound_examples: int = HeldOutBound.n_examples
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
@@ -244,19 +256,36 @@ class Train:
         check_probability("train.label_dropout", self.label_dropout)
         check_float("train.divergence_factor", self.divergence_factor, above=1.0, none=True)
         check_int("train.seed", self.seed, minimum=0)
+        if not isinstance(self.eval_bound, bool):
+            raise ValueError(f"train.eval_bound must be true or false, got {self.eval_bound!r}.")
+        check_int("train.eval_bound_examples", self.eval_bound_examples, minimum=2)
 
     def options(
-        self, directory, *, fingerprint, resume: bool, eval_data, eval_labels, verify: bool = True
+        self,
+        directory,
+        *,
+        fingerprint,
+        resume: bool,
+        eval_data,
+        eval_labels,
+        verify: bool = True,
+        eval_images=None,
+        num_bits: int | None = None,
+        scaler=None,
     ) -> dict:
         """The keyword arguments of `sgm.train` for this run (besides the key, loss and
         labels): `steps`, `batch_size`, `ema_decay`, the `sgm.Checkpoints` in `directory`
         (recording `fingerprint`, resuming with `resume`, from a checkpoint that verifies
         unless `verify=False`), and an `sgm.Monitor` holding the
-        held-out `sgm.Evaluation` on `eval_data` (with `eval_labels`) and returning the
-        history, so that `sgm.train` returns `(model, history)`."""
+        held-out `sgm.Evaluation` on `eval_data` (with `eval_labels`; with `eval_bound`, its
+        `sgm.HeldOutBound` on `eval_images`, their `num_bits` and `scaler`, when given) and
+        returning the history, so that `sgm.train` returns `(model, history)`."""
         evaluation = None
         if self.eval_every is not None and eval_data is not None:
-            evaluation = Evaluation(eval_data, labels=eval_labels, every=self.eval_every)
+            bound = self._bound(len(eval_data), eval_images, num_bits, scaler)
+            evaluation = Evaluation(
+                eval_data, labels=eval_labels, every=self.eval_every, bound=bound
+            )
         return dict(
             steps=self.steps,
             batch_size=self.batch_size,
@@ -275,6 +304,20 @@ class Train:
                 evaluation=evaluation,
                 history=True,
             ),
+        )
+
+    def _bound(self, n_test: int, images, num_bits, scaler) -> HeldOutBound | None:
+        """The held-out bound on at most `eval_bound_examples` of the `n_test` examples."""
+        n = min(self.eval_bound_examples, n_test)
+        if not self.eval_bound or n < 2:
+            return None
+        if images is None:
+            return HeldOutBound(n_examples=n)
+        return HeldOutBound(
+            n_examples=n,
+            images=images,
+            num_bits=8 if num_bits is None else num_bits,
+            scaler=scaler if isinstance(scaler, AffineScaler) else AffineScaler(),
         )
 
 

@@ -92,6 +92,9 @@ def train(cfg: Experiment, ds: Dataset, run: RunDir, *, resume: bool, verify: bo
                 verify=verify,
                 eval_data=ds.test,
                 eval_labels=condition_inputs(cfg, ds, "test"),
+                eval_images=ds.test_int,
+                num_bits=ds.num_bits,
+                scaler=ds.scaler,
             ),
         )
     except (KeyboardInterrupt, FloatingPointError):
@@ -101,6 +104,11 @@ def train(cfg: Experiment, ds: Dataset, run: RunDir, *, resume: bool, verify: bo
         save_model(run.path / MODEL, model)
         run.update_info(model_sha256=model_digest(run.path / MODEL))
     save_history(run, history)
+    for unit in ("bits_per_dim", "nats_per_dim"):
+        if history.get(f"eval_bound_{unit}"):
+            value, se = history[f"eval_bound_{unit}"][-1], history[f"eval_bound_{unit}_se"][-1]
+            step, label = history["eval_step"][-1], unit.replace("_per_", "/")
+            print(f"held-out bound at step {step}: {value:.4f} +- {se:.4f} {label}")
     return history
 
 

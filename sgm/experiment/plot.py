@@ -83,9 +83,25 @@ def save_series(series, path, *, reference=None, title: str | None = None) -> Pa
     return _save(fig, path)
 
 
+_BOUND_UNITS = {"bits_per_dim": "bits/dim", "nats_per_dim": "nats/dim"}
+
+
 def save_loss_curve(history: dict, path) -> Path:
-    """Training loss (and held-out loss where recorded) against step."""
-    fig, ax = _subplots(figsize=(4.5, 3))
+    """Training loss (and held-out loss where recorded) against step; where the history
+    holds held-out variational bound readings (`eval_bound_bits_per_dim` or
+    `eval_bound_nats_per_dim`), a second panel shows them with +-2 standard errors."""
+    unit = next((u for u in _BOUND_UNITS if history.get(f"eval_bound_{u}")), None)
+    if unit is None:
+        fig, ax = _subplots(figsize=(4.5, 3))
+    else:
+        fig, (ax, bx) = _subplots(1, 2, figsize=(9, 3))
+        values = np.asarray(history[f"eval_bound_{unit}"])
+        se = np.asarray(history.get(f"eval_bound_{unit}_se", np.zeros_like(values)))
+        steps = np.asarray(history["eval_step"])[-len(values) :]  # readings since it was on
+        bx.errorbar(steps, values, yerr=2 * se, fmt="o-", c="C1", capsize=2)
+        bx.set_xlabel("step")
+        bx.set_ylabel(f"variational bound ({_BOUND_UNITS[unit]})")
+        bx.set_title("held-out bound (EMA), +-2 s.e.", fontsize=9)
     ax.plot(history["step"], history["loss"], label="train")
     if history.get("eval_step"):
         ax.plot(history["eval_step"], history["eval_loss"], "o-", label="held-out (EMA)")
