@@ -197,8 +197,8 @@ def fm_paths(models: Path, n: int = 200):
     """Probability-flow paths from the prior to the data of the 2-D models trained by
     `train_quality.py --save-models` (eight Gaussians): the DSM defaults under VP(0.1, 20),
     flow matching with independent pairs and with the exact minibatch OT coupling (Tong et al.
-    2024; Pooladian et al. 2023) under `RectifiedFlow()`. Each panel's title gives the mean
-    ratio of a path's length to the straight distance between its end points (1 is straight)."""
+    2024; Pooladian et al. 2023) under `RectifiedFlow()`. Each panel's title gives the paths'
+    total length over the total straight distance between their end points (1 is straight)."""
     panels = [
         ("default", "DSM defaults (VP SDE)"),
         ("fm", "flow matching, independent pairs"),
@@ -228,7 +228,7 @@ def fm_paths(models: Path, n: int = 200):
         ax.set_ylim(-3.5, 3.5)
         ax.set_aspect("equal")
         ax.set_title(
-            f"{title}\npath length / distance {float(jnp.mean(length / chord)):.2f}", fontsize=8
+            f"{title}\npath length / distance {float(length.sum() / chord.sum()):.2f}", fontsize=8
         )
         ax.set_xticks([])
         ax.set_yticks([])
