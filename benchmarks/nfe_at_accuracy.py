@@ -57,6 +57,8 @@ def main():
     for f in args.files:
         for target, configs in json.load(open(f))["targets"].items():
             for name, res in configs.items():
+                if "em1000" not in res["points"][0]:
+                    continue  # an image target: bits/dim, no sweep
                 for pt in res["points"]:
                     em, ode = pt["em1000"], pt["ode"]
                     curves.append(
