@@ -1,10 +1,13 @@
 """Makes the README's figures in figs/.
 
     python benchmarks/figures.py --digits-run runs/digits_vp/STAMP --mnist-run runs/mnist_ve/STAMP \
-        --ou-theta-run runs/ou_theta_vp/STAMP --digits-sr-run runs/digits_sr_vp/STAMP
+        --ou-theta-run runs/ou_theta_vp/STAMP --digits-sr-run runs/digits_sr_vp/STAMP \
+        --fm-models /tmp/models
 
 Closed-form figures (2-D samplers, SDE marginals, likelihood check) are computed here; sample
-grids of trained models are copied from the given run directories, which `main.py` wrote.
+grids of trained models are copied from the given run directories, which `main.py` wrote; the
+probability-flow paths of `figs/fm_paths.png` are drawn from the 2-D models that
+`train_quality.py --save-models DIR` wrote.
 """
 
 import argparse
@@ -14,6 +17,7 @@ import warnings
 from pathlib import Path
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -21,6 +25,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from _configs import build  # noqa: E402
 
 import sgm  # noqa: E402
 import sgm.experiment  # noqa: E402
@@ -165,12 +170,84 @@ def colorization():
     )
 
 
+def ode_paths(model, sde, x1, ts):
+    """The probability-flow ODE `dx/dt = f(t) x - g(t)^2 score(t, x) / 2` (Song et al. 2021,
+    eq. 13) solved in `t` from each row of `x1` at `sde.t1`, saved at the decreasing times `ts`
+    (adaptive Tsit5, tolerances 1e-5): an array `(len(x1), len(ts), d)`."""
+    term = diffrax.ODETerm(lambda t, x, args: sde.ode_drift(model, t, x))
+
+    def one(x):
+        sol = diffrax.diffeqsolve(
+            term,
+            diffrax.Tsit5(),
+            sde.t1,
+            ts[-1],
+            -(sde.t1 - ts[-1]) / 100,
+            x,
+            saveat=diffrax.SaveAt(ts=ts),
+            stepsize_controller=diffrax.PIDController(rtol=1e-5, atol=1e-5),
+            max_steps=16_384,
+        )
+        return sol.ys
+
+    return jax.jit(jax.vmap(one))(x1)
+
+
+def fm_paths(models: Path, n: int = 200):
+    """Probability-flow paths from the prior to the data of the 2-D models trained by
+    `train_quality.py --save-models` (eight Gaussians): the DSM defaults under VP(0.1, 20),
+    flow matching with independent pairs and with the exact minibatch OT coupling (Tong et al.
+    2024; Pooladian et al. 2023) under `RectifiedFlow()`. Each panel's title gives the paths'
+    total length over the total straight distance between their end points (1 is straight)."""
+    panels = [
+        ("default", "DSM defaults (VP SDE)"),
+        ("fm", "flow matching, independent pairs"),
+        ("fm_ot", "flow matching, minibatch OT coupling"),
+    ]
+    vp = sgm.VPSDE(beta_min=0.1, beta_max=20.0)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.5))
+    for ax, (name, title) in zip(axes, panels, strict=True):
+        skeleton = build(name, vp, (2,), 10_000, jr.key(0))[0]
+        model = eqx.tree_deserialise_leaves(models / f"eight_2d_{name}.eqx", skeleton)
+        sde = model.sde
+        # the prior draws sgm.sample would make for example i from jr.key(0)
+        pkeys = jax.vmap(lambda k: jr.split(k)[0])(jr.split(jr.key(0), n))
+        x1 = jax.vmap(lambda k, s=sde: s.prior_sample(k, (2,)))(pkeys)
+        eps = sde.sampling_eps
+        ts = jnp.unique(
+            jnp.concatenate([jnp.linspace(eps, sde.t1, 100), jnp.geomspace(eps, sde.t1, 100)])
+        )[::-1]
+        xs = ode_paths(model, sde, x1, ts)
+        length = jnp.sum(jnp.linalg.norm(jnp.diff(xs, axis=1), axis=-1), axis=1)
+        chord = jnp.linalg.norm(xs[:, -1] - xs[:, 0], axis=-1)
+        for path in xs:
+            ax.plot(path[:, 0], path[:, 1], color="C0", lw=0.5, alpha=0.5)
+        ax.scatter(xs[:, 0, 0], xs[:, 0, 1], s=3, color="0.5", label="prior", zorder=3)
+        ax.scatter(xs[:, -1, 0], xs[:, -1, 1], s=3, color="C3", label="sample", zorder=3)
+        ax.set_xlim(-3.5, 3.5)
+        ax.set_ylim(-3.5, 3.5)
+        ax.set_aspect("equal")
+        ax.set_title(
+            f"{title}\npath length / distance {float(length.sum() / chord.sum()):.2f}", fontsize=8
+        )
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0].legend(fontsize=7, loc="lower left", markerscale=3)
+    fig.suptitle(
+        f"Probability-flow ODE paths, {n} draws, eight Gaussians (10,000 training steps)",
+        fontsize=9,
+    )
+    fig.savefig(FIGS / "fm_paths.png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--digits-run")
     p.add_argument("--mnist-run")
     p.add_argument("--ou-theta-run", help="its conditional_*.png only")
     p.add_argument("--digits-sr-run", help="its conditional_*.png only")
+    p.add_argument("--fm-models", help="train_quality.py --save-models's directory")
     p.add_argument("--runs-only", action="store_true", help="skip the closed-form figures")
     args = p.parse_args()
     FIGS.mkdir(exist_ok=True)
@@ -181,6 +258,8 @@ def main():
         colorization()
         for name, sde in {"vp": sgm.VPSDE(), "subvp": sgm.SubVPSDE(), "ve": sgm.VESDE()}.items():
             sgm.experiment.plot.save_marginals(sde, FIGS / f"marginals_{name}.png")
+    if args.fm_models:
+        fm_paths(Path(args.fm_models))
     runs = [
         ("digits", args.digits_run, "*.png"),
         ("mnist", args.mnist_run, "*.png"),

@@ -2,6 +2,7 @@
 configurations, judged on targets whose density is known exactly, and on MNIST by test bits/dim.
 
     python benchmarks/train_quality.py [--quick] [--target eight_2d] [--configs a,b] [--out F]
+        [--nfe-sweep] [--save-models DIR]
 
 Targets:
 
@@ -19,6 +20,15 @@ mode-weight error, and far outliers (samples more than 20 nats below the data's 
 log-density). `reference` is the plain-JAX trainer of `_reference.py`; the other configurations
 go through `sgm.train` (see `CONFIGS`). Training seconds include compilation; the evaluation is
 not timed. Prints JSON.
+
+`--nfe-sweep` adds, at the last evaluation step of a mixture, the accuracy of the
+probability-flow ODE against its evaluations: adaptive Tsit5 at `rtol = atol` in 1e-2, 1e-3,
+1e-4 (`ode_tol_*`; the 1e-5 default is `ode`), and fixed Euler steps, N in 2-64, equal in the
+log noise level (`euler_*`, the sampler's default coordinates) and equal in `t` on `x` itself
+(`euler_t_*`, the coordinates in which a coupling straightens the paths, Liu et al. 2023;
+Tong et al. 2024). `--save-models DIR` writes each final EMA model to
+`DIR/{target}_{config}.eqx` (`eqx.tree_serialise_leaves`; `figures.py --fm-models DIR` draws
+their paths).
 """
 
 import argparse
@@ -27,8 +37,12 @@ import json
 import math
 import tempfile
 import time
+import warnings
+from pathlib import Path
 
 import _reference as ref
+import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -39,6 +53,20 @@ from _report import report
 import sgm
 
 FAR_NATS = 20.0
+SWEEP_TOLS = (1e-2, 1e-3, 1e-4)
+SWEEP_STEPS = (2, 4, 8, 16, 32, 64)
+
+
+def sweep_samplers() -> dict:
+    """The samplers of `--nfe-sweep`: adaptive tolerances and fixed Euler steps."""
+    out = {f"ode_tol_{tol:g}": sgm.ProbabilityFlowODE(rtol=tol, atol=tol) for tol in SWEEP_TOLS}
+    in_t = sgm.ODEVariables(time="t", state="x")
+    for n in SWEEP_STEPS:
+        out[f"euler_{n}"] = sgm.ProbabilityFlowODE(solver=diffrax.Euler(), steps=n)
+        out[f"euler_t_{n}"] = sgm.ProbabilityFlowODE(
+            solver=diffrax.Euler(), steps=n, variables=in_t
+        )
+    return out
 
 
 def mixture(name: str) -> sgm.GaussianMixture:
@@ -86,7 +114,11 @@ def evaluate_mixture(score, sde, mix, data, n, key, samplers):
     floor = float(jnp.quantile(data_lp_all, 0.01))
     out = {}
     for name, sampler in samplers.items():
-        x, nfe = sgm.sample(score, sde, sampler, key=key, shape=(n, data.shape[1]), return_nfe=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the sweep's coarse Euler grids are warned about
+            x, nfe = sgm.sample(
+                score, sde, sampler, key=key, shape=(n, data.shape[1]), return_nfe=True
+            )
         out[name] = {"nfe": float(nfe.mean()), **judge_mixture(mix, x, data_lp, floor)}
     return out
 
@@ -149,9 +181,12 @@ def curve_reference(sde, train_x, eval_steps, evaluate, batch, key):
     return points, sum(a.size for a in jax.tree.leaves(params))
 
 
-def curve_sgm(model, sde, data, eval_steps, evaluate, batch, key, *, loss, optimizer, ema, name=""):
+def curve_sgm(
+    model, sde, data, eval_steps, evaluate, batch, key, *, loss, optimizer, ema, name="", save=None
+):
     """Learning curve of `sgm.train`: one run, resumed from its checkpoint at each
-    evaluation step so that the curve is that of a single run."""
+    evaluation step so that the curve is that of a single run; the final EMA model is written
+    to `save` when given."""
     points, seconds = [], 0.0
     with tempfile.TemporaryDirectory() as ckpt:
         for i, target in enumerate(eval_steps):
@@ -175,10 +210,12 @@ def curve_sgm(model, sde, data, eval_steps, evaluate, batch, key, *, loss, optim
                     "step": target,
                     "train_seconds": seconds,
                     "loss": hist["loss"][-1],
-                    **evaluate(ema_model),
+                    **evaluate(ema_model, i == len(eval_steps) - 1),
                 }
             )
             print(json.dumps({"config": name, **points[-1]}), flush=True)
+    if save is not None:
+        eqx.tree_serialise_leaves(save, ema_model)
     return points, sgm.nets.param_count(model)
 
 
@@ -189,13 +226,13 @@ def run_target(args, target):
         train_x = np.asarray(mix.sample(jr.key(0), 65_536))
         data = mix.sample(jr.key(1), 50_000)
         samplers = {"em1000": sgm.EulerMaruyama(steps=1000), "ode": sgm.ProbabilityFlowODE()}
-        if args.quick:
-            samplers["em1000"] = sgm.EulerMaruyama(steps=1000)
+        sweep = sweep_samplers() if args.nfe_sweep else {}
 
-        def evaluate(score):
+        def evaluate(score, final=False):
             # a flow-matching configuration samples under its own path (`model.sde`)
             own = score.sde if isinstance(score, sgm.ScoreModel) else sde
-            return evaluate_mixture(score, own, mix, data, args.n, jr.key(2), samplers)
+            chosen = {**samplers, **sweep} if final else samplers
+            return evaluate_mixture(score, own, mix, data, args.n, jr.key(2), chosen)
 
         shape, batch = train_x.shape[1:], 256
         dataset = train_x
@@ -205,10 +242,13 @@ def run_target(args, target):
 
         t0s = [sde.t0] + [float(t) for t in args.eval_t0.split(",") if t]
 
-        def evaluate(model):
+        def evaluate(model, final=False):
             return evaluate_images(model, sde, ds, args.n_images, jr.key(2), t0s)
 
     results = {}
+    if args.save_models is not None:
+        save_dir = Path(args.save_models)
+        save_dir.mkdir(parents=True, exist_ok=True)
     for name in args.configs:
         start = time.perf_counter()
         if name == "reference":
@@ -233,6 +273,7 @@ def run_target(args, target):
                 optimizer=optimizer,
                 ema=ema,
                 name=name,
+                save=None if args.save_models is None else save_dir / f"{target}_{name}.eqx",
             )
         results[name] = {
             "params": params,
@@ -254,6 +295,8 @@ def main():
     p.add_argument("--data-dir", default=None)
     p.add_argument("--eval-t0", default="", help="images: also bits/dim from these start times")
     p.add_argument("--seed", type=int, default=0, help="offsets the training and init keys")
+    p.add_argument("--nfe-sweep", action="store_true", help="mixtures: NFE against accuracy")
+    p.add_argument("--save-models", help="write the final EMA models to this directory")
     p.add_argument("--out", help="also write the JSON here")
     args = p.parse_args()
     if args.quick:
@@ -268,6 +311,7 @@ def main():
         "quick": args.quick,
         "n": args.n,
         "eval_steps": args.eval_steps,
+        "nfe_sweep": args.nfe_sweep,
         "jax": jax.__version__,
         "targets": {},
     }
