@@ -22,12 +22,11 @@ from ._checks import (
     check_labels,
     check_sde,
 )
-from ._likelihood import _IN_FLIGHT, LogLikelihood, _bound_batch
+from ._likelihood import LogLikelihood, bound_keyed
 from ._model_checks import check_model_sde, class_count
-from ._progress import progress as progress_bar
 from ._scaler import AffineScaler
 from ._sde import AbstractSDE
-from ._sharding import data_mesh, example_keys, pad_batch, pad_to_devices
+from ._sharding import example_keys
 
 _ESTIMATORS = ("importance", "mean")
 _METHODS = ("ode", "bound")
@@ -206,7 +205,10 @@ def bits_per_dim(
         check_finite_score(score, sde, x, y, size=batch_size)  # before the solve
         lp, nfes = ll.solve_keyed(x, keys, y, batch_size, call_kw.get("progress"))
     else:
-        neg, se, nfes = _keyed_bound(score, sde, x, keys, y, n_times, batch_size, call_kw)
+        neg, se = bound_keyed(
+            score, sde, x, keys, y, n_times, batch_size=batch_size, progress=call_kw.get("progress")
+        )
+        nfes = jnp.full((x.shape[0],), 2 * n_times)
         lp = -neg
         est_var = (se**2).reshape(n_dequant, n)
     log_w = (lp + offset).reshape(n_dequant, n)  # nats
@@ -263,23 +265,3 @@ def bits_per_dim(
         solver_error=solver_error,
     )
     return values, info
-
-
-def _keyed_bound(score, sde, x, keys, y, n_times, batch_size, call_kw):
-    """`sgm.variational_bound` of the batch `x` with each example's key given (in batches of
-    `batch_size`, 64 per device by default), and its NFE per example."""
-    n, devices = x.shape[0], data_mesh().devices.size
-    size = min(_IN_FLIGHT * devices if batch_size is None else batch_size, n)
-    starts = range(0, n, size)
-    show = call_kw.get("progress")
-    show = len(starts) > 1 if show is None else show
-    means, ses = [], []
-    for i in progress_bar(starts, desc="likelihood bound", disable=not show, unit="batch"):
-        part = slice(i, i + size)
-        m = len(range(n)[part])
-        args = (x[part], keys[part], None if y is None else y[part])
-        args = pad_to_devices(pad_batch(args, m, size), size, devices)
-        mean, se = _bound_batch(score, sde, n_times, 0.5, *args)
-        means.append(mean[:m])
-        ses.append(se[:m])
-    return jnp.concatenate(means), jnp.concatenate(ses), jnp.full((n,), 2 * n_times)

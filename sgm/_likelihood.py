@@ -499,7 +499,16 @@ def variational_bound(
     n = x.shape[0]
     y = check_labels(y, n)
     keys = example_keys(key, n)
-    devices = data_mesh().devices.size
+    bound, se = bound_keyed(score, sde, x, keys, y, n_times, sigma_data, batch_size, progress)
+    if return_nfe:
+        return bound, se, jnp.full((n,), 2 * n_times)
+    return bound, se
+
+
+def bound_keyed(score, sde, x, keys, y, n_times, sigma_data=0.5, batch_size=None, progress=None):
+    """`(bound, se)` of `variational_bound` for a checked batch `x` with each example's key
+    given, in batches of `batch_size` (64 per device by default)."""
+    n, devices = x.shape[0], data_mesh().devices.size
     size = min(_IN_FLIGHT * devices if batch_size is None else batch_size, n)
     starts = range(0, n, size)
     show = len(starts) > 1 if progress is None else progress
@@ -512,7 +521,4 @@ def variational_bound(
         mean, se = _bound_batch(score, sde, n_times, sigma_data, *args)
         means.append(mean[:m])
         ses.append(se[:m])
-    bound, se = jnp.concatenate(means), jnp.concatenate(ses)
-    if return_nfe:
-        return bound, se, jnp.full((n,), 2 * n_times)
-    return bound, se
+    return jnp.concatenate(means), jnp.concatenate(ses)
