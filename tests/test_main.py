@@ -247,6 +247,7 @@ def test_inpaint_and_classes_modes(tmp_path):
     assert "inpaint" in json.loads((run / "metrics.json").read_text())
 
 
+@pytest.mark.slow  # about 30 s; the library's part is in tests/test_control.py
 def test_colorize_mode_on_rgb_data_offline(tmp_path):
     """cifar10_vp on tfds mock data (random RGB images, offline): a tiny model, then --mode
     colorize writes its grid; the grey level of the result is the input's."""
@@ -277,6 +278,7 @@ def test_colorize_mode_needs_rgb_data(tmp_path):
         cli.main([*args, "--mode", "colorize", "--run-dir", str(run_dir_of(tmp_path, "digits_vp"))])
 
 
+@pytest.mark.slow  # about 30 s; the library's part is in tests/test_control.py
 def test_parameter_conditioned_experiment(tmp_path):
     """ou_theta_vp: a 1-D UNet conditioned on y = log theta; sampling draws given the test
     series' parameters, scores them with the family's exact law and draws the response figure;
@@ -340,6 +342,7 @@ def test_likelihood_experiment_trains_on_dequantized_images(tmp_path):
     assert run.config.loss == sgm.DSMLoss(weighting="likelihood", importance_sampling=True)
 
 
+@pytest.mark.slow  # about 45 s; the schedule's own tests are tests/test_learned_schedule.py
 @pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"MNIST subset not at {MNIST_DIR}")
 def test_learned_schedule_experiment_trains_samples_and_resumes(tmp_path):
     """mnist_vdm: the schedule trains with the model, config.json holds only its settings,
