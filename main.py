@@ -436,7 +436,12 @@ def _main(parser, args, overrides) -> int:
                 earlier = metrics.get("train_seconds", 0.0) if args.resume else 0.0
                 try:
                     phases.train(
-                        cfg, ds, run, resume=args.resume, verify=not args.accept_unverified
+                        cfg,
+                        ds,
+                        run,
+                        resume=args.resume,
+                        verify=not args.accept_unverified,
+                        metrics=metrics,
                     )
                 except sgm.TrainingInterrupted as e:
                     metrics["train_seconds"] = earlier + time.perf_counter() - start

@@ -190,6 +190,11 @@ def test_main_records_the_bound_in_history_and_config(tmp_path):
     assert len(values) == 2 and all(0 < v < 50 for v in values)
     assert len(history["eval_bound_bits_per_dim_se"]) == 2
     assert (run / "loss.png").exists()
+    # metrics.json carries the last reading with its protocol
+    reading = json.loads((run / "metrics.json").read_text())["held_out_bound"]
+    assert reading["value"] == values[-1] and reading["step"] == 4
+    assert reading["n_examples"] == 4 and reading["n_times"] == 16
+    assert reading["unit"] == "bits_per_dim" and reading["dequantizer"] == "uniform"
 
 
 def _load(path):

@@ -128,6 +128,22 @@ class HeldOutBound(eqx.Module):
         """`"bits_per_dim"` with `images`, else `"nats_per_dim"`."""
         return "nats_per_dim" if self.images is None else "bits_per_dim"
 
+    def protocol(self) -> dict:
+        """What a reading is (JSON-ready): the bound's estimator and its settings, alongside
+        the number in `metrics.json`."""
+        out = {
+            "method": "bound",
+            "estimator": "mean",
+            "unit": self.unit,
+            "n_examples": self.n_examples,
+            "n_times": self.n_times,
+            "seed": self.seed,
+            "n_dequant": 1,
+        }
+        if self.images is not None:
+            out.update(dequantizer="uniform", num_bits=self.num_bits)
+        return out
+
     @property
     def keys(self) -> tuple[str, str]:
         """The history's keys of the readings and of their standard errors,

@@ -67,7 +67,15 @@ def check_data(cfg: Experiment, ds: Dataset) -> None:
         )
 
 
-def train(cfg: Experiment, ds: Dataset, run: RunDir, *, resume: bool, verify: bool = True) -> dict:
+def train(
+    cfg: Experiment,
+    ds: Dataset,
+    run: RunDir,
+    *,
+    resume: bool,
+    verify: bool = True,
+    metrics: dict | None = None,
+) -> dict:
     """Trains (or, with `resume`, continues) the run's model and writes `model.eqx` (its
     SHA-256 recorded in `run.json`), `history.json` and `loss.png`. The history comes from the
     checkpoints, so it is continuous across interruptions; after one it is written up to the
@@ -109,6 +117,17 @@ def train(cfg: Experiment, ds: Dataset, run: RunDir, *, resume: bool, verify: bo
             value, se = history[f"eval_bound_{unit}"][-1], history[f"eval_bound_{unit}_se"][-1]
             step, label = history["eval_step"][-1], unit.replace("_per_", "/")
             print(f"held-out bound at step {step}: {value:.4f} +- {se:.4f} {label}")
+            bound = cfg.train._bound(len(ds.test), ds.test_int, ds.num_bits, ds.scaler)
+            if metrics is not None and bound is not None:
+                # the last reading with its protocol (every reading is in history.json)
+                metrics["held_out_bound"] = {
+                    "step": step,
+                    "value": value,
+                    "sem": se,
+                    **bound.protocol(),
+                    "t0": float(cfg.sde.t0),
+                    "t1": float(cfg.sde.t1),
+                }
     return history
 
 
