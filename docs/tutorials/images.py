@@ -124,8 +124,16 @@ print(f"test bits/dim: {float(bpd.mean()):.2f} +- {float(bpd.std() / 8**0.5):.2f
 # %%
 mask = jnp.zeros(ds.data_shape, bool).at[:, :4, :].set(True)  # True where known
 x_test = jnp.asarray(ds.test[:10])
+null = jnp.full(10, ds.num_classes)  # the unconditional model, by its null label
 filled = sgm.inpaint(
-    model, sde, sgm.EulerMaruyama(steps=100), key=jr.key(5), x=x_test, mask=mask, n_particles=4
+    model,
+    sde,
+    sgm.EulerMaruyama(steps=100),
+    key=jr.key(5),
+    x=x_test,
+    mask=mask,
+    n_particles=4,
+    y=null,
 )
 assert bool(jnp.all(jnp.where(mask, filled == x_test, True)))
 show(jnp.concatenate([jnp.where(mask, x_test, -1.0), filled, x_test]), "known / filled / truth")
