@@ -183,6 +183,8 @@ def test_known_poor_combinations_warn():
         (vp, sgm.DPMSolver(steps=10)),
         (ve, sgm.ProbabilityFlowODE(solver=diffrax.Euler(), steps=20)),
         (ve, sgm.ProbabilityFlowODE(steps=5)),
+        (vp, sgm.ProbabilityFlowODE(solver=diffrax.Heun(), steps=7, sigma_end=0.01)),
+        (sgm.SubVPSDE(), sgm.ProbabilityFlowODE(solver=diffrax.Heun(), steps=9)),  # to sigma 1e-4
     ]:
         with pytest.warns(UserWarning, match="measured|fixed steps"):
             sgm.sample(mix.score(sde), sde, sampler, key=jr.key(0), shape=(2, 2))
@@ -192,6 +194,11 @@ def test_known_poor_combinations_warn():
         (ve, sgm.ProbabilityFlowODE(solver=diffrax.Euler(), steps=200)),
         (ve, sgm.HeunSampler(steps=10)),
         (ve, sgm.DPMSolver(steps=10)),
+        (vp, sgm.ProbabilityFlowODE(solver=diffrax.Heun(), steps=9, sigma_end=0.01)),
+        (
+            sgm.RectifiedFlow(),
+            sgm.ProbabilityFlowODE(solver=diffrax.Heun(), steps=9, sigma_end=0.01),
+        ),
     ]
     for sde, sampler in fine:
         assert sampler.poor_combination(sde) is None

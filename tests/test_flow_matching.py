@@ -4,6 +4,7 @@ OT coupling, against closed forms."""
 import itertools
 import math
 
+import diffrax
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -156,9 +157,10 @@ SAMPLERS = {
     "dpm_solver_19": sgm.DPMSolver(steps=19),
     "heun_34": sgm.HeunSampler(steps=18),
     "unipc_20": sgm.UniPC(steps=20),
-    "euler_ode_100": sgm.ProbabilityFlowODE(solver=__import__("diffrax").Euler(), steps=100),
+    "euler_ode_100": sgm.ProbabilityFlowODE(solver=diffrax.Euler(), steps=100),
+    "ode_heun_19": sgm.ProbabilityFlowODE(solver=diffrax.Heun(), steps=9, sigma_end=0.01),
 }
-FAST = {("rectified", "dpm_solver_19")}
+FAST = {("rectified", "dpm_solver_19"), ("rectified", "ode_heun_19")}
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +193,7 @@ def test_samplers_reproduce_the_mixture(path, sampler, mixture_reference):
     assert abs(lp - ref) < TOL[sampler], (lp, ref)
 
 
-TOL = {s: 0.06 for s in SAMPLERS} | {"heun_34": 0.15, "unipc_20": 0.15}
+TOL = {s: 0.06 for s in SAMPLERS} | {"heun_34": 0.15, "unipc_20": 0.15, "ode_heun_19": 0.1}
 
 
 @pytest.mark.slow
