@@ -122,6 +122,19 @@ def test_digits_end_to_end(tmp_path):
     assert metrics["test_bits_per_dim"]["n"] == 2
 
 
+def test_digits_fm_with_the_ot_coupling_end_to_end(tmp_path):
+    tiny = [a if a != "em" else "euler" for a in TINY_UNET]
+    args = ["--experiment", "digits_fm", "--loss.coupling", "ExactOTCoupling()", *tiny]
+    args += ["--sample.euler.steps", "5"]
+    assert cli.main([*args, "--out", str(tmp_path)]) == 0
+    run = run_dir_of(tmp_path, "digits_fm")
+    metrics = check_run(run, ["euler"])
+    assert metrics["samplers"]["euler"]["nfe"] == 6  # 5 Euler steps and the denoising step
+    config = sgm.experiment.load_run(run).config
+    assert config.loss == sgm.FlowMatchingLoss(coupling=sgm.ExactOTCoupling())
+    assert config.sde == sgm.RectifiedFlow() and config.net.conditional
+
+
 @pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"MNIST subset not at {MNIST_DIR}")
 def test_mnist_from_idx_end_to_end(tmp_path):
     args = ["--experiment", "mnist_ve", "--data-dir", str(MNIST_DIR), "--out", str(tmp_path)]
@@ -152,6 +165,7 @@ def test_list(capsys):
         "mnist_vdm",
         "moons_fm",
         "mnist_fm",
+        "digits_fm",
     )
     for name in names:
         assert name in out

@@ -134,6 +134,10 @@ def test_new_overrides_reach_any_field():
     assert exp.net.cls is sgm.nets.MLP and exp.net.resolved()["width"] == 64
     ou = sgm.experiment.override(EXPERIMENTS["ou_vp"], {"data.series_length": "32"})
     assert ou.data.options == {"length": 32}
+    fm = EXPERIMENTS["digits_fm"]
+    for value in ("ExactOTCoupling", "ExactOTCoupling()"):  # the name, or as --help shows it
+        ot = sgm.experiment.override(fm, {"loss.coupling": value})
+        assert ot.loss == sgm.FlowMatchingLoss(coupling=sgm.ExactOTCoupling())
 
 
 @pytest.mark.parametrize(

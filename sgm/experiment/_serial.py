@@ -149,7 +149,8 @@ def signature_hints(fn) -> dict[str, Any]:
 
 def parse_value(raw: str, hint, where: str):
     """Parses a command-line string into `hint` (int, float, bool, str, Literal, tuples, None
-    in unions, or a registered class by name); errors say which key and what was expected."""
+    in unions, or a registered class by name, `Name` or `Name()`); errors say which key and what
+    was expected."""
     try:
         return _parse(raw, hint)
     except ValueError as e:
@@ -202,7 +203,7 @@ def _parse(raw: str, hint):
     if hint is str:
         return raw
     if isinstance(hint, type):
-        cls = _REGISTRY.get(raw)
+        cls = _REGISTRY.get(raw.removesuffix("()"))  # as `--help` shows it, or the bare name
         if cls is not None and issubclass(cls, hint):
             return cls()
         known = sorted(n for n, c in _REGISTRY.items() if issubclass(c, hint))
