@@ -68,12 +68,16 @@ class SinkhornCoupling(AbstractCoupling):
     **Arguments:**
 
     - `epsilon`: the entropic regularisation relative to the mean cost; smaller is closer to
-      the exact plan and needs more iterations.
+      the exact plan and needs more iterations. With the defaults (0.005, 300 iterations) the
+      drawn pairs' mean squared distance is 1.16 and 1.39 times the exact plan's on batches
+      of 256 and 1024 standard normal 2-D points, and the plan's data marginal is within 1.4%
+      (`benchmarks/coupling_cost.py --sweep`); at `epsilon = 0.05` the plan is 2.5 and 7.2
+      times the exact cost, and 100 iterations at `0.002` leave the marginal 26-50% off.
     - `iterations`: the number of Sinkhorn iterations.
     """
 
-    epsilon: float = eqx.field(static=True, default=0.05)
-    iterations: int = eqx.field(static=True, default=100)
+    epsilon: float = eqx.field(static=True, default=0.005)
+    iterations: int = eqx.field(static=True, default=300)
 
     def __check_init__(self):
         if not self.epsilon > 0:

@@ -286,6 +286,19 @@ def test_sinkhorn_plan_has_uniform_marginals_and_approaches_the_exact_plan():
     assert exact_cost < 0.5 * indep
 
 
+def test_sinkhorn_defaults_draw_pairs_near_the_exact_plans_cost():
+    x0, noise = jr.normal(jr.key(0), (256, 2)), jr.normal(jr.key(1), (256, 2))
+    coupling = sgm.SinkhornCoupling()
+    plan = jnp.exp(coupling.log_plan(x0, noise))
+    np.testing.assert_allclose(256 * plan.sum(1), 1.0, atol=0.03)
+    cost = _sq_cost(x0, noise)
+    exact = sgm.ExactOTCoupling().pair(x0, noise, key=jr.key(0))
+    exact_cost = float(cost[jnp.arange(256), exact].mean())
+    drawn = coupling.pair(x0, noise, key=jr.key(2))
+    drawn_cost = float(cost[jnp.arange(256), drawn].mean())
+    assert exact_cost < drawn_cost < 1.3 * exact_cost, (exact_cost, drawn_cost)
+
+
 @pytest.mark.parametrize(
     "coupling",
     [
