@@ -1,16 +1,19 @@
-"""Sample quality on the MNIST subset: a Frechet distance in the feature space of a small MNIST
-classifier that this script trains itself (NOT the Inception FID; the numbers are comparable
-only with each other).
+"""Sample quality of a trained image run (MNIST, the 8x8 digits): a Frechet distance in the
+feature space of a small classifier of the run's data that this script trains itself (NOT the
+Inception FID; the numbers are comparable only with each other, on one data set).
 
     python benchmarks/sample_quality.py --run-dir runs/mnist_vp/STAMP \
         --data-dir ../shared/data/mnist-subset [--quick] [--out results.json]
+    python benchmarks/sample_quality.py --run-dir runs/digits_fm/STAMP --quick
 
-The classifier is an MLP 784-256-32-10 trained for 1500 steps on the 8000 training images; its
-32-D penultimate activations are the features (few dimensions, so that a few hundred samples
+The data are the run's own (`Run.config.load_data`). The classifier is an MLP D-256-32-10
+trained for 1500 steps on the training images; its 32-D penultimate activations are the
+features (few dimensions, so that a few hundred samples
 estimate their covariance: with 128-D features and 64 samples the real-vs-real distance was as
-large as that of the samples). For each sampler and step count the script
-draws `n` samples from the run's model and reports the Frechet distance between the Gaussian
-fits of their features and of the test images' features, with NFE and seconds. The distance
+large as that of the samples). For each sampler and step count the script draws `n` samples
+(at most the test split's size) from the run's model, by the null label for a class-conditional
+model (its unconditional p(x)), and reports the Frechet distance between the Gaussian fits of
+their features and of the test images' features, with NFE and seconds. The distance
 between two disjoint sets of `n` real images (test against train) is the floor that a finite
 `n` allows. Prints JSON.
 """
@@ -29,15 +32,16 @@ from _report import report
 
 import sgm
 import sgm.experiment
+from sgm._model_checks import class_count
 
 
 class Classifier(eqx.Module):
     layers: list
 
-    def __init__(self, key):
+    def __init__(self, dim: int, key):
         k1, k2, k3 = jr.split(key, 3)
         self.layers = [
-            eqx.nn.Linear(784, 256, key=k1),
+            eqx.nn.Linear(dim, 256, key=k1),
             eqx.nn.Linear(256, 32, key=k2),
             eqx.nn.Linear(32, 10, key=k3),
         ]
@@ -51,7 +55,7 @@ class Classifier(eqx.Module):
 
 
 def train_classifier(ds, steps=1500, batch=128):
-    model = Classifier(jr.key(0))
+    model = Classifier(int(np.prod(ds.train.shape[1:])), jr.key(0))
     opt = optax.adam(1e-3)
     state = opt.init(eqx.filter(model, eqx.is_array))
     x, y = jnp.asarray(ds.train), jnp.asarray(ds.train_labels)
@@ -108,15 +112,17 @@ def samplers(sde, quick: bool):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--run-dir", required=True, help="a finished MNIST run written by main.py")
-    p.add_argument("--data-dir", required=True, help="MNIST IDX files")
+    p.add_argument("--run-dir", required=True, help="a finished image run written by main.py")
+    p.add_argument("--data-dir", help="local data (MNIST IDX files), as main.py's")
     p.add_argument("--quick", action="store_true", help="200 samples, fewer samplers")
     p.add_argument("--n", type=int, default=1000, help="samples per sampler")
     p.add_argument("--out")
     args = p.parse_args()
-    n = 200 if args.quick else args.n
     run = sgm.experiment.load_run(args.run_dir)
-    ds = sgm.data.mnist(args.data_dir)
+    ds = run.config.load_data(args.data_dir)
+    n = min(200 if args.quick else args.n, len(ds.test), len(ds.train))
+    classes = class_count(run.model)
+    extra = {} if classes is None else {"y": jnp.full(n, classes)}  # the null label
     clf, accuracy = train_classifier(ds)
     feats = jax.jit(jax.vmap(clf.features))
     test_f = feats(jnp.asarray(ds.test))
@@ -126,7 +132,13 @@ def main():
     for name, sampler in samplers(run.sde, args.quick):
         start = time.perf_counter()
         x, nfe = sgm.sample(
-            run.model, run.sde, sampler, key=jr.key(3), shape=(n, 1, 28, 28), return_nfe=True
+            run.model,
+            run.sde,
+            sampler,
+            key=jr.key(3),
+            shape=(n, *run.data_shape),
+            return_nfe=True,
+            **extra,
         )
         x = jax.block_until_ready(x)
         rows.append(
@@ -140,7 +152,7 @@ def main():
         print(json.dumps(rows[-1]), flush=True)
     result = {
         "benchmark": "sample_quality",
-        "metric": "Frechet distance of 32-D features of an MLP MNIST classifier (not FID)",
+        "metric": "Frechet distance of 32-D features of an MLP classifier of the data (not FID)",
         "run": str(args.run_dir),
         "experiment": run.config.name,
         "n": n,
