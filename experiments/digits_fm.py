@@ -10,7 +10,7 @@ from sgm.nets import UNet
 EXPERIMENT = Experiment(
     name="digits_fm",
     description="8x8 scikit-learn digits, rectified flow, flow matching, class-conditional UNet",
-    budget="as digits_vp: 1500 steps x 128 (2-core CPU)",
+    budget="1500 steps x 128: 8 min training on 2 CPU cores (shared), 4.83 bits/dim",
     data=Data("digits"),
     sde=sgm.RectifiedFlow(),
     net=Net(

@@ -336,7 +336,9 @@ class FlowMatchingLoss(AbstractLoss):
 
     - `time_density`: `"uniform"` on `[eps, t1]`, or `"logit_normal"`: `t = sigmoid(u)`,
       `u ~ N(logit_mean, logit_std^2)`, restricted to `[eps, t1]` (Esser et al. 2024, SD3,
-      section 3.1, eq. 19; their default `(0, 1)`).
+      section 3.1, eq. 19; their default `(0, 1)`). It samples few times near the data end:
+      at equal steps it cost 0.73 bits/dim on the 8x8 digits and 1.05 on MNIST against uniform
+      times (benchmarks/README.md, "Flow matching").
     - `logit_mean`, `logit_std`: the logit-normal's parameters.
     - `coupling`: how the batch's data and noise are paired: `IndependentCoupling()` (the
       default), `ExactOTCoupling()` or `SinkhornCoupling()` (minibatch OT, Tong et al. 2024).
