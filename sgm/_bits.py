@@ -142,6 +142,50 @@ def bits_per_dim(
     check_sde(sde)
     check_model_sde(score, sde)
     key = check_key(key)
+    call_kw = {
+        k: likelihood_kwargs.pop(k)
+        for k in ("batch_size", "progress", "y")
+        if k in likelihood_kwargs
+    }
+    _check_protocol(estimator, method, n_dequant, dequantizer, likelihood_kwargs)
+    if dequantizer is not None:
+        num_bits, scaler = dequantizer.num_bits, dequantizer.scaler
+    images = check_integer_images(images, num_bits)
+    n_dequant = check_int("n_dequant", n_dequant)
+    n_times = check_int("n_times", n_times)
+    solver_check = check_int("solver_check", solver_check, minimum=0)
+    first_index = check_int("first_index", first_index, minimum=0)
+    ll = LogLikelihood(score, sde, **likelihood_kwargs)
+    batch_size = check_int("batch_size", call_kw.get("batch_size"), none=True)
+    draws = _Draws.of(images, key, num_bits, n_dequant, scaler, dequantizer, first_index)
+    y = draws.labels(call_kw.get("y"), class_count(score))
+    lp, nfes, est_var = _log_p(
+        score, sde, ll if method == "ode" else None, draws, y, n_times, batch_size, call_kw
+    )
+    log_w = draws.log_weights(lp)
+    values = _estimate(log_w, estimator) * draws.to_bits
+    if not return_info:
+        return values
+    solver_error = None
+    if solver_check and method == "ode":
+        tight = LogLikelihood(
+            score, sde, **{**likelihood_kwargs, "rtol": ll.rtol / 10, "atol": ll.atol / 10}
+        )
+        solver_error = _solver_error(tight, draws, y, values, solver_check, estimator, batch_size)
+    protocol = dict(estimator=estimator, method=method, dequantizer=dequantizer, n_times=n_times)
+    nfes = np.asarray(jnp.stack(nfes))
+    ode = ll if method == "ode" else None
+    return values, _info(values, log_w, est_var, nfes, draws, solver_error, ode, sde, protocol)
+
+
+def _check_protocol(estimator, method, n_dequant, dequantizer, solver_options) -> None:
+    if dequantizer is not None:
+        from ._dequant import AbstractDequantizer
+
+        if not isinstance(dequantizer, AbstractDequantizer):
+            raise ValueError(
+                f"dequantizer must be an sgm.AbstractDequantizer, got {type(dequantizer).__name__}."
+            )
     if estimator not in _ESTIMATORS:
         raise ValueError(f"estimator must be one of {_ESTIMATORS}, got {estimator!r}.")
     if method not in _METHODS:
@@ -151,117 +195,126 @@ def bits_per_dim(
             "the bound's draws are averaged: pass estimator='mean' with method='bound' (a "
             "log-mean-exp of noisy lower bounds is not a bound)."
         )
-    if dequantizer is not None:
-        from ._dequant import AbstractDequantizer
+    if method == "bound" and solver_options:
+        raise ValueError(f"method='bound' takes no solver options, got {sorted(solver_options)}.")
 
-        if not isinstance(dequantizer, AbstractDequantizer):
-            raise ValueError(
-                f"dequantizer must be an sgm.AbstractDequantizer, got {type(dequantizer).__name__}."
-            )
-        num_bits, scaler = dequantizer.num_bits, dequantizer.scaler
-    images = check_integer_images(images, num_bits)
-    levels = 2**num_bits
-    n_dequant = check_int("n_dequant", n_dequant)
-    n_times = check_int("n_times", n_times)
-    solver_check = check_int("solver_check", solver_check, minimum=0)
-    first_index = check_int("first_index", first_index, minimum=0)
-    n, dim = images.shape[0], math.prod(images.shape[1:])
-    call_kw = {
-        k: likelihood_kwargs.pop(k)
-        for k in ("batch_size", "progress", "y")
-        if k in likelihood_kwargs
-    }
-    if method == "bound" and likelihood_kwargs:
-        raise ValueError(
-            f"method='bound' takes no solver options, got {sorted(likelihood_kwargs)}."
-        )
-    ll = LogLikelihood(score, sde, **likelihood_kwargs)
-    batch_size = check_int("batch_size", call_kw.get("batch_size"), none=True)
 
-    def draw(j):
-        ukey, lkey = jr.split(jr.fold_in(key, j))
-        ukeys = example_keys(ukey, n, first_index)
-        if dequantizer is None:
-            noise = jax.vmap(lambda k: jr.uniform(k, images.shape[1:]))(ukeys)
-            log_q = jnp.zeros(n)
-        else:
-            noise, log_q = eqx.filter_vmap(dequantizer.noise)(images.astype(jnp.float32), ukeys)
-        u = (images + noise) / levels
-        x, slope = jax.jvp(scaler, (u,), (jnp.ones_like(u),))
-        log_det = jnp.sum(jnp.log(jnp.abs(slope)).reshape(n, -1), axis=1)
-        return x, example_keys(lkey, n, first_index), log_det - log_q - dim * math.log(levels)
+@dataclasses.dataclass(frozen=True)
+class _Draws:
+    """The `K` dequantization draws of `n` images, draw-major (`K n` rows): the model-scale
+    inputs `x`, their keys (probes or the bound's times), and `offset`, the change of variables
+    `sum log |scaler'| - log q(u | k) - D log 2^b` that turns `log p_x(x)` into a log-weight
+    of `P(k)`."""
 
-    # The K draws of all images solved in one call (K n examples, draw-major).
-    parts = [draw(j) for j in range(n_dequant)]
-    x = jnp.concatenate([p[0] for p in parts])
-    keys = jnp.concatenate([p[1] for p in parts])
-    offset = jnp.concatenate([p[2] for p in parts])
-    y = call_kw.get("y")
-    if y is not None:
-        y = jnp.concatenate([jnp.asarray(y)] * n_dequant)
-    y = check_labels(y, n_dequant * n, num_classes=class_count(score))
-    est_var = jnp.zeros((n_dequant, n))
-    if method == "ode":
-        check_finite_score(score, sde, x, y, size=batch_size)  # before the solve
-        lp, nfes = ll.solve_keyed(x, keys, y, batch_size, call_kw.get("progress"))
-    else:
-        neg, se = bound_keyed(
-            score, sde, x, keys, y, n_times, batch_size=batch_size, progress=call_kw.get("progress")
-        )
-        nfes = jnp.full((x.shape[0],), 2 * n_times)
-        lp = -neg
-        est_var = (se**2).reshape(n_dequant, n)
-    log_w = (lp + offset).reshape(n_dequant, n)  # nats
-    to_bits = -1.0 / (dim * math.log(2))
+    x: Array
+    keys: Array
+    offset: Array
+    n: int
+    n_dequant: int
+    to_bits: float
+
+    @classmethod
+    def of(cls, images, key, num_bits, n_dequant, scaler, dequantizer, first_index) -> "_Draws":
+        levels = 2**num_bits
+        n, dim = images.shape[0], math.prod(images.shape[1:])
+
+        def draw(j):
+            ukey, lkey = jr.split(jr.fold_in(key, j))
+            ukeys = example_keys(ukey, n, first_index)
+            if dequantizer is None:
+                noise = jax.vmap(lambda k: jr.uniform(k, images.shape[1:]))(ukeys)
+                log_q = jnp.zeros(n)
+            else:
+                images_f = images.astype(jnp.float32)
+                noise, log_q = eqx.filter_vmap(dequantizer.noise)(images_f, ukeys)
+            u = (images + noise) / levels
+            x, slope = jax.jvp(scaler, (u,), (jnp.ones_like(u),))
+            log_det = jnp.sum(jnp.log(jnp.abs(slope)).reshape(n, -1), axis=1)
+            return x, example_keys(lkey, n, first_index), log_det - log_q - dim * math.log(levels)
+
+        parts = [draw(j) for j in range(n_dequant)]
+        x, keys, offset = (jnp.concatenate([p[i] for p in parts]) for i in range(3))
+        return cls(x, keys, offset, n, n_dequant, -1.0 / (dim * math.log(2)))
+
+    def labels(self, y, num_classes):
+        """The images' labels repeated for every draw (checked), or None."""
+        y = None if y is None else jnp.concatenate([jnp.asarray(y)] * self.n_dequant)
+        return check_labels(y, self.n_dequant * self.n, num_classes=num_classes)
+
+    def log_weights(self, lp, rows=None) -> Array:
+        """`log p(v) - log q(u | k)` in nats, `(n_dequant, n)` (or the draws' `rows`)."""
+        offset = self.offset if rows is None else self.offset[rows]
+        return (lp + offset).reshape(self.n_dequant, -1)
+
+
+def _log_p(score, sde, ll, draws: "_Draws", y, n_times, batch_size, call_kw) -> tuple:
+    """`log p_x(x)` of the draws, by the ODE (`ll`) or, with `ll=None`, by the variational
+    bound; with the score evaluations per row and the bound's estimator variance (None for the
+    ODE)."""
+    progress = call_kw.get("progress")
+    if ll is not None:
+        check_finite_score(score, sde, draws.x, y, size=batch_size)  # before the solve
+        lp, nfes = ll.solve_keyed(draws.x, draws.keys, y, batch_size, progress)
+        return lp, nfes, None
+    neg, se = bound_keyed(
+        score, sde, draws.x, draws.keys, y, n_times, batch_size=batch_size, progress=progress
+    )
+    return -neg, jnp.full((draws.x.shape[0],), 2 * n_times), se**2
+
+
+def _estimate(log_w, estimator: str) -> Array:
+    """The per-image estimate in nats from the draws' log-weights `(K, n)`: the
+    importance-weighted `log (1/K sum_k w_k)` or the mean of the single-draw bounds."""
     if estimator == "importance":
-        values = (jax.nn.logsumexp(log_w, axis=0) - math.log(n_dequant)) * to_bits
-    else:
-        values = jnp.mean(log_w, axis=0) * to_bits
-    if not return_info:
-        return values
-    if method == "bound":  # the time samples' variance, averaged over the draws
-        per_image = jnp.sqrt(jnp.mean(est_var, axis=0) / n_dequant) * -to_bits
-        estimator_std = float(jnp.sqrt(jnp.mean(per_image**2)))
+        return jax.nn.logsumexp(log_w, axis=0) - math.log(log_w.shape[0])
+    return jnp.mean(log_w, axis=0)
+
+
+def _solver_error(tight, draws: _Draws, y, values, m, estimator, batch_size) -> float:
+    """The largest change in bits/dim of the first `m` images of every draw re-solved by
+    `tight` (the same draws and probes)."""
+    m = min(m, draws.n)
+    rows = (jnp.arange(draws.n_dequant)[:, None] * draws.n + jnp.arange(m)[None, :]).reshape(-1)
+    again, _ = tight.solve_keyed(
+        draws.x[rows], draws.keys[rows], None if y is None else y[rows], batch_size
+    )
+    tight_values = _estimate(draws.log_weights(again, rows), estimator) * draws.to_bits
+    return float(jnp.max(jnp.abs(tight_values - values[:m])))
+
+
+def _info(values, log_w, est_var, nfes, draws, solver_error, ll, sde, protocol: dict):
+    """The `BitsPerDimInfo` of an estimate: its spread over images, the estimator's own noise
+    (the bound's time samples, or the spread of the ODE's draws), and the protocol (`ll` is the
+    ODE's `LogLikelihood`, None for the bound)."""
+    n_dequant, n, to_bits = draws.n_dequant, draws.n, draws.to_bits
+    if est_var is not None:  # the time samples' variance, averaged over the draws
+        per_image = jnp.sqrt(jnp.mean(est_var.reshape(n_dequant, n), axis=0) / n_dequant)
+        estimator_std = float(jnp.sqrt(jnp.mean((per_image * -to_bits) ** 2)))
     elif n_dequant > 1:
         per_image = jnp.std(log_w * to_bits, axis=0, ddof=1) / math.sqrt(n_dequant)
         estimator_std = float(jnp.sqrt(jnp.mean(per_image**2)))
     else:
         estimator_std = None
-    solver_error = None
-    if solver_check and method == "ode":
-        m = min(solver_check, n)
-        tighter = {**likelihood_kwargs, "rtol": ll.rtol / 10, "atol": ll.atol / 10}
-        tight = LogLikelihood(score, sde, **tighter)
-        # the first m images of every draw, with the same probes
-        idx = (jnp.arange(n_dequant)[:, None] * n + jnp.arange(m)[None, :]).reshape(-1)
-        again, _ = tight.solve_keyed(x[idx], keys[idx], None if y is None else y[idx], batch_size)
-        again = (again + offset[idx]).reshape(n_dequant, m)
-        if estimator == "importance":
-            tight_values = (jax.nn.logsumexp(again, axis=0) - math.log(n_dequant)) * to_bits
-        else:
-            tight_values = jnp.mean(again, axis=0) * to_bits
-        solver_error = float(jnp.max(jnp.abs(tight_values - values[:m])))
-    nfes = np.asarray(jnp.stack(nfes))
     std = float(jnp.std(values, ddof=1)) if n > 1 else 0.0
-    info = BitsPerDimInfo(
+    dequantizer = protocol["dequantizer"]
+    return BitsPerDimInfo(
         bits_per_dim=float(jnp.mean(values)),
         std_over_images=std,
         sem=std / math.sqrt(n),
         estimator_std=estimator_std,
         n_images=n,
         n_dequant=n_dequant,
-        estimator=estimator,
-        method=method,
+        estimator=protocol["estimator"],
+        method=protocol["method"],
         dequantizer="uniform" if dequantizer is None else type(dequantizer).__name__,
-        trace=repr(ll.trace) if method == "ode" else None,
-        rtol=ll.rtol if method == "ode" else None,
-        atol=ll.atol if method == "ode" else None,
-        solver=type(ll.solver).__name__ if method == "ode" else None,
+        trace=None if ll is None else repr(ll.trace),
+        rtol=None if ll is None else ll.rtol,
+        atol=None if ll is None else ll.atol,
+        solver=None if ll is None else type(ll.solver).__name__,
         t0=float(sde.t0),
         t1=float(sde.t1),
-        n_times=n_times if method == "bound" else None,
+        n_times=protocol["n_times"] if ll is None else None,
         nfe_mean=float(nfes.mean()),
         nfe_max=int(nfes.max()),
         solver_error=solver_error,
     )
-    return values, info
