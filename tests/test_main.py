@@ -152,6 +152,7 @@ def test_list(capsys):
         "mnist_vp",
         "mnist_subvp",
         "cifar10_vp",
+        "cifar10_ve",
         "flowers_ve",
         "digits_vp",
         "moons_vp",
