@@ -273,6 +273,8 @@ def test_colorize_mode_on_rgb_data_offline(tmp_path):
         "--out",
         str(tmp_path),
         *TINY_UNET,
+        "--model.num_res_blocks",
+        "1",
         "--sample.inpaint_steps",
         "5",
         "--sample.inpaint_particles",
