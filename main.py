@@ -63,7 +63,11 @@ def parse_args(argv):
         "with --run-dir",
     )
     p.add_argument("--mode", default="all", choices=MODES)
-    p.add_argument("--data-dir", help="local data (MNIST IDX files) instead of tfds")
+    p.add_argument(
+        "--data-dir",
+        help="local data instead of tfds's default folder: MNIST IDX files, or a tfds data_dir "
+        "holding the prepared cifar10 or flowers (nothing is downloaded)",
+    )
     p.add_argument(
         "--out",
         help="where run directories go (default: runs/); with --run-dir outside it and a mode "

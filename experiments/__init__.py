@@ -13,6 +13,7 @@ ORDER = (
     "mnist_vp",
     "mnist_subvp",
     "cifar10_vp",
+    "cifar10_ve",
     "flowers_ve",
     "moons_vp",
     "eight_gaussians_ve",

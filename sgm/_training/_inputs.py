@@ -61,3 +61,15 @@ def check_data(x, labels, batch_size: int, mesh, sharded: bool) -> None:
             f"batch_size={batch_size} must be a multiple of the {mesh.devices.size} devices and "
             f"at most the {n_local * n_proc} examples."
         )
+
+
+def check_random_flip(random_flip, data_shape) -> None:
+    """Horizontal flips mirror images: data of one example shaped `(C, H, W)`."""
+    if not isinstance(random_flip, bool | np.bool_):
+        raise ValueError(f"random_flip must be True or False, got {random_flip!r}.")
+    if random_flip and len(data_shape) != 3:
+        raise ValueError(
+            f"random_flip mirrors images (C, H, W) left-right; these examples have shape "
+            f"{tuple(data_shape)}: train without it (a flip of a series or a vector is no "
+            "augmentation)."
+        )

@@ -30,7 +30,7 @@ from .._sharding import replicated
 from ..distributed import allgather, any_process, broadcast, global_mesh, is_main, to_local
 from ._batches import Batches
 from ._checkpoint import CheckpointError, has_checkpoint, load_checkpoint, save_checkpoint
-from ._inputs import as_arrays, check_class_labels, check_data
+from ._inputs import as_arrays, check_class_labels, check_data, check_random_flip
 from ._options import BATCH_SIZE, EMA_DECAY, Checkpoints, Evaluation, Monitor
 from ._state import TrainState, bound_inputs, eval_bound, eval_loss, init_state, train_step
 
@@ -316,6 +316,7 @@ def train(
     labels=None,
     checkpoints: Checkpoints | None = None,
     monitor: Monitor = Monitor(),
+    random_flip: bool = False,
 ):
     """Trains `model` by denoising score matching and returns it. With `ema_decay > 0` the
     weights returned are the exponential moving average of the trained ones, the model that
@@ -342,6 +343,10 @@ def train(
       checkpoint.
     - `monitor`: an `sgm.Monitor`: loss readings, the stopping rules (`TrainingDiverged`),
       held-out evaluation, progress bar, and whether the history is returned.
+    - `random_flip`: mirror each training image left-right with probability 1/2 at every
+      step (images `(N, C, H, W)` only; a conditioning map is mirrored with its image), as
+      Song et al. (2021) train on CIFAR-10; the flips of a step are fixed by the key and the
+      step, so a resumed run repeats them. Held-out evaluation is never flipped.
 
     **Returns:** the trained model, or `(model, history)` with `Monitor(history=True)`.
     """
@@ -364,6 +369,7 @@ def train(
     check_probability("ema_decay", ema_decay)
     mesh = global_mesh()
     check_data(x, labels, batch_size, mesh, sharded)
+    check_random_flip(random_flip, x.shape[1:])
     evaluation = monitor.evaluation
     check_class_labels(model, "labels", labels, len(x))
     if evaluation is not None:
@@ -385,7 +391,7 @@ def train(
     state = _resume(init_state(model, optimizer, key=key), checkpoints, record)
     state = _replicated_copy(state, mesh)
     seed = [int(v) for v in np.asarray(jr.key_data(key)).ravel()]
-    batches = Batches(x, labels, batch_size, seed, mesh, sharded=sharded)
+    batches = Batches(x, labels, batch_size, seed, mesh, sharded=sharded, random_flip=random_flip)
     held_out = None if evaluation is None else _held_out(evaluation, batch_size, mesh)
     _check_same_start(int(state.step), checkpoints)
     if checkpoints is not None and has_checkpoint(checkpoints.directory):

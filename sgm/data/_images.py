@@ -1,7 +1,9 @@
 """Image datasets: MNIST (tfds or local IDX), CIFAR-10, Oxford Flowers 102, sklearn digits."""
 
 import dataclasses
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -22,18 +24,79 @@ def load_tfds(name: str, split: str, *, data_dir=None, rows=None) -> list[dict]:
 def _tfds_source(name: str, split: str, data_dir) -> Sequence[Any]:
     import tensorflow_datasets as tfds
 
+    if data_dir is not None:
+        check_tfds_dir(name, (split,), data_dir)  # before tfds, which would only say "not found"
     try:
         source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
     except (NotImplementedError, FileNotFoundError, AssertionError, ValueError, KeyError) as e:
+        default = os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")
+        where = data_dir or f"{default} (tfds's default data_dir; TFDS_DATA_DIR moves it)"
         raise RuntimeError(
-            f"tfds dataset {name!r} is not prepared{f' in {data_dir}' if data_dir else ''}. "
-            f"Prepare it once (needs TensorFlow and internet): pip install 'sgm[prepare]' then "
-            f'python -c "import tensorflow_datasets as tfds; '
-            f"tfds.builder('{name}').download_and_prepare(file_format='array_record')\". "
-            "For MNIST you can instead pass --data-dir with the IDX files. "
+            f"tfds dataset {name!r} is not prepared in {where}: it needs "
+            f"{_expected(name, (split,), data_dir or default)}. Prepare it once (needs TensorFlow "
+            f"and internet): pip install 'sgm[prepare]' then {_prepare(name, data_dir)}, or pass "
+            "--data-dir with a tfds data_dir that holds it (for MNIST, a folder of IDX files). "
             f"(tfds said: {str(e).splitlines()[0]})"
         ) from e
     return cast(Sequence[Any], source)  # one split given: one source, not a tree of them
+
+
+def _version(name: str) -> str:
+    """The version of `name` that this tfds reads (the folder it looks in)."""
+    import tensorflow_datasets as tfds
+
+    try:
+        return str(tfds.builder_cls(name).VERSION)
+    except Exception:  # a name this tfds does not know: tfds's own error follows
+        return "<version>"
+
+
+def _expected(name: str, splits, root) -> str:
+    files = " and ".join(f"{name}-{split}.array_record-*" for split in splits)
+    return f"{root}/{name}/{_version(name)}/ with dataset_info.json and {files} files"
+
+
+def _prepare(name: str, data_dir) -> str:
+    at = f", data_dir='{data_dir}'" if data_dir else ""
+    return (
+        f'python -c "import tensorflow_datasets as tfds; '
+        f"tfds.builder('{name}'{at}).download_and_prepare(file_format='array_record')\""
+    )
+
+
+def check_tfds_dir(name: str, splits: Sequence[str], data_dir) -> None:
+    """That the tfds data_dir `data_dir` holds the prepared `splits` of `name` in the
+    array_record format that random access reads (`tfds.data_source`), with a one-line error
+    naming the folder and files expected there and how to make them otherwise: a
+    `FileNotFoundError` when `data_dir` does not exist, a `RuntimeError` when it does not hold
+    them. Nothing is downloaded."""
+    root = Path(data_dir).expanduser()
+    folder = root / name / _version(name)
+    expected = _expected(name, splits, root)
+    how = (
+        "prepare it once (needs TensorFlow and internet): pip install 'sgm[prepare]' then "
+        + _prepare(name, root)
+    )
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"the tfds data_dir {root} (--data-dir) does not exist; it should hold {expected} "
+            f"({how})."
+        )
+    if not (folder / "dataset_info.json").is_file():
+        found = sorted(p.parent.name for p in (root / name).glob("*/dataset_info.json"))
+        other = f" (it has version {', '.join(found)})" if found else ""
+        raise RuntimeError(
+            f"tfds dataset {name!r} {_version(name)} is not prepared in {root}{other}: expected "
+            f"{expected} ({how}), or give --data-dir a tfds data_dir that holds it."
+        )
+    for split in splits:
+        if not any(folder.glob(f"{name}-{split}.array_record*")):
+            kinds = sorted({p.name.split(".")[1] for p in folder.glob(f"{name}-{split}.*")})
+            held = f" (it holds {', '.join(kinds)} files)" if kinds else ""
+            raise RuntimeError(
+                f"tfds dataset {name!r} is not prepared for random access in {folder}: no "
+                f"{name}-{split}.array_record-* files{held}; {how}."
+            )
 
 
 def _stack(examples, key="image") -> np.ndarray:
@@ -63,6 +126,8 @@ def _from_tfds(
 ):
     """A tfds image dataset; with `train_rows = (rank, count, limit)` the training split is
     that process's share (`Dataset.shard`) and only its rows are read."""
+    if data_dir is not None:  # every split checked before any is read
+        check_tfds_dir(tfds_name, [p for parts in splits for p in parts.split("+")], data_dir)
     out = {}
     for split, parts in zip(("train", "test"), splits, strict=True):
         examples = _read_split(tfds_name, parts, data_dir, train_rows if split == "train" else None)
@@ -89,7 +154,9 @@ def mnist(data_dir=None, *, tfds_dir=None, train_rows=None) -> Dataset:
 
 
 def cifar10(*, tfds_dir=None, train_rows=None) -> Dataset:
-    """CIFAR-10 `(3, 32, 32)` through tfds."""
+    """CIFAR-10 `(3, 32, 32)` through tfds: the 50,000 training and 10,000 test images, from
+    tfds's default data_dir or the tfds data_dir `tfds_dir` (an offline copy; see
+    `check_tfds_dir` for what it must hold)."""
     return _from_tfds("cifar10", "cifar10", data_dir=tfds_dir, train_rows=train_rows)
 
 

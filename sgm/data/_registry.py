@@ -37,7 +37,9 @@ OPTIONS = {
 
 
 def load(name: str, *, data_dir=None, key=None, train_rows=None, **kwargs) -> Dataset:
-    """Loads a dataset by name (one of `NAMES`); `data_dir` is the IDX directory for MNIST.
+    """Loads a dataset by name (one of `NAMES`); `data_dir` is the IDX directory for MNIST and
+    a tfds data_dir holding the prepared data for CIFAR-10 and Flowers (nothing is downloaded;
+    without it, tfds's default data_dir).
     `train_rows = (rank, count, limit)` asks the tfds datasets (MNIST without `data_dir`,
     CIFAR-10, Flowers) to read only a process's share of the first `limit` training examples
     (the result's `shard` says so); the others ignore it. The user's own files: "npz",
@@ -45,12 +47,15 @@ def load(name: str, *, data_dir=None, key=None, train_rows=None, **kwargs) -> Da
     key = jr.key(0) if key is None else key
     if name == "mnist":
         return mnist(data_dir, train_rows=None if data_dir is not None else train_rows)
-    if data_dir is not None:
-        raise ValueError(f"--data-dir applies to mnist only, not {name!r}.")
     if name == "cifar10":
-        return cifar10(train_rows=train_rows)
+        return cifar10(tfds_dir=data_dir, train_rows=train_rows)
     if name == "flowers":
-        return flowers(**kwargs, train_rows=train_rows)
+        return flowers(**kwargs, tfds_dir=data_dir, train_rows=train_rows)
+    if data_dir is not None:
+        raise ValueError(
+            f"--data-dir applies to mnist (IDX files), cifar10 and flowers (a tfds data_dir), "
+            f"not {name!r}."
+        )
     if name == "digits":
         return digits(key=key)
     if name in TOYS:

@@ -231,7 +231,8 @@ class Train:
     evaluation (`None`: off) and checkpoints, how many checkpoints to keep, the divergence
     rule's factor, and the seed. `eval_bound` adds the variational bound on the first
     `eval_bound_examples` test examples to each held-out reading (`sgm.HeldOutBound`: bits/dim
-    of the integer test images where the data have them, else nats/dim). Unset values are the
+    of the integer test images where the data have them, else nats/dim). `random_flip` mirrors
+    training images left-right at random (`sgm.train`'s). Unset values are the
     defaults of `sgm.train` and of its option objects (`sgm.Checkpoints`, `sgm.Evaluation`,
     `sgm.HeldOutBound`, `sgm.Monitor`); `options` builds those objects."""
 
@@ -247,6 +248,7 @@ class Train:
     seed: int = 0
     eval_bound: bool = False
     eval_bound_examples: int = HeldOutBound.n_examples
+    random_flip: bool = False
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
@@ -259,6 +261,8 @@ class Train:
         if not isinstance(self.eval_bound, bool):
             raise ValueError(f"train.eval_bound must be true or false, got {self.eval_bound!r}.")
         check_int("train.eval_bound_examples", self.eval_bound_examples, minimum=2)
+        if not isinstance(self.random_flip, bool):
+            raise ValueError(f"train.random_flip must be true or false, got {self.random_flip!r}.")
 
     def options(
         self,
@@ -274,10 +278,10 @@ class Train:
         scaler=None,
     ) -> dict:
         """The keyword arguments of `sgm.train` for this run (besides the key, loss and
-        labels): `steps`, `batch_size`, `ema_decay`, the `sgm.Checkpoints` in `directory`
-        (recording `fingerprint`, resuming with `resume`, from a checkpoint that verifies
-        unless `verify=False`), and an `sgm.Monitor` holding the
-        held-out `sgm.Evaluation` on `eval_data` (with `eval_labels`; with `eval_bound`, its
+        labels): `steps`, `batch_size`, `ema_decay`, `random_flip`, the `sgm.Checkpoints` in
+        `directory` (recording `fingerprint`, resuming with `resume`, from a checkpoint that
+        verifies unless `verify=False`), and an `sgm.Monitor` holding the held-out
+        `sgm.Evaluation` on `eval_data` (with `eval_labels`; with `eval_bound`, its
         `sgm.HeldOutBound` on `eval_images`, their `num_bits` and `scaler`, when given) and
         returning the history, so that `sgm.train` returns `(model, history)`."""
         evaluation = None
@@ -290,6 +294,7 @@ class Train:
             steps=self.steps,
             batch_size=self.batch_size,
             ema_decay=self.ema_decay,
+            random_flip=self.random_flip,
             checkpoints=Checkpoints(
                 directory,
                 every=self.checkpoint_every,

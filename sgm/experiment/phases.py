@@ -23,6 +23,7 @@ from .._samplers import sample as draw
 from .._scaler import AffineScaler
 from .._sharding import example_keys
 from .._training import train as _train
+from .._training._inputs import check_random_flip
 from ..data import Dataset
 from ..distributed import is_main
 from ._chunks import ChunkStore, inputs_digest
@@ -58,6 +59,10 @@ def data_info(ds: Dataset) -> dict:
 
 def check_data(cfg: Experiment, ds: Dataset) -> None:
     """Raises `PhaseError` when the experiment cannot train on `ds` (before any work)."""
+    try:
+        check_random_flip(cfg.train.random_flip, ds.data_shape)
+    except ValueError as e:
+        raise PhaseError(f"train.{e}") from None
     deq = cfg.net.dequantizer
     if deq is not None and (ds.scaler != deq.scaler or ds.num_bits != deq.num_bits):
         raise PhaseError(
