@@ -39,6 +39,7 @@ from .._training._options import (
     HeldOutBound,
     Monitor,
 )
+from .._training._posthoc import PostHocEMA
 from ._serial import AbstractSpec, registered, signature_hints
 
 # Short names of the samplers main.py offers (`--sample.samplers em,pc,dpm`); an experiment
@@ -233,7 +234,9 @@ class Train:
     `eval_bound_examples` test examples to each held-out reading (`sgm.HeldOutBound`: bits/dim
     of the integer test images where the data have them, else nats/dim). Unset values are the
     defaults of `sgm.train` and of its option objects (`sgm.Checkpoints`, `sgm.Evaluation`,
-    `sgm.HeldOutBound`, `sgm.Monitor`); `options` builds those objects."""
+    `sgm.HeldOutBound`, `sgm.Monitor`); `options` builds those objects. `posthoc_ema`, an
+    `sgm.PostHocEMA` without a directory, snapshots power-function EMAs into
+    `RUN/checkpoint/ema` (`main.py --mode ema` rebuilds any length from them)."""
 
     steps: int
     batch_size: int = BATCH_SIZE
@@ -247,6 +250,7 @@ class Train:
     seed: int = 0
     eval_bound: bool = False
     eval_bound_examples: int = HeldOutBound.n_examples
+    posthoc_ema: PostHocEMA | None = None
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
@@ -259,6 +263,15 @@ class Train:
         if not isinstance(self.eval_bound, bool):
             raise ValueError(f"train.eval_bound must be true or false, got {self.eval_bound!r}.")
         check_int("train.eval_bound_examples", self.eval_bound_examples, minimum=2)
+        if self.posthoc_ema is not None and not isinstance(self.posthoc_ema, PostHocEMA):
+            raise ValueError(
+                f"train.posthoc_ema must be a PostHocEMA or None, got {self.posthoc_ema!r}."
+            )
+        if self.posthoc_ema is not None and self.posthoc_ema.directory is not None:
+            raise ValueError(
+                "train.posthoc_ema.directory must be None: a run keeps its snapshots in "
+                "RUN/checkpoint/ema."
+            )
 
     def options(
         self,
@@ -304,6 +317,7 @@ class Train:
                 evaluation=evaluation,
                 history=True,
             ),
+            posthoc_ema=self.posthoc_ema,
         )
 
     def _bound(self, n_test: int, images, num_bits, scaler) -> HeldOutBound | None:
