@@ -102,3 +102,12 @@ def test_sampling_a_length_not_yet_rebuilt_and_a_run_without_snapshots(run, tmp_
     )
     with pytest.raises(SystemExit, match="was trained without post-hoc EMA"):
         cli.main(["--run-dir", str(plain), "--mode", "ema", "--ema.sigma_rel", "0.1"])
+
+
+def test_a_config_written_before_posthoc_ema_loads_without_it(run, tmp_path):
+    from sgm.experiment._run import read_config
+
+    data = json.loads((run / "config.json").read_text())
+    del data["train"]["posthoc_ema"]
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    assert read_config(tmp_path / "config.json").train.posthoc_ema is None

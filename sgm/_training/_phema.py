@@ -8,8 +8,9 @@ A power-function EMA of exponent `gamma` at step `t` averages the iterates `thet
 `0 < tau <= t`, with the density `p(tau) = (gamma + 1) tau**gamma / t**(gamma + 1)` (eq. 2);
 its standard deviation relative to `t` is `sigma_rel` (eq. 3). Tracked with
 `beta_t = (1 - 1/t)**(gamma + 1)` (eq. 4), the iterate of step `k` gets exactly the mass of
-`p` on `(k - 1, k]`, `(k**(gamma + 1) - (k - 1)**(gamma + 1)) / t**(gamma + 1)`, so the
-continuous inner products of the profiles are those of the tracked averages.
+`p` on `(k - 1, k]`, `(k**(gamma + 1) - (k - 1)**(gamma + 1)) / t**(gamma + 1)`: the tracked
+average is the profile's average of the trajectory held constant over each step, and the
+reconstruction fits the continuous profiles.
 """
 
 import math
