@@ -6,6 +6,8 @@ python main.py --run-dir runs/digits_vp/RUN --resume --train.steps 3000
 python main.py --experiment path/to/my_experiment.py   (a file that defines EXPERIMENT)
 python main.py --experiment moons_vp --help            (its settings, with their values)
 python main.py --list
+python main.py --run-dir RUN --mode ema --ema.sigma_rel 0.05   (post-hoc EMA of a run trained
+    with --train.posthoc_ema PostHocEMA; then --mode sample --ema.sigma_rel 0.05 --out DIR)
 
 One invocation at a time writes into a run (a lock in the run directory); sampling a run
 elsewhere (`--run-dir RUN --mode sample --out DIR`, DIR not holding RUN) only reads it. Exit
@@ -33,6 +35,7 @@ import sgm
 import sgm.experiment
 from experiments import EXPERIMENTS
 from sgm import distributed
+from sgm._training._phema import sigma_rel_to_gamma
 from sgm.experiment import phases
 from sgm.experiment._lock import RunLock, RunLocked
 
@@ -44,7 +47,8 @@ AFTER_TRAINING = {
     "guided": phases.guided,
     "colorize": phases.colorize,
 }
-MODES = ("train", "all", *AFTER_TRAINING)
+MODES = ("train", "all", "ema", *AFTER_TRAINING)
+EMA_KEYS = ("ema.sigma_rel",)  # options of --mode ema, not of the experiment
 
 
 def parse_args(argv):
@@ -116,6 +120,22 @@ def parse_args(argv):
             if value is None:
                 p.error(f"override {token} needs a value")
         overrides[key] = value
+    args.ema_sigma_rel = None
+    for key in [k for k in overrides if k.startswith("ema.")]:
+        if key not in EMA_KEYS:
+            p.error(f"unknown option --{key}; --mode ema takes {', '.join(EMA_KEYS)}")
+        try:
+            args.ema_sigma_rel = float(overrides.pop(key))
+        except ValueError:
+            p.error(f"--{key} must be a number, e.g. 0.05")
+        try:
+            sigma_rel_to_gamma(args.ema_sigma_rel)
+        except ValueError as e:
+            p.error(f"--{key}: {e}")
+    if args.mode == "ema" and args.ema_sigma_rel is None:
+        p.error("--mode ema needs --ema.sigma_rel, the relative EMA length, e.g. 0.05")
+    if args.ema_sigma_rel is not None and args.mode not in ("ema", "sample", "likelihood"):
+        p.error("--ema.sigma_rel applies to --mode ema, sample and likelihood")
     return p, args, overrides
 
 
@@ -379,12 +399,22 @@ def _main(parser, args, overrides) -> int:
             check_writable(target, "--run-dir" if args.run_dir else "--out")
         elif elsewhere is not None:
             check_writable(elsewhere, "--out")
+        if args.ema_sigma_rel is not None and args.mode != "ema" and elsewhere is None:
+            raise ValueError(
+                f"--mode {args.mode} --ema.sigma_rel writes its outputs elsewhere, beside those "
+                "of the run's own model: add --out DIR (a folder outside the run)."
+            )
         if args.already_trained and args.mode == "train":
             print(f"{run.path} is trained to step {cfg.train.steps} already; nothing to do.")
             return 0
         trained = None
         if args.mode not in ("train", "all"):  # the model is verified before the data are read
             trained = sgm.experiment.load_run(run.path, verify=not args.accept_unverified)
+        if args.ema_sigma_rel is not None and args.mode != "ema":
+            assert run is not None and trained is not None
+            trained = phases.with_ema(
+                trained, run.path, args.ema_sigma_rel, verify=not args.accept_unverified
+            )
     except RunLocked as e:
         parser.error(str(e))
     except (ValueError, FileNotFoundError) as e:
@@ -401,7 +431,12 @@ def _main(parser, args, overrides) -> int:
         if args.mode in ("train", "all"):
             check_against_data(cfg, ds)
         if elsewhere is None:
-            run = open_run(args, overrides, cfg, run, settings, source, ds)
+            given = (
+                overrides
+                if args.ema_sigma_rel is None
+                else {**overrides, "ema.sigma_rel": str(args.ema_sigma_rel)}
+            )
+            run = open_run(args, given, cfg, run, settings, source, ds)
             out_dir = run.path
         else:
             out_dir = elsewhere
@@ -476,6 +511,17 @@ def _main(parser, args, overrides) -> int:
         assert trained is not None
         if elsewhere is not None:
             trained = dataclasses.replace(trained, path=out_dir)
+        if args.mode == "ema":
+            phase = "ema"
+            assert args.ema_sigma_rel is not None
+            phases.posthoc_ema(
+                trained,
+                args.ema_sigma_rel,
+                metrics,
+                run_path=run.path,
+                recorded=recorded,
+            )
+            save_metrics()
         for mode in (m for m in modes if m in AFTER_TRAINING):
             phase = mode
             AFTER_TRAINING[mode](cfg, ds, trained, metrics)

@@ -87,14 +87,17 @@ from ._trace import (
 from ._training import (
     CheckpointError as CheckpointError,
     Checkpoints as Checkpoints,
+    EMAReconstruction as EMAReconstruction,
     Evaluation as Evaluation,
     HeldOutBound as HeldOutBound,
     Monitor as Monitor,
+    PostHocEMA as PostHocEMA,
     TrainingDiverged as TrainingDiverged,
     TrainingInterrupted as TrainingInterrupted,
     TrainState as TrainState,
     checkpoint_meta as checkpoint_meta,
     load_checkpoint as load_checkpoint,
+    reconstruct_ema as reconstruct_ema,
     save_checkpoint as save_checkpoint,
     train as train,
 )

@@ -1,6 +1,6 @@
 """Training: the train state and the jitted data-parallel step (`_state`), deterministic
-batches (`_batches`), the options of `sgm.train` (`_options`), checkpoints (`_checkpoint`)
-and the loop (`_loop`)."""
+batches (`_batches`), the options of `sgm.train` (`_options`), checkpoints (`_checkpoint`),
+the loop (`_loop`), and post-hoc EMA (`_posthoc`, its mathematics in `_phema`)."""
 
 from ._checkpoint import (
     CheckpointError as CheckpointError,
@@ -18,5 +18,10 @@ from ._options import (
     Evaluation as Evaluation,
     HeldOutBound as HeldOutBound,
     Monitor as Monitor,
+)
+from ._posthoc import (
+    EMAReconstruction as EMAReconstruction,
+    PostHocEMA as PostHocEMA,
+    reconstruct_ema as reconstruct_ema,
 )
 from ._state import TrainState as TrainState

@@ -32,6 +32,7 @@ from ._batches import Batches
 from ._checkpoint import CheckpointError, has_checkpoint, load_checkpoint, save_checkpoint
 from ._inputs import as_arrays, check_class_labels, check_data, check_random_flip
 from ._options import BATCH_SIZE, EMA_DECAY, Checkpoints, Evaluation, Monitor
+from ._posthoc import PostHocEMA, check_fresh, init_averages, resolved, save_snapshot
 from ._state import TrainState, bound_inputs, eval_bound, eval_loss, init_state, train_step
 
 
@@ -259,7 +260,18 @@ def _due(done: int, every: int, steps: int) -> bool:
 
 
 def _run(
-    state, batches, record, *, steps, loss, optimizer, ema_decay, checkpoints, monitor, held_out
+    state,
+    batches,
+    record,
+    *,
+    steps,
+    loss,
+    optimizer,
+    ema_decay,
+    checkpoints,
+    monitor,
+    held_out,
+    posthoc_ema=None,
 ):
     """The step loop from `state.step` to `steps`: each step's batch, the jitted step, and at
     their cadences the loss readings, the held-out loss and the checkpoints."""
@@ -297,6 +309,9 @@ def _run(
             if checkpoints is not None and _due(done, checkpoints.every, steps):
                 if int(state.nonfinite) == 0:
                     _save(checkpoints, state, record, done)
+            if posthoc_ema is not None and _due(done, posthoc_ema.snapshot_every, steps):
+                if int(state.nonfinite) == 0:
+                    save_snapshot(posthoc_ema, state.posthoc_ema, done)
             bar.update(1)
     return state
 
@@ -317,6 +332,7 @@ def train(
     checkpoints: Checkpoints | None = None,
     monitor: Monitor = Monitor(),
     random_flip: bool = False,
+    posthoc_ema: PostHocEMA | None = None,
 ):
     """Trains `model` by denoising score matching and returns it. With `ema_decay > 0` the
     weights returned are the exponential moving average of the trained ones, the model that
@@ -347,6 +363,9 @@ def train(
       step (images `(N, C, H, W)` only; a conditioning map is mirrored with its image), as
       Song et al. (2021) train on CIFAR-10; the flips of a step are fixed by the key and the
       step, so a resumed run repeats them. Held-out evaluation is never flipped.
+    - `posthoc_ema`: an `sgm.PostHocEMA`: also track power-function EMAs and write their
+      snapshots, from which `sgm.reconstruct_ema` rebuilds any EMA length after training
+      (`None`: none; the model returned is the `ema_decay` average either way).
 
     **Returns:** the trained model, or `(model, history)` with `Monitor(history=True)`.
     """
@@ -360,6 +379,7 @@ def train(
         )
     if not isinstance(monitor, Monitor):
         raise ValueError(f"monitor must be an sgm.Monitor, got {type(monitor).__name__}.")
+    posthoc_ema = resolved(posthoc_ema, checkpoints)
     x, labels, sharded = as_arrays(data, labels)
     x = np.asarray(x)
     labels = None if labels is None else np.asarray(labels)
@@ -388,7 +408,11 @@ def train(
     record = _Record(
         () if evaluation is None or evaluation.bound is None else evaluation.bound.keys
     )
-    state = _resume(init_state(model, optimizer, key=key), checkpoints, record)
+    averages = init_averages(model, posthoc_ema)
+    state = _resume(
+        init_state(model, optimizer, key=key, posthoc_ema=averages), checkpoints, record
+    )
+    check_fresh(posthoc_ema, resuming=checkpoints is not None and checkpoints.resume)
     state = _replicated_copy(state, mesh)
     seed = [int(v) for v in np.asarray(jr.key_data(key)).ravel()]
     batches = Batches(x, labels, batch_size, seed, mesh, sharded=sharded, random_flip=random_flip)
@@ -407,6 +431,7 @@ def train(
         checkpoints=checkpoints,
         monitor=monitor,
         held_out=held_out,
+        posthoc_ema=posthoc_ema,
     )
     result = to_local(state.ema if ema_decay > 0 else state.model)
     return (result, record.history) if monitor.history else result

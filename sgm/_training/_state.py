@@ -17,11 +17,13 @@ from .._losses import AbstractLoss
 from .._score import ScoreModel
 from .._traced_checks import inputs_checked_by_caller
 from ._options import HeldOutBound
+from ._posthoc import PowerEMAs, update_averages
 
 
 class TrainState(eqx.Module):
     """Everything a checkpoint holds: the model, its EMA, the optimizer state, the step and
-    the raw key data, so that a resumed run continues exactly."""
+    the raw key data, so that a resumed run continues exactly; with `sgm.PostHocEMA`, its
+    power-function averages too (`None` without)."""
 
     model: ScoreModel
     ema: ScoreModel
@@ -29,9 +31,12 @@ class TrainState(eqx.Module):
     step: Int[Array, ""]
     key: Array
     nonfinite: Int[Array, ""]
+    posthoc_ema: PowerEMAs | None = None
 
 
-def init_state(model: ScoreModel, optimizer, *, key: PRNGKeyArray) -> TrainState:
+def init_state(
+    model: ScoreModel, optimizer, *, key: PRNGKeyArray, posthoc_ema: PowerEMAs | None = None
+) -> TrainState:
     params = eqx.filter(model, eqx.is_inexact_array)
     return TrainState(
         model=model,
@@ -40,6 +45,7 @@ def init_state(model: ScoreModel, optimizer, *, key: PRNGKeyArray) -> TrainState
         step=jnp.zeros((), jnp.int32),
         key=jr.key_data(key),
         nonfinite=jnp.zeros((), jnp.int32),
+        posthoc_ema=posthoc_ema,
     )
 
 
@@ -53,7 +59,8 @@ def ema_warmup(ema_decay: float, step):
 
 @eqx.filter_jit(donate="all-except-first")
 def train_step(batch, state: TrainState, labels, loss: AbstractLoss, optimizer, ema_decay: float):
-    """One step: loss and gradients, optax update, EMA update. A non-finite loss or update
+    """One step: loss and gradients, optax update, EMA update (and the post-hoc EMA's
+    power-function averages, when the state has them). A non-finite loss or update
     leaves the state as it was and counts the event, so the last good state survives. With the batch
     sharded over the `'data'` axis and the state replicated, jit inserts the gradient
     all-reduce: the pmap pattern, written with shardings."""
@@ -83,6 +90,7 @@ def train_step(batch, state: TrainState, labels, loss: AbstractLoss, optimizer, 
         step=state.step + 1,
         key=state.key,
         nonfinite=state.nonfinite + jnp.where(ok, 0, 1),
+        posthoc_ema=update_averages(state.posthoc_ema, new_params, state.step + 1, ok),
     )
     return new_state, value
 

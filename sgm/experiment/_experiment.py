@@ -39,6 +39,7 @@ from .._training._options import (
     HeldOutBound,
     Monitor,
 )
+from .._training._posthoc import PostHocEMA
 from ._serial import AbstractSpec, registered, signature_hints
 
 # Short names of the samplers main.py offers (`--sample.samplers em,pc,dpm`); an experiment
@@ -234,7 +235,9 @@ class Train:
     of the integer test images where the data have them, else nats/dim). `random_flip` mirrors
     training images left-right at random (`sgm.train`'s). Unset values are the
     defaults of `sgm.train` and of its option objects (`sgm.Checkpoints`, `sgm.Evaluation`,
-    `sgm.HeldOutBound`, `sgm.Monitor`); `options` builds those objects."""
+    `sgm.HeldOutBound`, `sgm.Monitor`); `options` builds those objects. `posthoc_ema`, an
+    `sgm.PostHocEMA` without a directory, snapshots power-function EMAs into
+    `RUN/checkpoint/ema` (`main.py --mode ema` rebuilds any length from them)."""
 
     steps: int
     batch_size: int = BATCH_SIZE
@@ -249,6 +252,7 @@ class Train:
     eval_bound: bool = False
     eval_bound_examples: int = HeldOutBound.n_examples
     random_flip: bool = False
+    posthoc_ema: PostHocEMA | None = None
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
@@ -263,6 +267,15 @@ class Train:
         check_int("train.eval_bound_examples", self.eval_bound_examples, minimum=2)
         if not isinstance(self.random_flip, bool):
             raise ValueError(f"train.random_flip must be true or false, got {self.random_flip!r}.")
+        if self.posthoc_ema is not None and not isinstance(self.posthoc_ema, PostHocEMA):
+            raise ValueError(
+                f"train.posthoc_ema must be a PostHocEMA or None, got {self.posthoc_ema!r}."
+            )
+        if self.posthoc_ema is not None and self.posthoc_ema.directory is not None:
+            raise ValueError(
+                "train.posthoc_ema.directory must be None: a run keeps its snapshots in "
+                "RUN/checkpoint/ema."
+            )
 
     def options(
         self,
@@ -309,6 +322,7 @@ class Train:
                 evaluation=evaluation,
                 history=True,
             ),
+            posthoc_ema=self.posthoc_ema,
         )
 
     def _bound(self, n_test: int, images, num_bits, scaler) -> HeldOutBound | None:

@@ -6,6 +6,7 @@ import dataclasses
 
 from .._compat import OVERRIDE_ALIASES, SECTION_ALIASES, legacy_sampler_keys, legacy_trace
 from .._sde import VESDE, VPSDE, SubVPSDE
+from .._training._posthoc import PostHocEMA
 from ._experiment import SAMPLERS, Eval, Experiment, Net, Sample
 from ._serial import field_hints, fields_of, fingerprint, parse_value, registered, to_json
 
@@ -45,6 +46,7 @@ def valid_keys(exp: Experiment) -> list[str]:
     keys += [f"loss.{k}" for k in fields_of(exp.loss) if k not in _LOSS_FROM_DATA]
     keys += [f"optimizer.{k}" for k in fields_of(exp.optimizer)]
     keys += [f"train.{f.name}" for f in dataclasses.fields(exp.train)]
+    keys += ["train.posthoc_ema.<field>"]
     keys += ["sample.steps", "sample.snr"]
     keys += [f"sample.{f.name}" for f in dataclasses.fields(exp.sample)]
     keys += [f"sample.{n}.<field>" for n in exp.sample.samplers] + ["sample.controlled.<field>"]
@@ -181,6 +183,12 @@ def _apply(exp: Experiment, key: str, raw: str, given: str) -> Experiment:
     if section == "eval":
         return replace(eval=_apply_eval(exp.eval, name, raw, given))
     if section == "train":
+        head, dot, rest = name.partition(".")
+        if dot and head == "posthoc_ema":  # --train.posthoc_ema.snapshot_every 100
+            inner = exp.train.posthoc_ema or PostHocEMA()
+            return replace(
+                train=dataclasses.replace(exp.train, posthoc_ema=_set(inner, rest, raw, given))
+            )
         return replace(train=_set(exp.train, name, raw, given))
     if section == "sample":
         return replace(sample=_apply_sample(exp.sample, name, raw, given))

@@ -24,6 +24,7 @@ from .._scaler import AffineScaler
 from .._score import EDMPreconditioning, NoisePrediction, VelocityPrediction
 from .._sde import VESDE, VPSDE, SubVPSDE
 from .._trace import Exact, Hutchinson, HutchPlusPlus
+from .._training._posthoc import PostHocEMA
 from ._experiment import Data, Eval, Experiment, Net, Sample, Train
 from ._serial import register as register
 
@@ -54,3 +55,4 @@ register(ODEVariables, Exact, Hutchinson, HutchPlusPlus)
 register(EDMPreconditioning, NoisePrediction, VelocityPrediction, UniformDequantizer, AffineScaler)
 register(FlowMatchingLoss, IndependentCoupling, ExactOTCoupling, SinkhornCoupling)
 register(DSMLoss, Adam, Data, Net, Train, Sample, Eval, Experiment)
+register(PostHocEMA)

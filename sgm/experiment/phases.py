@@ -42,6 +42,7 @@ from ._outputs import (
     save_samples,
     to_unit as to_unit,
 )
+from ._posthoc import reconstruct as posthoc_ema, with_ema as with_ema  # noqa: F401
 from ._run import MODEL, Run, RunDir, model_digest
 from ._serial import to_json
 
