@@ -166,6 +166,7 @@ def test_held_out_data_of_another_shape_is_refused_before_training():
         _train(model, x, evaluation, steps=2)
 
 
+@pytest.mark.slow  # about 50 s through main.py; the bound's library checks are the other tests here
 def test_main_records_the_bound_in_history_and_config(tmp_path):
     """`main.py --train.eval_bound true` on a tiny digits run: config.json records the
     setting, history.json the bound in bits/dim at each held-out reading, loss.png is drawn."""

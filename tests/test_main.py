@@ -122,6 +122,7 @@ def test_digits_end_to_end(tmp_path):
     assert metrics["test_bits_per_dim"]["n"] == 2
 
 
+@pytest.mark.slow  # about 45 s; the couplings train in tests/test_flow_matching.py
 def test_digits_fm_with_the_ot_coupling_end_to_end(tmp_path):
     tiny = [a if a != "em" else "euler" for a in TINY_UNET]
     args = ["--experiment", "digits_fm", "--loss.coupling", "ExactOTCoupling()", *tiny]
@@ -135,6 +136,7 @@ def test_digits_fm_with_the_ot_coupling_end_to_end(tmp_path):
     assert config.sde == sgm.RectifiedFlow() and config.net.conditional
 
 
+@pytest.mark.slow  # about 50 s; reading the IDX files is in tests/test_data.py
 @pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"MNIST subset not at {MNIST_DIR}")
 def test_mnist_from_idx_end_to_end(tmp_path):
     args = ["--experiment", "mnist_ve", "--data-dir", str(MNIST_DIR), "--out", str(tmp_path)]
@@ -314,6 +316,7 @@ def test_parameter_conditioned_experiment(tmp_path):
         cli.main([*args, "--mode", "inpaint", "--run-dir", str(run)])
 
 
+@pytest.mark.slow  # about 45 s; the map conditioning is in tests/test_nets.py
 def test_map_conditioned_experiment(tmp_path):
     """digits_sr_vp: the UNet takes the 4x4 block means as an extra input channel."""
     args = ["--experiment", "digits_sr_vp", "--out", str(tmp_path), *TINY_UNET]
@@ -341,6 +344,7 @@ def test_conditional_model_needs_something_to_condition_on(tmp_path, capsys):
     assert not (tmp_path / "ou_vp").exists()  # refused before the run exists
 
 
+@pytest.mark.slow  # about 30 s; dequantized training is in tests/test_dequant.py
 @pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"MNIST subset not at {MNIST_DIR}")
 def test_likelihood_experiment_trains_on_dequantized_images(tmp_path):
     args = [

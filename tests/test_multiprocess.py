@@ -177,6 +177,7 @@ def test_a_two_process_job_through_main_writes_one_run(tmp_path):
     ]
 
 
+@pytest.mark.slow  # about 35 s; one process's SIGTERM and resume is in tests/test_train.py
 def test_sigterm_to_one_process_stops_both_at_one_step_then_resume(tmp_path):
     out = ["--out", str(tmp_path)]
     cmd = [

@@ -1,6 +1,7 @@
 """Training: the train state and the jitted data-parallel step (`_state`), deterministic
 batches (`_batches`), the options of `sgm.train` (`_options`), checkpoints (`_checkpoint`),
-the loop (`_loop`), and post-hoc EMA (`_posthoc`, its mathematics in `_phema`)."""
+the loop (`_loop`) and why it stops early (`_stopping`), and post-hoc EMA (`_posthoc`, its
+mathematics in `_phema`)."""
 
 from ._checkpoint import (
     CheckpointError as CheckpointError,
@@ -8,11 +9,7 @@ from ._checkpoint import (
     load_checkpoint as load_checkpoint,
     save_checkpoint as save_checkpoint,
 )
-from ._loop import (
-    TrainingDiverged as TrainingDiverged,
-    TrainingInterrupted as TrainingInterrupted,
-    train as train,
-)
+from ._loop import train as train
 from ._options import (
     Checkpoints as Checkpoints,
     Evaluation as Evaluation,
@@ -25,3 +22,7 @@ from ._posthoc import (
     reconstruct_ema as reconstruct_ema,
 )
 from ._state import TrainState as TrainState
+from ._stopping import (
+    TrainingDiverged as TrainingDiverged,
+    TrainingInterrupted as TrainingInterrupted,
+)

@@ -3,10 +3,7 @@ rules, held-out evaluation, checkpoints and stop requests. In a job of several p
 stop request is decided by all at the same step, the resume step is checked across processes,
 and process 0 alone writes."""
 
-import signal
-import threading
 import time
-from pathlib import Path
 
 import equinox as eqx
 import jax
@@ -27,53 +24,20 @@ from .._progress import progress
 from .._score import ScoreModel
 from .._sde import AbstractSDE
 from .._sharding import replicated
-from ..distributed import allgather, any_process, broadcast, global_mesh, is_main, to_local
+from ..distributed import allgather, broadcast, global_mesh, is_main, to_local
 from ._batches import Batches
 from ._checkpoint import CheckpointError, has_checkpoint, load_checkpoint, save_checkpoint
 from ._inputs import as_arrays, check_class_labels, check_data, check_random_flip
 from ._options import BATCH_SIZE, EMA_DECAY, Checkpoints, Evaluation, Monitor
 from ._posthoc import PostHocEMA, check_fresh, init_averages, resolved, save_snapshot
 from ._state import TrainState, bound_inputs, eval_bound, eval_loss, init_state, train_step
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Training stopped on SIGINT/SIGTERM after saving a checkpoint at `step` (in
-    `checkpoint_dir`, None when there was none)."""
-
-    def __init__(self, message: str, step: int, checkpoint_dir: Path | None):
-        super().__init__(message)
-        self.step, self.checkpoint_dir = step, checkpoint_dir
-
-
-class TrainingDiverged(FloatingPointError):
-    """The loss or the parameters became non-finite, or the loss rose far above its running
-    median; `last_good_step` is the newest checkpoint's step (None without one)."""
-
-    def __init__(self, message: str, last_good_step: int | None):
-        super().__init__(message)
-        self.last_good_step = last_good_step
-
-
-class _StopRequest:
-    """Turns SIGINT/SIGTERM into a flag checked between steps, so that an interrupted run
-    saves the state of a completed step (a signal inside a step would hit donated buffers)."""
-
-    def __init__(self):
-        self.requested = False
-        self._old = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.requested = True
-
-    def __exit__(self, *exc):
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
+from ._stopping import (
+    StopRequest,
+    diverged,
+    diverged_error,
+    interrupted,
+    stop_requested,
+)
 
 
 class _Record:
@@ -193,62 +157,28 @@ def _save(checkpoints: Checkpoints | None, state: TrainState, record: _Record, s
     record.last_good = step
 
 
-def _stop_requested(stop: _StopRequest) -> bool:
-    """A stop request on any process is decided by all, at the same step boundary."""
-    return any_process(stop.requested) if jax.process_count() > 1 else stop.requested
-
-
-def _interrupted(step: int, checkpoints: Checkpoints | None) -> TrainingInterrupted:
-    directory = None if checkpoints is None else checkpoints.directory
-    where = f"; checkpoint saved in {directory}, continue with resume=True" if directory else ""
-    return TrainingInterrupted(f"training interrupted at step {step}" + where, step, directory)
-
-
-def _diverged(losses: list[float], initial: float | None, factor: float | None) -> bool:
-    """Whether the newest logged loss is more than `factor` times the smaller of the initial
-    model's loss and the median of the earlier readings. The median ignores isolated spikes;
-    the initial loss catches a run that diverges before its first reading (a learning rate
-    far too high without warm-up)."""
-    if factor is None or not losses:
-        return False
-    references = [initial] if initial is not None else []
-    if len(losses) >= 2:
-        references.append(float(np.median(losses[:-1])))
-    reference = min(references, default=0.0)
-    return reference > 0 and not losses[-1] <= factor * reference
-
-
-def _diverged_error(message: str, record: _Record, checkpoints) -> TrainingDiverged:
-    where = (
-        f"; the last good checkpoint (step {record.last_good}) is kept in {checkpoints.directory}"
-        if record.last_good is not None
-        else "; no checkpoint was saved"
-    )
-    return TrainingDiverged(message + where, record.last_good)
-
-
 def _read_losses(state, record: _Record, monitor: Monitor, done: int, elapsed: float, checkpoints):
     """One loss reading: the mean of the losses since the last, appended to the history, then
     judged by the stopping rules (non-finite steps, divergence)."""
     values = np.asarray(jnp.stack(record.pending), np.float64)
     record.pending = []
     if int(state.nonfinite) > 0:
-        raise _diverged_error(
+        raise diverged_error(
             f"the loss or the parameters became non-finite by step {done} "
             f"({int(state.nonfinite)} steps skipped); lower the learning rate or check the data",
-            record,
+            record.last_good,
             checkpoints,
         )
     history = record.history
     history["step"].append(done)
     history["loss"].append(float(values.mean()))
     history["steps_per_s"].append(len(values) / elapsed)
-    if _diverged(history["loss"], record.initial_loss, monitor.divergence_factor):
-        raise _diverged_error(
+    if diverged(history["loss"], record.initial_loss, monitor.divergence_factor):
+        raise diverged_error(
             f"the loss diverged: {history['loss'][-1]:.4g} at step {done}, more than "
             f"{monitor.divergence_factor:g} times the initial loss {record.initial_loss:.4g} or "
             "the median of the earlier readings; lower the learning rate",
-            record,
+            record.last_good,
             checkpoints,
         )
     return values.mean()
@@ -281,11 +211,11 @@ def _run(
         total=steps, initial=start, disable=not monitor.progress, desc="train", unit="step"
     )
     postfix = {}
-    with _StopRequest() as stop, bar:
+    with StopRequest() as stop, bar:
         for s in range(start, steps):
-            if _stop_requested(stop):
+            if stop_requested(stop):
                 _save(checkpoints, state, record, s)
-                raise _interrupted(s, checkpoints)
+                raise interrupted(s, checkpoints)
             batch, batch_labels = batches(s)
             state, value = train_step(batch, state, batch_labels, loss, optimizer, ema_decay)
             record.pending.append(value)

@@ -9,10 +9,8 @@ from .._io import write_json as write_json
 from . import phases as phases, plot as plot
 from ._experiment import (
     SAMPLERS as SAMPLERS,
-    Data as Data,
     Eval as Eval,
     Experiment as Experiment,
-    Net as Net,
     Sample as Sample,
     Train as Train,
 )
@@ -28,3 +26,4 @@ from ._source import (
     experiment_from_file as experiment_from_file,
     is_experiment_file as is_experiment_file,
 )
+from ._specs import Data as Data, Net as Net

@@ -25,8 +25,9 @@ from .._score import EDMPreconditioning, NoisePrediction, VelocityPrediction
 from .._sde import VESDE, VPSDE, SubVPSDE
 from .._trace import Exact, Hutchinson, HutchPlusPlus
 from .._training._posthoc import PostHocEMA
-from ._experiment import Data, Eval, Experiment, Net, Sample, Train
+from ._experiment import Eval, Experiment, Sample, Train
 from ._serial import register as register
+from ._specs import Data, Net
 
 register(VPSDE, SubVPSDE, VESDE, LearnedVPSDE, RectifiedFlow)
 register(nets.MLP, nets.UNet, nets.DiT)
