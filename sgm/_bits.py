@@ -168,9 +168,7 @@ def bits_per_dim(
         return values
     solver_error = None
     if solver_check and method == "ode":
-        tight = LogLikelihood(
-            score, sde, **{**likelihood_kwargs, "rtol": ll.rtol / 10, "atol": ll.atol / 10}
-        )
+        tight = _tighter(ll, likelihood_kwargs)
         solver_error = _solver_error(tight, draws, y, values, solver_check, estimator, batch_size)
     protocol = dict(estimator=estimator, method=method, dequantizer=dequantizer, n_times=n_times)
     nfes = np.asarray(jnp.stack(nfes))
@@ -268,6 +266,12 @@ def _estimate(log_w, estimator: str) -> Array:
     if estimator == "importance":
         return jax.nn.logsumexp(log_w, axis=0) - math.log(log_w.shape[0])
     return jnp.mean(log_w, axis=0)
+
+
+def _tighter(ll: LogLikelihood, likelihood_kwargs: dict) -> LogLikelihood:
+    """`ll` at ten times tighter tolerances."""
+    tolerances = {"rtol": ll.rtol / 10, "atol": ll.atol / 10}
+    return LogLikelihood(ll.score, ll.sde, **{**likelihood_kwargs, **tolerances})
 
 
 def _solver_error(tight, draws: _Draws, y, values, m, estimator, batch_size) -> float:
