@@ -5,6 +5,7 @@ python main.py --experiment mnist_ve --data-dir ../shared/data/mnist-subset --tr
 python main.py --run-dir runs/digits_vp/RUN --resume --train.steps 3000
 python main.py --experiment path/to/my_experiment.py   (a file that defines EXPERIMENT)
 python main.py --experiment moons_vp --help            (its settings, with their values)
+python main.py --run-dir RUN --mode quality --quality.inception pt_inception-2015-12-05-6726825d.pth
 python main.py --list
 
 One invocation at a time writes into a run (a lock in the run directory); sampling a run
@@ -43,6 +44,7 @@ AFTER_TRAINING = {
     "classes": phases.classes,
     "guided": phases.guided,
     "colorize": phases.colorize,
+    "quality": phases.quality,
 }
 MODES = ("train", "all", *AFTER_TRAINING)
 
@@ -367,6 +369,8 @@ def main(argv=None) -> int:
 
 def _main(parser, args, overrides) -> int:
     try:
+        if args.mode == "quality" and "quality.inception" in overrides:  # before any run is read
+            sgm.metrics.check_weights_file(overrides["quality.inception"])
         cfg, run, settings, source = configure(args, overrides)
         check_settings(cfg)
         elsewhere = None if run is None else outputs_elsewhere(args, run)
@@ -375,6 +379,8 @@ def _main(parser, args, overrides) -> int:
             check_writable(target, "--run-dir" if args.run_dir else "--out")
         elif elsewhere is not None:
             check_writable(elsewhere, "--out")
+        if args.mode == "quality":  # the weights file, before the model or data are read
+            phases.check_quality(cfg)
         if args.already_trained and args.mode == "train":
             print(f"{run.path} is trained to step {cfg.train.steps} already; nothing to do.")
             return 0

@@ -1,8 +1,11 @@
 """Sample-quality metrics against closed forms: FID, KID, Inception Score, precision/recall;
 the FID Inception-v3, its weights read without torch, clean-fid's resize."""
 
+import json
 import pickle
+import sys
 import zipfile
+from pathlib import Path
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -222,3 +225,75 @@ def test_clean_resize_keeps_constants_and_repeats_gray():
     assert np.allclose(big[0, 0], big[0, 2]) and 0 <= big.min() and big.max() <= 255
     with pytest.raises(ValueError, match="uint8"):
         metrics.clean_resize(np.zeros((1, 1, 8, 8)))
+
+
+def _cli():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import main  # noqa: PLC0415
+
+    return main
+
+
+TINY = [
+    *("--model.channels", "8", "--model.channel_mults", "1,2", "--model.attention_levels", "1"),
+    *("--model.num_groups", "4", "--train.steps", "2", "--train.batch_size", "16"),
+    *("--train.log_every", "1", "--train.eval_bound", "false"),
+]
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    args = ["--experiment", "digits_vp", "--out", str(out), "--mode", "train", *TINY]
+    assert _cli().main(args) == 0
+    (run,) = sorted((out / "digits_vp").iterdir())
+    return run
+
+
+def test_quality_mode_without_the_weights_file_refuses_before_any_work(tmp_path, capsys):
+    absent = tmp_path / "absent.pth"
+    args = ["--experiment", "digits_vp", "--out", str(tmp_path), "--mode", "quality"]
+    with pytest.raises(SystemExit) as e:
+        _cli().main([*args, "--quality.inception", str(absent)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert str(absent) in err and metrics.WEIGHTS_URL in err and "nothing is downloaded" in err
+    assert list(tmp_path.iterdir()) == []
+    # no path at all: the same message, from the run's configuration
+    import sgm.experiment  # noqa: PLC0415
+    from experiments import EXPERIMENTS  # noqa: PLC0415
+
+    with pytest.raises(ValueError, match="needs --quality.inception PATH"):
+        sgm.experiment.phases.check_quality(EXPERIMENTS["digits_vp"])
+
+
+@pytest.mark.slow  # 22 s on 2 cores: a 299x299 Inception compiled and run on 16 images
+def test_quality_mode_end_to_end_with_random_weights(digits_run, weights):
+    args = ["--run-dir", str(digits_run), "--mode", "quality"]
+    args += ["--quality.inception", str(weights[0]), "--quality.n_samples", "8"]
+    args += ["--quality.batch_size", "8", "--quality.sampler", "em", "--quality.steps", "4"]
+    args += ["--quality.kid_subsets", "5", "--quality.is_splits", "2"]
+    assert _cli().main(args) == 0
+    q = json.loads((digits_run / "metrics.json").read_text())["quality"]
+    assert np.isfinite(q["fid"]) and q["fid"] >= -1e-6
+    assert q["inception_score"]["mean"] >= 1.0 - 1e-9 and 0 <= q["precision"] <= 1
+    p = q["protocol"]
+    assert p["n_samples"] == 8 and p["n_reference"] == 8 and p["sampler"] == "em"
+    assert p["sampler_settings"]["steps"] == 4 and p["nfe"] > 4  # and the denoising step
+    assert p["weights"] == metrics.WEIGHTS_FILE
+    assert p["weights_sha256"] == metrics.sha256_of(weights[0]) and not p["reference_cached"]
+    (cached,) = (digits_run / "quality").iterdir()
+    assert cached.name == "reference_digits_train_8.npz"
+
+
+@pytest.mark.slow
+def test_quality_mode_reuses_the_cached_reference(digits_run, weights):
+    args = ["--run-dir", str(digits_run), "--mode", "quality"]
+    args += ["--quality.inception", str(weights[0]), "--quality.n_samples", "8"]
+    args += ["--quality.batch_size", "8", "--quality.sampler", "em", "--quality.steps", "4"]
+    args += ["--quality.kid_subsets", "5", "--quality.is_splits", "2"]
+    assert _cli().main(args) == 0
+    q = json.loads((digits_run / "metrics.json").read_text())["quality"]
+    assert _cli().main(args) == 0
+    again = json.loads((digits_run / "metrics.json").read_text())["quality"]
+    assert again["protocol"]["reference_cached"] and again["fid"] == pytest.approx(q["fid"])

@@ -13,6 +13,7 @@ from ._experiment import (
     Eval as Eval,
     Experiment as Experiment,
     Net as Net,
+    Quality as Quality,
     Sample as Sample,
     Train as Train,
 )

@@ -24,7 +24,7 @@ from .._scaler import AffineScaler
 from .._score import EDMPreconditioning, NoisePrediction, VelocityPrediction
 from .._sde import VESDE, VPSDE, SubVPSDE
 from .._trace import Exact, Hutchinson, HutchPlusPlus
-from ._experiment import Data, Eval, Experiment, Net, Sample, Train
+from ._experiment import Data, Eval, Experiment, Net, Quality, Sample, Train
 from ._serial import register as register
 
 register(VPSDE, SubVPSDE, VESDE, LearnedVPSDE, RectifiedFlow)
@@ -53,4 +53,4 @@ register(
 register(ODEVariables, Exact, Hutchinson, HutchPlusPlus)
 register(EDMPreconditioning, NoisePrediction, VelocityPrediction, UniformDequantizer, AffineScaler)
 register(FlowMatchingLoss, IndependentCoupling, ExactOTCoupling, SinkhornCoupling)
-register(DSMLoss, Adam, Data, Net, Train, Sample, Eval, Experiment)
+register(DSMLoss, Adam, Data, Net, Train, Sample, Eval, Quality, Experiment)

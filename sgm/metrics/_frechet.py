@@ -1,6 +1,7 @@
 """Gaussian statistics of features and the Fréchet distance between two of them (FID)."""
 
 import dataclasses
+import warnings
 
 import numpy as np
 import scipy.linalg
@@ -49,10 +50,12 @@ def fid(stats_a: FeatureStats, stats_b: FeatureStats) -> float:
         )
     m1, m2 = np.asarray(stats_a.mean, np.float64), np.asarray(stats_b.mean, np.float64)
     s1, s2 = np.asarray(stats_a.cov, np.float64), np.asarray(stats_b.cov, np.float64)
-    covmean = scipy.linalg.sqrtm(s1 @ s2)
-    if not np.isfinite(covmean).all():
-        offset = np.eye(len(s1)) * 1e-6
-        covmean = scipy.linalg.sqrtm((s1 + offset) @ (s2 + offset))
+    with warnings.catch_warnings():  # singular when there are fewer examples than features
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        covmean = scipy.linalg.sqrtm(s1 @ s2)
+        if not np.isfinite(covmean).all():
+            offset = np.eye(len(s1)) * 1e-6
+            covmean = scipy.linalg.sqrtm((s1 + offset) @ (s2 + offset))
     covmean = np.real(covmean)
     diff = m1 - m2
     return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(covmean))
