@@ -127,6 +127,8 @@ def random_inception_state(seed: int = 0) -> dict:
             fan_in = int(np.prod(shape[1:]))
             bound = np.sqrt(3.0 / fan_in)
             state[name] = rng.uniform(-bound, bound, shape).astype(np.float32)
-        else:
+        elif name.startswith("fc."):
             state[name] = rng.normal(0.0, 0.1, shape).astype(np.float32)
+        else:  # batch-norm shifts near zero, so that features still differ between images
+            state[name] = rng.normal(0.0, 0.01, shape).astype(np.float32)
     return state
