@@ -3,7 +3,6 @@ per channel by PIL's antialiased bicubic filter in floating point."""
 
 import numpy as np
 from jaxtyping import Float, UInt8
-from PIL import Image
 
 SIZE = 299
 
@@ -26,6 +25,8 @@ def clean_resize(images: UInt8[np.ndarray, "n c h w"], size: int = SIZE) -> np.n
     [0, 255]. One channel (grayscale, MNIST) is repeated to three.
 
     **Returns:** float32 `(n, 3, size, size)` in [0, 255]."""
+    from PIL import Image  # noqa: PLC0415  (an image stack, imported when used)
+
     x = np.asarray(images)
     if x.ndim != 4 or x.shape[1] not in (1, 3) or x.dtype != np.uint8:
         raise ValueError(
