@@ -5,6 +5,7 @@ python main.py --experiment mnist_ve --data-dir ../shared/data/mnist-subset --tr
 python main.py --run-dir runs/digits_vp/RUN --resume --train.steps 3000
 python main.py --experiment path/to/my_experiment.py   (a file that defines EXPERIMENT)
 python main.py --experiment moons_vp --help            (its settings, with their values)
+python main.py --run-dir RUN --mode quality --quality.inception pt_inception-2015-12-05-6726825d.pth
 python main.py --list
 python main.py --run-dir RUN --mode ema --ema.sigma_rel 0.05   (post-hoc EMA of a run trained
     with --train.posthoc_ema PostHocEMA; then --mode sample --ema.sigma_rel 0.05 --out DIR)
@@ -46,6 +47,7 @@ AFTER_TRAINING = {
     "classes": phases.classes,
     "guided": phases.guided,
     "colorize": phases.colorize,
+    "quality": phases.quality,
 }
 MODES = ("train", "all", "ema", *AFTER_TRAINING)
 EMA_KEYS = ("ema.sigma_rel",)  # options of --mode ema, not of the experiment
@@ -391,6 +393,8 @@ def main(argv=None) -> int:
 
 def _main(parser, args, overrides) -> int:
     try:
+        if args.mode == "quality" and "quality.inception" in overrides:  # before any run is read
+            sgm.metrics.check_weights_file(overrides["quality.inception"])
         cfg, run, settings, source = configure(args, overrides)
         check_settings(cfg)
         elsewhere = None if run is None else outputs_elsewhere(args, run)
@@ -404,6 +408,8 @@ def _main(parser, args, overrides) -> int:
                 f"--mode {args.mode} --ema.sigma_rel writes its outputs elsewhere, beside those "
                 "of the run's own model: add --out DIR (a folder outside the run)."
             )
+        if args.mode == "quality":  # the weights file, before the model or data are read
+            phases.check_quality(cfg)
         if args.already_trained and args.mode == "train":
             print(f"{run.path} is trained to step {cfg.train.steps} already; nothing to do.")
             return 0

@@ -1,6 +1,6 @@
 """sgm: score-based generative modelling with SDEs, in JAX and Equinox."""
 
-from . import data as data, distributed as distributed, nets as nets
+from . import data as data, distributed as distributed, metrics as metrics, nets as nets
 from ._bits import BitsPerDimInfo as BitsPerDimInfo, bits_per_dim as bits_per_dim
 from ._cache import enable_compilation_cache as enable_compilation_cache
 from ._classifier import (

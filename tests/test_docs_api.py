@@ -7,6 +7,7 @@ from pathlib import Path
 import sgm
 import sgm.data
 import sgm.experiment
+import sgm.metrics
 import sgm.nets
 
 API = Path(__file__).resolve().parents[1] / "docs" / "api"
@@ -17,7 +18,7 @@ def test_every_public_name_is_in_the_api_reference():
     documented = set(re.findall(r"^::: ([\w.]+)$", text, flags=re.M))
     missing = [
         f"{m.__name__}.{n}"
-        for m in (sgm, sgm.nets, sgm.data, sgm.experiment)
+        for m in (sgm, sgm.nets, sgm.data, sgm.experiment, sgm.metrics)
         for n in dir(m)
         if not n.startswith("_")
         and not isinstance(getattr(m, n), types.ModuleType)

@@ -11,6 +11,7 @@ from ._experiment import (
     SAMPLERS as SAMPLERS,
     Eval as Eval,
     Experiment as Experiment,
+    Quality as Quality,
     Sample as Sample,
     Train as Train,
 )

@@ -36,6 +36,7 @@ from .._training._options import (
     Monitor,
 )
 from .._training._posthoc import PostHocEMA
+from ._serial import fields_of
 from ._specs import Data, Net
 
 # Short names of the samplers main.py offers (`--sample.samplers em,pc,dpm`); an experiment
@@ -238,6 +239,67 @@ class Eval:
 
 
 @dataclass(frozen=True)
+class Quality:
+    """The sample-quality phase (`--mode quality`, `sgm.metrics`): `n_samples` drawn with the
+    sampler named `sampler` (one of the experiment's samplers or main.py's short names; `steps`
+    replaces its number of steps), against the first `n_reference` (None: `n_samples`) images
+    of the `reference` split; features of the FID Inception-v3 whose weights file is
+    `inception` (pytorch-fid's `pt_inception-2015-12-05-6726825d.pth`, never downloaded),
+    `batch_size` images per sampling and Inception call; KID over `kid_subsets` subsets of
+    `kid_subset_size` (capped at the smaller set), IS over `is_splits` splits, precision and
+    recall with `pr_k` neighbours; samples drawn from `jr.key(seed)`."""
+
+    inception: str | None = None
+    n_samples: int = 1000
+    sampler: str = "ode"
+    steps: int | None = None
+    reference: Literal["train", "test"] = "train"
+    n_reference: int | None = None
+    batch_size: int = 50
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    is_splits: int = 10
+    pr_k: int = 3
+    seed: int = 3
+
+    def __post_init__(self):
+        for name in ("n_samples", "batch_size", "kid_subsets", "kid_subset_size", "is_splits"):
+            check_int(f"quality.{name}", getattr(self, name))
+        check_int("quality.steps", self.steps, none=True)
+        check_int("quality.n_reference", self.n_reference, minimum=2, none=True)
+        check_int("quality.pr_k", self.pr_k)
+        check_int("quality.seed", self.seed, minimum=0)
+        if self.reference not in ("train", "test"):
+            raise ValueError(f"quality.reference must be train or test, got {self.reference!r}.")
+        if self.n_samples < 2:
+            raise ValueError(f"quality.n_samples must be at least 2, got {self.n_samples}.")
+        if self.inception is not None and not isinstance(self.inception, str):
+            raise ValueError(f"quality.inception must be a path, got {self.inception!r}.")
+
+    def build_sampler(self, samplers: dict) -> AbstractSampler:
+        """The sampler named `sampler` (from `samplers`, else main.py's `SAMPLERS`), with
+        `steps` when given."""
+        if self.sampler in samplers:
+            s = samplers[self.sampler]
+        elif self.sampler in SAMPLERS:
+            s = SAMPLERS[self.sampler]()
+        else:
+            raise ValueError(
+                f"quality.sampler {self.sampler!r} is not a sampler; one of "
+                f"{sorted(set(SAMPLERS) | set(samplers))}."
+            )
+        if self.steps is None:
+            return s
+        fields = fields_of(s)
+        if "steps" not in fields:
+            raise ValueError(
+                f"quality.steps: {type(s).__name__} has no steps; set its own fields with "
+                f"--sample.{self.sampler}.<field>."
+            )
+        return type(s)(**{**fields, "steps": self.steps})
+
+
+@dataclass(frozen=True)
 class Experiment:
     """One experiment: data, SDE, network, loss, optimizer, training, sampling, evaluation.
 
@@ -253,6 +315,7 @@ class Experiment:
     optimizer: Adam = Adam()
     sample: Sample = field(default_factory=Sample)
     eval: Eval = field(default_factory=Eval)
+    quality: Quality = field(default_factory=Quality)
     description: str = ""
     budget: str = ""  # the measured budget behind its defaults
 
@@ -266,6 +329,7 @@ class Experiment:
             "optimizer": Adam,
             "sample": Sample,
             "eval": Eval,
+            "quality": Quality,
         }
         for name, kind in expected.items():
             if not isinstance(getattr(self, name), kind):

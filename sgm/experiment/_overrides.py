@@ -24,7 +24,7 @@ RUN_SETTINGS = (
     "train.divergence_factor",
     "data.n_test",
 )
-RUN_SECTIONS = ("sample", "eval")
+RUN_SECTIONS = ("sample", "eval", "quality")
 
 
 def canonical(key: str) -> str:
@@ -52,6 +52,7 @@ def valid_keys(exp: Experiment) -> list[str]:
     keys += [f"sample.{n}.<field>" for n in exp.sample.samplers] + ["sample.controlled.<field>"]
     keys += [f"eval.{f.name}" for f in dataclasses.fields(exp.eval)]
     keys += ["eval.trace.<field>", "eval.exact", "eval.n_probes"]
+    keys += [f"quality.{f.name}" for f in dataclasses.fields(exp.quality)]
     return keys
 
 
@@ -125,6 +126,7 @@ def settings(exp: Experiment) -> dict[str, object]:
             out.update({f"eval.trace.{k}": v for k, v in fields_of(value).items()})
         else:
             out[f"eval.{f.name}"] = value
+    out.update({f"quality.{k}": v for k, v in fields_of(exp.quality).items()})
     return out
 
 
@@ -192,6 +194,8 @@ def _apply(exp: Experiment, key: str, raw: str, given: str) -> Experiment:
         return replace(train=_set(exp.train, name, raw, given))
     if section == "sample":
         return replace(sample=_apply_sample(exp.sample, name, raw, given))
+    if section == "quality":
+        return replace(quality=_set(exp.quality, name, raw, given))
     raise KeyError(key)
 
 

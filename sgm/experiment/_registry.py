@@ -25,7 +25,7 @@ from .._score import EDMPreconditioning, NoisePrediction, VelocityPrediction
 from .._sde import VESDE, VPSDE, SubVPSDE
 from .._trace import Exact, Hutchinson, HutchPlusPlus
 from .._training._posthoc import PostHocEMA
-from ._experiment import Eval, Experiment, Sample, Train
+from ._experiment import Eval, Experiment, Quality, Sample, Train
 from ._serial import register as register
 from ._specs import Data, Net
 
@@ -55,5 +55,5 @@ register(
 register(ODEVariables, Exact, Hutchinson, HutchPlusPlus)
 register(EDMPreconditioning, NoisePrediction, VelocityPrediction, UniformDequantizer, AffineScaler)
 register(FlowMatchingLoss, IndependentCoupling, ExactOTCoupling, SinkhornCoupling)
-register(DSMLoss, Adam, Data, Net, Train, Sample, Eval, Experiment)
+register(DSMLoss, Adam, Data, Net, Train, Sample, Eval, Quality, Experiment)
 register(PostHocEMA)

@@ -1,5 +1,5 @@
-"""The phases of the main job (`python main.py`): train, sample, likelihood, and the
-controlled-generation modes. Each acts on a run directory and the run's data, writes its
+"""The phases of the main job (`python main.py`): train, sample, likelihood, quality, and
+the controlled-generation modes. Each acts on a run directory and the run's data, writes its
 figures there and its numbers into `metrics`."""
 
 import hashlib
@@ -43,6 +43,7 @@ from ._outputs import (
     to_unit as to_unit,
 )
 from ._posthoc import reconstruct as posthoc_ema, with_ema as with_ema  # noqa: F401
+from ._quality import check_quality as check_quality, quality as _quality
 from ._run import MODEL, Run, RunDir, model_digest
 from ._serial import to_json
 
@@ -307,6 +308,12 @@ def likelihood(cfg: Experiment, ds: Dataset, run: Run, metrics: dict) -> None:
         "chunks": {"size": e.chunk_size, "count": len(bounds), "reused": reused},
     }
     print(f"{name}: {values.mean():.4f} +- {stderr or 0:.4f} (n={len(values)})")
+
+
+def quality(cfg: Experiment, ds: Dataset, run: Run, metrics: dict) -> None:
+    """FID, KID, IS, precision and recall of `cfg.quality.n_samples` samples against the
+    data (`sgm.experiment._quality.quality`), into `metrics["quality"]`."""
+    _quality(cfg, ds, run, metrics, y=sampling_condition(cfg, ds, cfg.quality.n_samples))
 
 
 _KEY = 2  # the likelihood phase's key, jr.key(2)
