@@ -23,7 +23,7 @@ from ._checks import (
     check_sde,
 )
 from ._likelihood import LogLikelihood, bound_keyed
-from ._model_checks import check_model_sde, class_count
+from ._model_checks import check_float32_model, check_model_sde, class_count
 from ._scaler import AffineScaler
 from ._sde import AbstractSDE
 from ._sharding import example_keys
@@ -141,6 +141,7 @@ def bits_per_dim(
     """
     check_sde(sde)
     check_model_sde(score, sde)
+    check_float32_model(score)
     key = check_key(key)
     call_kw = {
         k: likelihood_kwargs.pop(k)

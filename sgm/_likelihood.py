@@ -43,7 +43,7 @@ from ._checks import (
 )
 from ._compat import TRACE_FLAGS, pop_trace_flags
 from ._flow import ODEVariables, _derivative, solve_ode, solver_evaluations
-from ._model_checks import check_model_sde, class_count
+from ._model_checks import check_float32_model, check_model_sde, class_count
 from ._progress import progress as progress_bar
 from ._sde import AbstractSDE
 from ._sharding import data_mesh, example_keys, map_examples, pad_batch, pad_to_devices
@@ -140,6 +140,7 @@ class LogLikelihood(eqx.Module):
         if not callable(score):
             raise ValueError(f"score must be a callable score(t, x), got {type(score).__name__}.")
         check_model_sde(score, sde)
+        check_float32_model(score)
         self.score, self.sde = score, sde
         if unknown := sorted(set(deprecated_flags) - set(TRACE_FLAGS)):
             raise TypeError(f"LogLikelihood got unexpected keyword arguments {unknown}.")
@@ -491,6 +492,7 @@ def variational_bound(
     evaluations per example (`2 n_times`).
     """
     check_sde(sde)
+    check_float32_model(score)
     x = check_batch(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise ValueError(f"x must be floats in model scale, got dtype {x.dtype}.")

@@ -157,6 +157,10 @@ def test_new_overrides_reach_any_field():
         ("eval.n_probes", "0", "n_probes must be an integer >= 1"),
         ("sde.sigma_max", "3", "unknown config key 'sde.sigma_max'"),  # a VP SDE has none
         ("model.width", "64", "unknown config key 'model.width'"),  # the UNet has no width
+        ("train.precision", "float16", "needs dynamic loss scaling"),
+        ("train.precision", "half", "train.precision must be one of"),
+        ("train.accumulate", "0", "train.accumulate must be an integer >= 1"),
+        ("train.accumulate", "3", "must be a multiple of train.accumulate=3"),
     ],
 )
 def test_bad_values_are_found_before_any_work(key, value, message, tmp_path, capsys):

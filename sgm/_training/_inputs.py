@@ -4,7 +4,7 @@ the batch size, before anything is compiled."""
 import jax
 import numpy as np
 
-from .._checks import check_labels
+from .._checks import check_int, check_labels
 from .._model_checks import class_count
 from .._score import ScoreModel
 
@@ -73,3 +73,15 @@ def check_random_flip(random_flip, data_shape) -> None:
             f"{tuple(data_shape)}: train without it (a flip of a series or a vector is no "
             "augmentation)."
         )
+
+
+def check_accumulate(accumulate, batch_size: int, mesh) -> int:
+    """`accumulate` micro-batches must split the global batch evenly over every device."""
+    accumulate = check_int("accumulate", accumulate)
+    devices = mesh.devices.size
+    if batch_size % (devices * accumulate):
+        raise ValueError(
+            f"batch_size={batch_size} must be a multiple of the {devices} devices times "
+            f"accumulate={accumulate} (micro-batches of equal size on every device)."
+        )
+    return accumulate

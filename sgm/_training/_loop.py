@@ -27,9 +27,16 @@ from .._sharding import replicated
 from ..distributed import allgather, broadcast, global_mesh, is_main, to_local
 from ._batches import Batches
 from ._checkpoint import CheckpointError, has_checkpoint, load_checkpoint, save_checkpoint
-from ._inputs import as_arrays, check_class_labels, check_data, check_random_flip
+from ._inputs import (
+    as_arrays,
+    check_accumulate,
+    check_class_labels,
+    check_data,
+    check_random_flip,
+)
 from ._options import BATCH_SIZE, EMA_DECAY, Checkpoints, Evaluation, Monitor
 from ._posthoc import PostHocEMA, check_fresh, init_averages, resolved, save_snapshot
+from ._precision import check_float32_parameters, check_precision
 from ._state import TrainState, bound_inputs, eval_bound, eval_loss, init_state, train_step
 from ._stopping import (
     StopRequest,
@@ -196,8 +203,7 @@ def _run(
     *,
     steps,
     loss,
-    optimizer,
-    ema_decay,
+    step_options,
     checkpoints,
     monitor,
     held_out,
@@ -217,7 +223,7 @@ def _run(
                 _save(checkpoints, state, record, s)
                 raise interrupted(s, checkpoints)
             batch, batch_labels = batches(s)
-            state, value = train_step(batch, state, batch_labels, loss, optimizer, ema_decay)
+            state, value = train_step(batch, state, batch_labels, loss, *step_options)
             record.pending.append(value)
             if s == 0:  # the untrained model's loss: the scale divergence is judged against
                 record.initial_loss = float(value)
@@ -263,6 +269,8 @@ def train(
     monitor: Monitor = Monitor(),
     random_flip: bool = False,
     posthoc_ema: PostHocEMA | None = None,
+    precision: str = "float32",
+    accumulate: int = 1,
 ):
     """Trains `model` by denoising score matching and returns it. With `ema_decay > 0` the
     weights returned are the exponential moving average of the trained ones, the model that
@@ -296,6 +304,15 @@ def train(
     - `posthoc_ema`: an `sgm.PostHocEMA`: also track power-function EMAs and write their
       snapshots, from which `sgm.reconstruct_ema` rebuilds any EMA length after training
       (`None`: none; the model returned is the `ema_decay` average either way).
+    - `precision`: what the network's forward and backward passes compute in, `"float32"`
+      or `"bfloat16"` (mixed precision: the parameters, optimizer state, EMA, loss and
+      returned model stay float32). `"float16"` is refused: it needs loss scaling.
+    - `accumulate`: micro-batches per step, `K >= 1`: the global batch is split into `K`
+      micro-batches of `batch_size / K` inside the jitted step (one `lax.scan`), their
+      gradients averaged, then one optimizer update; `batch_size` must be a multiple of
+      the device count times `K`. Micro-batch `j` draws its noise and times from the step's
+      key folded with `j`, and joint draws (stratified or antithetic times, couplings) are
+      joint within a micro-batch.
 
     **Returns:** the trained model, or `(model, history)` with `Monitor(history=True)`.
     """
@@ -317,9 +334,12 @@ def train(
     key = check_key(key)
     check_int("batch_size", batch_size)
     check_probability("ema_decay", ema_decay)
+    check_precision("precision", precision)
+    check_float32_parameters("model", model)
     mesh = global_mesh()
     check_data(x, labels, batch_size, mesh, sharded)
     check_random_flip(random_flip, x.shape[1:])
+    accumulate = check_accumulate(accumulate, batch_size, mesh)
     evaluation = monitor.evaluation
     check_class_labels(model, "labels", labels, len(x))
     if evaluation is not None:
@@ -356,8 +376,7 @@ def train(
         record,
         steps=steps,
         loss=loss,
-        optimizer=optimizer,
-        ema_decay=ema_decay,
+        step_options=(optimizer, ema_decay, precision, accumulate),
         checkpoints=checkpoints,
         monitor=monitor,
         held_out=held_out,

@@ -16,8 +16,10 @@ from .._likelihood import variational_bound
 from .._losses import AbstractLoss
 from .._score import ScoreModel
 from .._traced_checks import inputs_checked_by_caller
+from ._accumulate import value_and_grad
 from ._options import HeldOutBound
 from ._posthoc import PowerEMAs, update_averages
+from ._precision import in_precision
 
 
 class TrainState(eqx.Module):
@@ -58,8 +60,18 @@ def ema_warmup(ema_decay: float, step):
 
 
 @eqx.filter_jit(donate="all-except-first")
-def train_step(batch, state: TrainState, labels, loss: AbstractLoss, optimizer, ema_decay: float):
-    """One step: loss and gradients, optax update, EMA update (and the post-hoc EMA's
+def train_step(
+    batch,
+    state: TrainState,
+    labels,
+    loss: AbstractLoss,
+    optimizer,
+    ema_decay: float,
+    precision: str = "float32",
+    accumulate: int = 1,
+):
+    """One step: loss and gradients (the network computed in `precision`, the batch in
+    `accumulate` micro-batches), optax update, EMA update (and the post-hoc EMA's
     power-function averages, when the state has them). A non-finite loss or update
     leaves the state as it was and counts the event, so the last good state survives. With the batch
     sharded over the `'data'` axis and the state replicated, jit inserts the gradient
@@ -67,13 +79,14 @@ def train_step(batch, state: TrainState, labels, loss: AbstractLoss, optimizer, 
     key = jr.fold_in(jr.wrap_key_data(state.key), state.step)
     params, static = eqx.partition(state.model, eqx.is_inexact_array)
 
-    def objective(params):
-        return loss.batch_loss(eqx.combine(params, static), batch, key=key, y=labels)
+    def objective(params, x, y, key):
+        model = in_precision(eqx.combine(params, static), precision)
+        return loss.batch_loss(model, x, key=key, y=y)
 
     # times are drawn in [eps, t1] and `train` checked the labels: no traced checks, so that
     # the step can be stored in the persistent compilation cache
     with inputs_checked_by_caller():
-        value, grads = jax.value_and_grad(objective)(params)
+        value, grads = value_and_grad(objective, params, batch, labels, key, accumulate)
     updates, opt_state = optimizer.update(grads, state.opt_state, params)
     new_params = eqx.apply_updates(params, updates)
     ema_params = eqx.filter(state.ema, eqx.is_inexact_array)

@@ -36,6 +36,7 @@ from .._training._options import (
     Monitor,
 )
 from .._training._posthoc import PostHocEMA
+from .._training._precision import check_precision
 from ._serial import fields_of
 from ._specs import Data, Net
 
@@ -57,10 +58,12 @@ class Train:
     """The training run: `steps`, the global `batch_size`, the EMA decay, label dropout for
     class-conditional models (classifier-free guidance), the cadences of logging, held-out
     evaluation (`None`: off) and checkpoints, how many checkpoints to keep, the divergence
-    rule's factor, and the seed. `eval_bound` adds the variational bound on the first
-    `eval_bound_examples` test examples to each held-out reading (`sgm.HeldOutBound`: bits/dim
-    of the integer test images where the data have them, else nats/dim). `random_flip` mirrors
-    training images left-right at random (`sgm.train`'s). Unset values are the
+    rule's factor, the seed, the network's compute `precision` (`"float32"` or `"bfloat16"`,
+    mixed precision) and the micro-batches per step `accumulate`. `eval_bound` adds the
+    variational bound on the first `eval_bound_examples` test examples to each held-out
+    reading (`sgm.HeldOutBound`: bits/dim of the integer test images where the data have
+    them, else nats/dim). `random_flip` mirrors training images left-right at random
+    (`sgm.train`'s). Unset values are the
     defaults of `sgm.train` and of its option objects (`sgm.Checkpoints`, `sgm.Evaluation`,
     `sgm.HeldOutBound`, `sgm.Monitor`); `options` builds those objects. `posthoc_ema`, an
     `sgm.PostHocEMA` without a directory, snapshots power-function EMAs into
@@ -80,6 +83,8 @@ class Train:
     eval_bound_examples: int = HeldOutBound.n_examples
     random_flip: bool = False
     posthoc_ema: PostHocEMA | None = None
+    precision: str = "float32"
+    accumulate: int = 1
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
@@ -103,6 +108,13 @@ class Train:
                 "train.posthoc_ema.directory must be None: a run keeps its snapshots in "
                 "RUN/checkpoint/ema."
             )
+        check_precision("train.precision", self.precision)
+        check_int("train.accumulate", self.accumulate)
+        if self.batch_size % self.accumulate:
+            raise ValueError(
+                f"train.batch_size={self.batch_size} must be a multiple of "
+                f"train.accumulate={self.accumulate}."
+            )
 
     def options(
         self,
@@ -118,10 +130,10 @@ class Train:
         scaler=None,
     ) -> dict:
         """The keyword arguments of `sgm.train` for this run (besides the key, loss and
-        labels): `steps`, `batch_size`, `ema_decay`, `random_flip`, the `sgm.Checkpoints` in
-        `directory` (recording `fingerprint`, resuming with `resume`, from a checkpoint that
-        verifies unless `verify=False`), and an `sgm.Monitor` holding the held-out
-        `sgm.Evaluation` on `eval_data` (with `eval_labels`; with `eval_bound`, its
+        labels): `steps`, `batch_size`, `ema_decay`, `random_flip`, `precision`, `accumulate`,
+        the `sgm.Checkpoints` in `directory` (recording `fingerprint`, resuming with `resume`,
+        from a checkpoint that verifies unless `verify=False`), and an `sgm.Monitor` holding
+        the held-out `sgm.Evaluation` on `eval_data` (with `eval_labels`; with `eval_bound`, its
         `sgm.HeldOutBound` on `eval_images`, their `num_bits` and `scaler`, when given) and
         returning the history, so that `sgm.train` returns `(model, history)`."""
         evaluation = None
@@ -135,6 +147,8 @@ class Train:
             batch_size=self.batch_size,
             ema_decay=self.ema_decay,
             random_flip=self.random_flip,
+            precision=self.precision,
+            accumulate=self.accumulate,
             checkpoints=Checkpoints(
                 directory,
                 every=self.checkpoint_every,

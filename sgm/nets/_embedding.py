@@ -51,9 +51,11 @@ class Conditioning(eqx.Module):
         self.fourier_scale = fourier_scale
 
     def __call__(self, c, y=None) -> Float[Array, " embed_dim"]:
-        emb = self.time_mlp(
-            fourier_features(jnp.asarray(c, float), self.embed_dim, self.fourier_scale, seed=0)
-        )
+        # the features in float32 whatever the parameters' dtype (their angles need it), then
+        # in that dtype, so that a bfloat16 network computes in bfloat16 throughout
+        dtype = self.time_mlp.layers[0].weight.dtype
+        features = fourier_features(jnp.asarray(c, float), self.embed_dim, self.fourier_scale, 0)
+        emb = self.time_mlp(features.astype(dtype))
         if self.label_table is not None:
             assert self.num_classes is not None  # a label table has num_classes + 1 rows
             y = jnp.asarray(self.num_classes if y is None else y)
@@ -67,7 +69,7 @@ class Conditioning(eqx.Module):
                 raise ValueError(
                     f"this network is conditioned on a vector y of length {self.cond_dim}."
                 )
-            y = jnp.asarray(y, float)
+            y = jnp.asarray(y, self.cond_proj.weight.dtype)
             if y.shape != (self.cond_dim,):
                 raise ValueError(f"y must have shape ({self.cond_dim},), got {y.shape}.")
             emb = emb + self.cond_proj(y)
