@@ -36,6 +36,7 @@ import sgm
 import sgm.experiment
 from experiments import EXPERIMENTS
 from sgm import distributed
+from sgm._training._fsdp import check_fsdp
 from sgm._training._phema import sigma_rel_to_gamma
 from sgm.experiment import phases
 from sgm.experiment._lock import RunLock, RunLocked
@@ -294,6 +295,7 @@ def check_settings(cfg) -> None:
             f"train.batch_size={cfg.train.batch_size} must be a multiple of the "
             f"{jax.device_count()} devices."
         )
+    check_fsdp(cfg.train.fsdp, jax.device_count())
     for section in ("optimizer", "sde", "train"):
         obj = getattr(cfg, section)
         for key, value in sgm.experiment.to_json(obj).items():
@@ -305,13 +307,14 @@ def check_against_data(cfg, ds) -> None:
     """What needs the data, checked before a run directory is created."""
     phases.check_data(cfg, ds)
     try:  # the model this data asks for, built abstractly (no parameters computed)
-        eqx.filter_eval_shape(
+        abstract = eqx.filter_eval_shape(
             lambda: cfg.build_model(
                 ds.data_shape, num_classes=ds.num_classes, cond_shape=ds.cond_shape
             )
         )
     except TypeError as e:
         raise ValueError(f"the model of {cfg.name} cannot be built for {ds.name}: {e}") from None
+    check_fsdp(cfg.train.fsdp, jax.device_count(), jax.tree.leaves(abstract))
     n = len(ds.train) * jax.process_count()
     if cfg.train.batch_size > n:
         raise ValueError(

@@ -13,8 +13,11 @@ def data_mesh() -> Mesh:
 
 
 def batch_sharding(mesh: Mesh | None = None) -> NamedSharding:
-    """Shards the leading (batch) axis over the `'data'` mesh axis."""
-    return NamedSharding(mesh or data_mesh(), P("data"))
+    """Shards the leading (batch) axis over the `'data'` mesh axis (over every axis of a
+    mesh of several, `('data', 'fsdp')`: all devices take part of the batch)."""
+    mesh = mesh or data_mesh()
+    names = mesh.axis_names
+    return NamedSharding(mesh, P(names[0] if len(names) == 1 else tuple(names)))
 
 
 def replicated(mesh: Mesh | None = None) -> NamedSharding:

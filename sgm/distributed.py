@@ -204,13 +204,23 @@ def allgather(x) -> np.ndarray:
 
 
 def to_local(tree):
-    """A PyTree of global (replicated) arrays as arrays on this process's default device, for
-    code that runs per process (sampling, likelihoods)."""
+    """A PyTree of global arrays as whole arrays on this process's default device, for code
+    that runs per process (sampling, likelihoods, checkpoints). Replicated arrays are read
+    from this process's copy; sharded ones (`sgm.train(fsdp=...)`) are gathered, across
+    processes a collective that every process must call."""
 
     def local(a):
-        if isinstance(a, jax.Array) and not a.is_fully_addressable:
+        if (
+            not isinstance(a, jax.Array)
+            or a.sharding.is_fully_replicated
+            and (a.is_fully_addressable)
+        ):
+            return a
+        if a.sharding.is_fully_replicated:
             return jax.device_put(np.asarray(a.addressable_data(0)))
-        return a
+        if a.is_fully_addressable:
+            return jax.device_put(a, jax.local_devices()[0])
+        return jax.device_put(multihost_utils.process_allgather(a, tiled=True))
 
     return jax.tree.map(local, tree)
 

@@ -116,15 +116,21 @@ _JOB = textwrap.dedent(
                       key=jr.key(1), monitor=sgm.Monitor(progress=False), ema_decay=0.0)
     for a, b in zip(leaves, jax.tree.leaves(eqx.filter(again, eqx.is_inexact_array))):
         assert np.array_equal(np.asarray(a), np.asarray(b)), "sharded data train differently"
+    # parameters split over the two processes' devices (fsdp=2) train the same model
+    split = sgm.train(model, sgm.VPSDE(), x, optax.adam(1e-3), steps=12, batch_size=64,
+                      key=jr.key(1), monitor=sgm.Monitor(progress=False), ema_decay=0.0, fsdp=2)
+    split = {f"fsdp_{i}": np.asarray(a)
+             for i, a in enumerate(jax.tree.leaves(eqx.filter(split, eqx.is_inexact_array)))}
     np.savez(f"{sys.argv[1]}/rank{rank}.npz", *[np.asarray(a) for a in leaves],
-             lp=np.asarray(lp), xs=np.asarray(xs))
+             lp=np.asarray(lp), xs=np.asarray(xs), **split)
     """
 )
 
 
 def test_two_processes_agree_and_equal_one_process_fed_the_same_batches(tmp_path):
     """Parameters bit-equal on both ranks, and equal (float tolerance) to one process running
-    the same steps on the same global batches (rank 0's part, then rank 1's); the returned
+    the same steps on the same global batches (rank 0's part, then rank 1's), with the
+    parameters replicated and with them split over the two processes (`fsdp=2`); the returned
     model samples and evaluates likelihoods in every process, each doing its share of the
     examples, with the results of one process doing them all."""
     codes, outs = finish(launch([sys.executable, "-c", _JOB, str(tmp_path), str(ROOT / "tests")]))
@@ -148,6 +154,7 @@ def test_two_processes_agree_and_equal_one_process_fed_the_same_batches(tmp_path
     ref = jax.tree.leaves(eqx.filter(state.model, eqx.is_inexact_array))
     for i, leaf in enumerate(ref):
         np.testing.assert_allclose(r0[f"arr_{i}"], leaf, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(r0[f"fsdp_{i}"], leaf, rtol=1e-5, atol=1e-6)
     # the evaluation each process did its share of equals one process doing all of it
     params, static = eqx.partition(state.model, eqx.is_inexact_array)
     leaves = [r0[f"arr_{i}"] for i in range(len(ref))]

@@ -161,6 +161,8 @@ def test_new_overrides_reach_any_field():
         ("train.precision", "half", "train.precision must be one of"),
         ("train.accumulate", "0", "train.accumulate must be an integer >= 1"),
         ("train.accumulate", "3", "must be a multiple of train.accumulate=3"),
+        ("train.fsdp", "0", "train.fsdp must be an integer >= 1"),
+        ("train.fsdp", "2", "fsdp=2 must divide the 1 devices"),
     ],
 )
 def test_bad_values_are_found_before_any_work(key, value, message, tmp_path, capsys):

@@ -27,6 +27,7 @@ from .._sharding import replicated
 from ..distributed import allgather, broadcast, global_mesh, is_main, to_local
 from ._batches import Batches
 from ._checkpoint import CheckpointError, has_checkpoint, load_checkpoint, save_checkpoint
+from ._fsdp import check_fsdp, fsdp_mesh, place_state
 from ._inputs import (
     as_arrays,
     check_accumulate,
@@ -152,13 +153,15 @@ def _check_same_start(start: int, checkpoints: Checkpoints | None) -> None:
 
 
 def _save(checkpoints: Checkpoints | None, state: TrainState, record: _Record, step: int):
-    """Checkpoints the state of `step`: process 0 writes (the state is replicated), then every
-    process waits for it."""
+    """Checkpoints the state of `step`: every process takes part in gathering it (a collective
+    when the state is sharded over processes), process 0 writes, then every process waits for
+    it."""
     if checkpoints is None:
         return
     meta = record.meta(step, checkpoints.fingerprint)
+    whole = to_local(state)
     if is_main():
-        save_checkpoint(checkpoints.directory, to_local(state), meta, keep=checkpoints.keep)
+        save_checkpoint(checkpoints.directory, whole, meta, keep=checkpoints.keep)
     if jax.process_count() > 1:
         jax.experimental.multihost_utils.sync_global_devices(f"checkpoint {step}")
     record.last_good = step
@@ -271,6 +274,7 @@ def train(
     posthoc_ema: PostHocEMA | None = None,
     precision: str = "float32",
     accumulate: int = 1,
+    fsdp: int = 1,
 ):
     """Trains `model` by denoising score matching and returns it. With `ema_decay > 0` the
     weights returned are the exponential moving average of the trained ones, the model that
@@ -313,6 +317,14 @@ def train(
       the device count times `K`. Micro-batch `j` draws its noise and times from the step's
       key folded with `j`, and joint draws (stratified or antithetic times, couplings) are
       joint within a micro-batch.
+    - `fsdp`: parameter shards, `F >= 1` dividing the device count: with `F > 1` the
+      devices form a `(devices / F, F)` mesh `('data', 'fsdp')`, the batch is split over all
+      of them as before, and each floating-point array of the train state (parameters, EMA,
+      optimizer moments, post-hoc averages) is split along its largest dimension that `F`
+      divides, so a device stores about `1 / F` of the state (fully sharded data
+      parallelism; arrays `F` divides no dimension of stay whole). The parameters are
+      gathered for the network's passes, so the result is the data-parallel one up to float
+      rounding. The returned model is whole on this process's default device.
 
     **Returns:** the trained model, or `(model, history)` with `Monitor(history=True)`.
     """
@@ -336,7 +348,9 @@ def train(
     check_probability("ema_decay", ema_decay)
     check_precision("precision", precision)
     check_float32_parameters("model", model)
-    mesh = global_mesh()
+    params = eqx.filter(model, eqx.is_inexact_array)
+    fsdp = check_fsdp(fsdp, jax.device_count(), params)
+    mesh = global_mesh() if fsdp == 1 else fsdp_mesh(fsdp)
     check_data(x, labels, batch_size, mesh, sharded)
     check_random_flip(random_flip, x.shape[1:])
     accumulate = check_accumulate(accumulate, batch_size, mesh)
@@ -363,7 +377,7 @@ def train(
         init_state(model, optimizer, key=key, posthoc_ema=averages), checkpoints, record
     )
     check_fresh(posthoc_ema, resuming=checkpoints is not None and checkpoints.resume)
-    state = _replicated_copy(state, mesh)
+    state = _replicated_copy(state, mesh) if fsdp == 1 else place_state(state, mesh)
     seed = [int(v) for v in np.asarray(jr.key_data(key)).ravel()]
     batches = Batches(x, labels, batch_size, seed, mesh, sharded=sharded, random_flip=random_flip)
     held_out = None if evaluation is None else _held_out(evaluation, batch_size, mesh)
@@ -376,7 +390,7 @@ def train(
         record,
         steps=steps,
         loss=loss,
-        step_options=(optimizer, ema_decay, precision, accumulate),
+        step_options=(optimizer, ema_decay, precision, accumulate, None if fsdp == 1 else mesh),
         checkpoints=checkpoints,
         monitor=monitor,
         held_out=held_out,

@@ -154,16 +154,18 @@ def check_fresh(posthoc: PostHocEMA | None, resuming: bool) -> None:
 
 
 def save_snapshot(posthoc: PostHocEMA, emas: PowerEMAs | None, step: int) -> None:
-    """Writes the averages of `step` (process 0; the state is replicated)."""
+    """Writes the averages of `step`: every process takes part in gathering them (they may
+    be sharded), process 0 writes."""
+    assert posthoc.directory is not None and emas is not None
+    averages = to_local(emas.averages)
     if not is_main():
         return
-    assert posthoc.directory is not None and emas is not None
     meta = {
         "step": step,
         "sigma_rels": list(posthoc.sigma_rels),
         "gammas": list(posthoc.gammas),
     }
-    save_checkpoint(posthoc.directory, to_local(emas.averages), meta, keep=_KEEP_ALL)
+    save_checkpoint(posthoc.directory, averages, meta, keep=_KEEP_ALL)
 
 
 @dataclasses.dataclass(frozen=True)

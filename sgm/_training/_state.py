@@ -17,6 +17,7 @@ from .._losses import AbstractLoss
 from .._score import ScoreModel
 from .._traced_checks import inputs_checked_by_caller
 from ._accumulate import value_and_grad
+from ._fsdp import constrain_state, gathered
 from ._options import HeldOutBound
 from ._posthoc import PowerEMAs, update_averages
 from ._precision import in_precision
@@ -69,10 +70,14 @@ def train_step(
     ema_decay: float,
     precision: str = "float32",
     accumulate: int = 1,
+    fsdp_mesh=None,
 ):
     """One step: loss and gradients (the network computed in `precision`, the batch in
     `accumulate` micro-batches), optax update, EMA update (and the post-hoc EMA's
-    power-function averages, when the state has them). A non-finite loss or update
+    power-function averages, when the state has them). With an `('data', 'fsdp')` mesh
+    `fsdp_mesh` (`sgm.train(fsdp=...)`), the parameters are gathered before the network runs,
+    the gradients reduce-scattered onto the parameter shards, and the new state keeps the
+    sharding of `_fsdp.state_shardings`. A non-finite loss or update
     leaves the state as it was and counts the event, so the last good state survives. With the batch
     sharded over the `'data'` axis and the state replicated, jit inserts the gradient
     all-reduce: the pmap pattern, written with shardings."""
@@ -80,6 +85,8 @@ def train_step(
     params, static = eqx.partition(state.model, eqx.is_inexact_array)
 
     def objective(params, x, y, key):
+        if fsdp_mesh is not None:
+            params = gathered(params, fsdp_mesh)
         model = in_precision(eqx.combine(params, static), precision)
         return loss.batch_loss(model, x, key=key, y=y)
 
@@ -87,6 +94,8 @@ def train_step(
     # the step can be stored in the persistent compilation cache
     with inputs_checked_by_caller():
         value, grads = value_and_grad(objective, params, batch, labels, key, accumulate)
+    if fsdp_mesh is not None:
+        grads = constrain_state(grads, fsdp_mesh)
     updates, opt_state = optimizer.update(grads, state.opt_state, params)
     new_params = eqx.apply_updates(params, updates)
     ema_params = eqx.filter(state.ema, eqx.is_inexact_array)
@@ -105,6 +114,8 @@ def train_step(
         nonfinite=state.nonfinite + jnp.where(ok, 0, 1),
         posthoc_ema=update_averages(state.posthoc_ema, new_params, state.step + 1, ok),
     )
+    if fsdp_mesh is not None:
+        new_state = constrain_state(new_state, fsdp_mesh)
     return new_state, value
 
 

@@ -59,7 +59,8 @@ class Train:
     class-conditional models (classifier-free guidance), the cadences of logging, held-out
     evaluation (`None`: off) and checkpoints, how many checkpoints to keep, the divergence
     rule's factor, the seed, the network's compute `precision` (`"float32"` or `"bfloat16"`,
-    mixed precision) and the micro-batches per step `accumulate`. `eval_bound` adds the
+    mixed precision), the micro-batches per step `accumulate` and the parameter shards
+    `fsdp` (`sgm.train`'s: fully sharded data parallelism). `eval_bound` adds the
     variational bound on the first `eval_bound_examples` test examples to each held-out
     reading (`sgm.HeldOutBound`: bits/dim of the integer test images where the data have
     them, else nats/dim). `random_flip` mirrors training images left-right at random
@@ -85,6 +86,7 @@ class Train:
     posthoc_ema: PostHocEMA | None = None
     precision: str = "float32"
     accumulate: int = 1
+    fsdp: int = 1
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
@@ -115,6 +117,7 @@ class Train:
                 f"train.batch_size={self.batch_size} must be a multiple of "
                 f"train.accumulate={self.accumulate}."
             )
+        check_int("train.fsdp", self.fsdp)
 
     def options(
         self,
@@ -131,11 +134,11 @@ class Train:
     ) -> dict:
         """The keyword arguments of `sgm.train` for this run (besides the key, loss and
         labels): `steps`, `batch_size`, `ema_decay`, `random_flip`, `precision`, `accumulate`,
-        the `sgm.Checkpoints` in `directory` (recording `fingerprint`, resuming with `resume`,
-        from a checkpoint that verifies unless `verify=False`), and an `sgm.Monitor` holding
-        the held-out `sgm.Evaluation` on `eval_data` (with `eval_labels`; with `eval_bound`, its
-        `sgm.HeldOutBound` on `eval_images`, their `num_bits` and `scaler`, when given) and
-        returning the history, so that `sgm.train` returns `(model, history)`."""
+        `fsdp`, the `sgm.Checkpoints` in `directory` (recording `fingerprint`, resuming with
+        `resume`, from a checkpoint that verifies unless `verify=False`), and an `sgm.Monitor`
+        holding the held-out `sgm.Evaluation` on `eval_data` (with `eval_labels`; with
+        `eval_bound`, its `sgm.HeldOutBound` on `eval_images`, their `num_bits` and `scaler`,
+        when given) and returning the history, so that `sgm.train` returns `(model, history)`."""
         evaluation = None
         if self.eval_every is not None and eval_data is not None:
             bound = self._bound(len(eval_data), eval_images, num_bits, scaler)
@@ -149,6 +152,7 @@ class Train:
             random_flip=self.random_flip,
             precision=self.precision,
             accumulate=self.accumulate,
+            fsdp=self.fsdp,
             checkpoints=Checkpoints(
                 directory,
                 every=self.checkpoint_every,
