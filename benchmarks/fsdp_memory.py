@@ -36,7 +36,6 @@ from device_bench import SHAPES, model_of  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 from train_throughput import cpu_model  # noqa: E402
 
-import sgm  # noqa: E402
 from sgm._sharding import batch_sharding  # noqa: E402
 from sgm._training._fsdp import fsdp_mesh, leaf_spec, place_state  # noqa: E402
 from sgm._training._state import init_state, train_step  # noqa: E402
