@@ -1,12 +1,14 @@
-"""Post-hoc EMA on the 8x8 digits (Karras et al. 2024, section 3): one `digits_vp` run trained
-with two tracked power-function EMAs (sigma_rel 0.05 and 0.10), the EMA of several lengths
-rebuilt from their snapshots, and each model's held-out bits/dim (the variational bound on
-the whole test split, one key for every model, so that their differences are not noise of
-the estimator) and the Frechet distance of `sample_quality.py` (32-D features of an MLP
-classifier of the data, NOT the Inception FID), against the fixed 0.999 EMA that
-`sgm.train` returns.
+"""Post-hoc EMA on the 8x8 digits or MNIST (Karras et al. 2024, section 3): one `digits_vp` (or
+`--experiment mnist_vp`) run trained with two tracked power-function EMAs (sigma_rel 0.05 and
+0.10), the EMA of several lengths rebuilt from their snapshots, and each model's held-out
+bits/dim (the variational bound on the whole test split or its first `--n-test` images, one key
+for every model, so that their differences are not noise of the estimator) and the Frechet
+distance of `sample_quality.py` (32-D features of an MLP classifier of the data, NOT the
+Inception FID), against the fixed 0.999 EMA that `sgm.train` returns.
 
     python benchmarks/posthoc_ema.py [--steps 1000] [--snapshot-every 25] [--out results.json]
+        [--experiment mnist_vp --data-dir ../shared/data/mnist-subset] [--n-test 256]
+        [--lengths 0.05,0.1]
 
 The 0.999 EMA warms up as `min(0.999, (1 + n) / (10 + n))`: before step ~9000 it is
 `1 - 9 / (10 + n)`, i.e. nearly the power-function EMA of exponent 8 (sigma_rel 0.090), so
@@ -36,12 +38,14 @@ import main as cli  # noqa: E402
 LENGTHS = (0.02, 0.03, 0.05, 0.07, 0.09, 0.10, 0.13, 0.17, 0.20, 0.25)
 
 
-def evaluate(model, sde, ds, feats, test_f, n_samples, n_times):
+def evaluate(model, sde, ds, feats, test_f, n_samples, n_times, n_test):
     start = time.perf_counter()
+    n_classes = class_count(model)
+    null = lambda n: None if n_classes is None else jnp.full(n, n_classes)  # noqa: E731
     _, info = sgm.bits_per_dim(
         model,
         sde,
-        ds.test_int,
+        ds.test_int[:n_test],
         key=jr.key(4),
         num_bits=ds.num_bits,
         scaler=ds.scaler,
@@ -50,7 +54,7 @@ def evaluate(model, sde, ds, feats, test_f, n_samples, n_times):
         n_times=n_times,
         return_info=True,
         progress=False,
-        y=jnp.full(len(ds.test_int), class_count(model)),
+        y=null(len(ds.test_int[:n_test])),
     )
     x = sgm.sample(
         model,
@@ -58,7 +62,7 @@ def evaluate(model, sde, ds, feats, test_f, n_samples, n_times):
         sgm.DPMSolver(steps=20),
         key=jr.key(3),
         shape=(n_samples, *ds.data_shape),
-        y=jnp.full(n_samples, class_count(model)),  # the null label: p(x)
+        y=null(n_samples),  # a class-conditional model's null label: p(x)
     )
     fd = frechet_distance(feats(jnp.clip(x, -1, 1)), test_f[:n_samples])
     return {
@@ -75,13 +79,19 @@ def main():
     p.add_argument("--snapshot-every", type=int, default=25)
     p.add_argument("--n-samples", type=int, default=256)
     p.add_argument("--n-times", type=int, default=8)
+    p.add_argument("--experiment", default="digits_vp")
+    p.add_argument("--data-dir", help="the data's folder (MNIST IDX files for mnist_*)")
+    p.add_argument("--n-test", type=int, help="test images of the bound (default: all)")
+    p.add_argument("--lengths", default=",".join(map(str, LENGTHS)))
     p.add_argument("--out")
     args = p.parse_args()
+    lengths = [float(v) for v in args.lengths.split(",")]
     start = time.perf_counter()
     out = Path(tempfile.mkdtemp())
     train = [
         "--experiment",
-        "digits_vp",
+        args.experiment,
+        *(["--data-dir", args.data_dir] if args.data_dir else []),
         "--out",
         str(out),
         "--mode",
@@ -98,7 +108,7 @@ def main():
         str(args.snapshot_every),
     ]
     assert cli.main(train) == 0
-    (run_dir,) = sorted((out / "digits_vp").iterdir())
+    (run_dir,) = sorted((out / args.experiment).iterdir())
     train_seconds = time.perf_counter() - start
     run = sgm.experiment.load_run(run_dir)
     ds = run.dataset()
@@ -108,9 +118,9 @@ def main():
     n = min(args.n_samples, len(ds.test))
     floor = frechet_distance(feats(jnp.asarray(ds.train[:n])), test_f[:n])
     rows = [{"model": "ema_decay 0.999 (sgm.train's default)", "sigma_rel": None}]
-    rows[0].update(evaluate(run.model, run.sde, ds, feats, test_f, n, args.n_times))
+    rows[0].update(evaluate(run.model, run.sde, ds, feats, test_f, n, args.n_times, args.n_test))
     print(json.dumps(rows[-1]), flush=True)
-    for s in LENGTHS:
+    for s in lengths:
         try:
             model, info = sgm.reconstruct_ema(
                 run_dir / "checkpoint" / "ema", s, like=run.model, return_info=True
@@ -124,18 +134,18 @@ def main():
             "sigma_rel": s,
             "profile_error": info.error,
         }
-        row.update(evaluate(model, run.sde, ds, feats, test_f, n, args.n_times))
+        row.update(evaluate(model, run.sde, ds, feats, test_f, n, args.n_times, args.n_test))
         rows.append(row)
         print(json.dumps(row), flush=True)
     best = min(rows[1:], key=lambda r: r.get("bound_bits_per_dim", float("inf")))
     result = {
         "benchmark": "posthoc_ema",
-        "experiment": "digits_vp",
+        "experiment": args.experiment,
         "steps": args.steps,
         "snapshot_every": args.snapshot_every,
         "tracked": list(run.config.train.posthoc_ema.sigma_rels),  # type: ignore[union-attr]
-        "bits_per_dim": f"variational bound, {len(ds.test_int)} test images, n_times "
-        f"{args.n_times}, one key for all models (an upper bound on bits/dim)",
+        "bits_per_dim": f"variational bound, {len(ds.test_int[: args.n_test])} test images, "
+        f"n_times {args.n_times}, one key for all models (an upper bound on bits/dim)",
         "frechet": f"{n} DPM-Solver-2 samples (20 steps) by the null label against {n} test "
         "images; 32-D MLP-classifier features (sample_quality.py), not FID",
         "classifier_test_accuracy": accuracy,

@@ -17,7 +17,7 @@ import jax.random as jr
 import numpy as np
 import optax
 import pytest
-from helpers import TinyNet, four_gaussians
+from helpers import FixedNoiseLoss, TinyNet, four_gaussians
 from jax.sharding import PartitionSpec as P
 
 import sgm
@@ -54,7 +54,7 @@ _FOUR = textwrap.dedent(
     """
     import json, sys, jax, jax.random as jr, numpy as np, optax, equinox as eqx, sgm
     sys.path.insert(0, sys.argv[2])
-    from helpers import TinyNet, four_gaussians
+    from helpers import FixedNoiseLoss, TinyNet, four_gaussians
     from sgm._training._fsdp import fsdp_mesh, place_state
     from sgm._training._state import init_state, train_step
     assert jax.device_count() == 4
@@ -81,6 +81,11 @@ _FOUR = textwrap.dedent(
                             if s.device == jax.devices()[0])),
             specs=sorted({str(tuple(a.sharding.spec)) for a in arrays}),
         )
+    # with accumulation: 2 micro-batches of a loss without joint draws, SGD
+    m = sgm.train(model(), sde, x, optax.sgd(1e-2), fsdp=2, accumulate=2, loss=FixedNoiseLoss(),
+                  **{**kw, "ema_decay": 0.0})
+    out.update({f"acc_{i}": np.asarray(a)
+                for i, a in enumerate(jax.tree.leaves(eqx.filter(m, eqx.is_inexact_array)))})
     # a sharded run stopped at step 3 and resumed to 5 is the uninterrupted one, bit for bit
     ck = sgm.Checkpoints(sys.argv[3], every=3)
     ema = sgm.PostHocEMA(snapshot_every=3)
@@ -103,8 +108,9 @@ def test_sharded_parameters_on_four_devices_give_the_single_device_result(tmp_pa
     single-device parameters to 1e-5 (the gradient's all-reduce sums in another order); after
     one step every split array holds 1/F of itself on device 0 (the state is the parameters,
     EMA and two Adam moments of a network whose arrays are all split but two of 2 entries);
-    and the sharded run stopped at step 3 resumes from its checkpoint to the uninterrupted
-    parameters bit for bit."""
+    F = 2 with 2 micro-batches per step gives the single-device unaccumulated SGD steps of a
+    loss without joint draws to 1e-5; and the sharded run stopped at step 3 resumes from its
+    checkpoint to the uninterrupted parameters bit for bit."""
     script, out = tmp_path / "four.py", tmp_path / "out"
     script.write_text(_FOUR)
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
@@ -125,7 +131,21 @@ def test_sharded_parameters_on_four_devices_give_the_single_device_result(tmp_pa
         monitor=sgm.Monitor(progress=False),
         ema_decay=0.9,
     )
+    plain = sgm.train(
+        sgm.ScoreModel(TinyNet(2, key=jr.key(0)), SDE),
+        SDE,
+        np.asarray(four_gaussians().sample(jr.key(7), 512)),
+        optax.sgd(1e-2),
+        steps=5,
+        batch_size=64,
+        key=jr.key(1),
+        monitor=sgm.Monitor(progress=False),
+        ema_decay=0.0,
+        loss=FixedNoiseLoss(),
+    )
     got = np.load(f"{out}.npz")
+    for i, leaf in enumerate(jax.tree.leaves(eqx.filter(plain, eqx.is_inexact_array))):
+        np.testing.assert_allclose(got[f"acc_{i}"], leaf, rtol=1e-5, atol=1e-6)
     ref = jax.tree.leaves(eqx.filter(one, eqx.is_inexact_array))
     for f in (1, 2, 4):
         for i, leaf in enumerate(ref):
