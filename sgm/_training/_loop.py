@@ -1,13 +1,12 @@
 """`sgm.train`: the loop around the jitted step, with resume, loss readings and the stopping
 rules, held-out evaluation, checkpoints and stop requests. In a job of several processes a
 stop request is decided by all at the same step, the resume step is checked across processes,
-and process 0 alone writes."""
+and process 0 alone writes (`_writer`)."""
 
 import time
 
 import equinox as eqx
 import jax
-import jax.experimental.multihost_utils
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
@@ -26,7 +25,7 @@ from .._sde import AbstractSDE
 from .._sharding import replicated
 from ..distributed import allgather, broadcast, global_mesh, is_main, to_local
 from ._batches import Batches
-from ._checkpoint import CheckpointError, has_checkpoint, load_checkpoint, save_checkpoint
+from ._checkpoint import CheckpointError, has_checkpoint, load_checkpoint
 from ._inputs import (
     as_arrays,
     check_accumulate,
@@ -45,6 +44,7 @@ from ._stopping import (
     interrupted,
     stop_requested,
 )
+from ._writer import CheckpointWriter
 
 
 class _Record:
@@ -151,16 +151,13 @@ def _check_same_start(start: int, checkpoints: Checkpoints | None) -> None:
         )
 
 
-def _save(checkpoints: Checkpoints | None, state: TrainState, record: _Record, step: int):
-    """Checkpoints the state of `step`: process 0 writes (the state is replicated), then every
-    process waits for it."""
+def _save(writer: CheckpointWriter, state: TrainState, record: _Record, step: int):
+    """Checkpoints the state of `step` (process 0 writes, in the background with
+    `Checkpoints(asynchronous=True)`)."""
+    checkpoints = writer.checkpoints
     if checkpoints is None:
         return
-    meta = record.meta(step, checkpoints.fingerprint)
-    if is_main():
-        save_checkpoint(checkpoints.directory, to_local(state), meta, keep=checkpoints.keep)
-    if jax.process_count() > 1:
-        jax.experimental.multihost_utils.sync_global_devices(f"checkpoint {step}")
+    writer.save(state, record.meta(step, checkpoints.fingerprint), step)
     record.last_good = step
 
 
@@ -204,13 +201,14 @@ def _run(
     steps,
     loss,
     step_options,
-    checkpoints,
+    writer,
     monitor,
     held_out,
     posthoc_ema=None,
 ):
     """The step loop from `state.step` to `steps`: each step's batch, the jitted step, and at
-    their cadences the loss readings, the held-out loss and the checkpoints."""
+    their cadences the loss readings, the held-out loss and the checkpoints (`writer`)."""
+    checkpoints = writer.checkpoints
     start = int(state.step)
     tick = time.perf_counter()
     bar = progress(
@@ -220,7 +218,8 @@ def _run(
     with StopRequest() as stop, bar:
         for s in range(start, steps):
             if stop_requested(stop):
-                _save(checkpoints, state, record, s)
+                _save(writer, state, record, s)
+                writer.wait()
                 raise interrupted(s, checkpoints)
             batch, batch_labels = batches(s)
             state, value = train_step(batch, state, batch_labels, loss, *step_options)
@@ -244,7 +243,7 @@ def _run(
                     bar.set_postfix(postfix, refresh=False)
             if checkpoints is not None and _due(done, checkpoints.every, steps):
                 if int(state.nonfinite) == 0:
-                    _save(checkpoints, state, record, done)
+                    _save(writer, state, record, done)
             if posthoc_ema is not None and _due(done, posthoc_ema.snapshot_every, steps):
                 if int(state.nonfinite) == 0:
                     save_snapshot(posthoc_ema, state.posthoc_ema, done)
@@ -370,17 +369,18 @@ def train(
     _check_same_start(int(state.step), checkpoints)
     if checkpoints is not None and has_checkpoint(checkpoints.directory):
         record.last_good = int(state.step)
-    state = _run(
-        state,
-        batches,
-        record,
-        steps=steps,
-        loss=loss,
-        step_options=(optimizer, ema_decay, precision, accumulate),
-        checkpoints=checkpoints,
-        monitor=monitor,
-        held_out=held_out,
-        posthoc_ema=posthoc_ema,
-    )
+    with CheckpointWriter(checkpoints) as writer:
+        state = _run(
+            state,
+            batches,
+            record,
+            steps=steps,
+            loss=loss,
+            step_options=(optimizer, ema_decay, precision, accumulate),
+            writer=writer,
+            monitor=monitor,
+            held_out=held_out,
+            posthoc_ema=posthoc_ema,
+        )
     result = to_local(state.ema if ema_decay > 0 else state.model)
     return (result, record.history) if monitor.history else result
