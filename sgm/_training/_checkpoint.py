@@ -145,7 +145,11 @@ def prepare_checkpoint(state, meta: dict | None = None) -> Prepared:
         "written": datetime.now(UTC).isoformat(timespec="seconds"),
         **meta,
     }
-    leaves = [np.asarray(x) for x in jax.tree.leaves(eqx.filter(state, eqx.is_array))]
+    # a copy: the caller's history goes on growing while an asynchronous write runs
+    record = json.loads(json.dumps(record))
+    # copies of their own: on the CPU a host array can be a view of a device buffer, which
+    # the next step (donating its input) overwrites while an asynchronous write runs
+    leaves = [np.array(x, copy=True) for x in jax.tree.leaves(eqx.filter(state, eqx.is_array))]
     return Prepared(leaves, step, record)
 
 
