@@ -106,9 +106,12 @@ def _resume(state: TrainState, checkpoints: Checkpoints | None, record: _Record)
 
 def _replicated_copy(state: TrainState, mesh) -> TrainState:
     """The state replicated over `mesh`, in arrays of its own: the step donates its input
-    buffers, which must not be the caller's arrays."""
+    buffers, which must not be the caller's arrays. The arrays go through host memory: a
+    restored checkpoint's arrays are committed to a device of this process, which a job of
+    several processes cannot put onto the global mesh directly."""
     arrays, static = eqx.partition(state, eqx.is_array)
-    return eqx.combine(jax.device_put(jax.tree.map(jnp.copy, arrays), replicated(mesh)), static)
+    host = jax.tree.map(lambda a: np.array(a, copy=True), arrays)
+    return eqx.combine(jax.device_put(host, replicated(mesh)), static)
 
 
 def _held_out(evaluation: Evaluation, batch_size: int, mesh) -> tuple:
