@@ -180,6 +180,34 @@ def test_a_failed_asynchronous_write_is_raised_at_the_next_save(tmp_path, monkey
     assert not any(tmp_path.iterdir())
 
 
+def test_a_stop_request_and_an_error_wait_for_the_asynchronous_write(tmp_path, monkeypatch):
+    import sgm._training._loop as loop
+
+    step = loop.train_step
+
+    def stop_at_7(batch, state, *args):  # a stop request arrives during step 7
+        if int(state.step) == 7:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return step(batch, state, *args)
+
+    monkeypatch.setattr(loop, "train_step", stop_at_7)
+    checkpoints = sgm.Checkpoints(tmp_path / "stop", every=3, asynchronous=True)
+    with pytest.raises(sgm.TrainingInterrupted, match="interrupted at step 8"):
+        sgm.train(tiny_model(), SDE, mixture(), OPT, steps=100, checkpoints=checkpoints, **KW)
+    # on disk when the exception arrives: the stop request's checkpoint, nothing pending
+    assert sorted(p.name for p in (tmp_path / "stop").iterdir()) == [
+        "step_00000006",
+        "step_00000008",
+    ]
+    monkeypatch.setattr(loop, "train_step", step)
+    late = optax.adam(optax.piecewise_constant_schedule(1e-3, {6: 1e4}))  # fine, then not
+    checkpoints = sgm.Checkpoints(tmp_path / "diverged", every=4, asynchronous=True)
+    with pytest.raises(sgm.TrainingDiverged, match=r"last good checkpoint \(step 4\)"):
+        sgm.train(tiny_model(), SDE, mixture(), late, steps=200, checkpoints=checkpoints, **KW)
+    assert [p.name for p in (tmp_path / "diverged").iterdir()] == ["step_00000004"]
+    assert sgm.checkpoint_meta(tmp_path / "diverged")["step"] == 4
+
+
 _SLOW_ASYNC = textwrap.dedent(
     """
     import sys, time, jax.random as jr, numpy as np, optax, sgm
