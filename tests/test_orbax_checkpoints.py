@@ -74,6 +74,13 @@ def test_layout_lists_the_digest_of_every_state_file(tmp_path):
     assert_equal(host, state)
 
 
+def test_a_relative_directory_works(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    state = _state()
+    sgm.save_checkpoint("ckpt", state, {"step": 3})
+    assert_equal(sgm.load_checkpoint("ckpt", like=state)[0], state)
+
+
 @pytest.mark.parametrize("damage", ["flip", "remove", "add"])
 def test_every_state_file_is_verified(tmp_path, damage):
     state = _state()

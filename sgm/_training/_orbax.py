@@ -31,7 +31,8 @@ def write_arrays(path: str | os.PathLike, leaves: list[np.ndarray]) -> None:
     tree = {_name(i): np.asarray(leaf) for i, leaf in enumerate(leaves)}
     checkpointer = _checkpointer()
     try:
-        checkpointer.save(os.fspath(path), args=ocp.args.PyTreeSave(tree))
+        # orbax takes absolute paths only
+        checkpointer.save(os.path.abspath(path), args=ocp.args.PyTreeSave(tree))
     finally:
         checkpointer.close()
 
@@ -55,7 +56,7 @@ def read_arrays(path: str | os.PathLike, targets: list) -> list:
     )
     checkpointer = _checkpointer()
     try:
-        restored = checkpointer.restore(os.fspath(path), args=args)
+        restored = checkpointer.restore(os.path.abspath(path), args=args)
     finally:
         checkpointer.close()
     return [restored[_name(i)] for i in range(len(targets))]
