@@ -7,7 +7,8 @@
   `sgm.train`'s flat keywords, which become its option objects.
 - Runs written by earlier versions: `upgrade_config` turns their `config.json` into the
   current JSON (read by `sgm.experiment`), `legacy_checkpoint` finds a checkpoint in the
-  single-checkpoint layout, `OVERRIDE_ALIASES` maps their command-line keys.
+  single-checkpoint layout, `read_state_file` reads the state of a checkpoint written as one
+  `state.eqx` file, `OVERRIDE_ALIASES` maps their command-line keys.
 
 This module works on plain values (dicts, paths), so the numerical library needs nothing from
 the application layer to hold it.
@@ -73,6 +74,23 @@ def legacy_checkpoint(directory) -> tuple[int, Path] | None:
         return int(json.loads(meta.read_text())["step"]), Path(directory)
     except (OSError, ValueError, KeyError, TypeError):
         return -1, Path(directory)
+
+
+def read_state_file(path, like):
+    """The train state in `path`, a `state.eqx` file of equinox's serialisation (the layout of
+    train checkpoints before they went through orbax-checkpoint), in the structure of `like`;
+    its arrays are put where `like`'s are (a jax.Array's sharding, or host memory)."""
+    import equinox as eqx
+    import jax
+
+    state = eqx.tree_deserialise_leaves(path, like)
+
+    def place(new, old):
+        return jax.device_put(new, old.sharding) if isinstance(old, jax.Array) else new
+
+    arrays, static = eqx.partition(state, eqx.is_array)
+    targets = eqx.filter(like, eqx.is_array)
+    return eqx.combine(jax.tree.map(place, arrays, targets), static)
 
 
 # --- runs written by earlier versions ----------------------------------------------------------

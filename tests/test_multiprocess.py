@@ -229,6 +229,51 @@ def test_sigterm_to_one_process_stops_both_at_one_step_then_resume(tmp_path):
     assert history["step"][-1] == step + 4 and history["step"] == sorted(set(history["step"]))
 
 
+_CHECKPOINTED = textwrap.dedent(
+    """
+    import sys
+    import sgm
+    sgm.distributed.initialize(timeout=120)
+    import jax, jax.random as jr, numpy as np, optax, equinox as eqx
+    sys.path.insert(0, sys.argv[2])
+    from helpers import TinyNet, four_gaussians
+    out, steps, ckpt = sys.argv[1], int(sys.argv[3]), sys.argv[4]
+    model = sgm.ScoreModel(TinyNet(2, key=jr.key(0)), sgm.VPSDE())
+    x = np.asarray(four_gaussians().sample(jr.key(7), 512))
+    checkpoints = None if ckpt == "-" else sgm.Checkpoints(
+        ckpt, every=2, asynchronous=True, resume=sys.argv[5] == "resume")
+    trained = sgm.train(model, sgm.VPSDE(), x, optax.adam(1e-3), steps=steps, batch_size=64,
+                        key=jr.key(1), monitor=sgm.Monitor(progress=False), ema_decay=0.0,
+                        checkpoints=checkpoints)
+    leaves = jax.tree.leaves(eqx.filter(trained, eqx.is_inexact_array))
+    np.savez(f"{out}{jax.process_index()}.npz", *[np.asarray(a) for a in leaves])
+    """
+)
+
+
+def test_two_processes_checkpoint_asynchronously_and_resume_exactly(tmp_path):
+    """Asynchronous checkpoints in a job of two processes (process 0 writes through orbax
+    alone, every process waits for it at the next save and at the end), then a resumed job:
+    the parameters of an uninterrupted job, bit for bit, on both processes."""
+    ckpt = tmp_path / "ckpt"
+
+    def job(name, steps, *args):
+        cmd = [sys.executable, "-c", _CHECKPOINTED, str(tmp_path / name), str(ROOT / "tests")]
+        codes, outs = finish(launch([*cmd, str(steps), *args]))
+        assert codes == [0, 0], outs[0][1][-3000:] + outs[1][1][-3000:]
+        return [np.load(tmp_path / f"{name}{rank}.npz") for rank in (0, 1)]
+
+    job("first", 6, str(ckpt), "new")
+    assert sgm.checkpoint_meta(ckpt)["step"] == 6
+    resumed = job("resumed", 10, str(ckpt), "resume")
+    assert sgm.checkpoint_meta(ckpt)["step"] == 10
+    full = job("full", 10, "-", "-")
+    for rank in (0, 1):
+        for key in full[0].files:
+            np.testing.assert_array_equal(resumed[rank][key], full[0][key])
+            np.testing.assert_array_equal(full[rank][key], full[0][key])
+
+
 def test_a_process_that_never_arrives_is_an_error_not_a_hang(tmp_path):
     cmd = [
         sys.executable,

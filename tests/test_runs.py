@@ -357,10 +357,11 @@ def test_checkpoints_keep_the_last_k_with_checksums_and_fall_back(tmp_path):
     meta = sgm.checkpoint_meta(tmp_path)
     assert meta["step"] == 9 and meta["fingerprint"] == "abc" and len(meta["sha256"]) == 64
     assert meta["history"]["step"] == [2, 4, 6, 8, 9]
-    mode = stat.S_IMODE((tmp_path / "step_00000009" / "state.eqx").stat().st_mode)
-    assert mode == 0o644  # the umask's, not a temporary file's 0600
+    files = [p for p in (tmp_path / "step_00000009").rglob("*") if p.is_file()]
+    modes = {stat.S_IMODE(p.stat().st_mode) for p in files}
+    assert modes == {0o644}  # the umask's, not a temporary file's 0600
     # flip one byte of the newest: the checksum catches it, the previous one is used
-    state = tmp_path / "step_00000009" / "state.eqx"
+    state = largest_file(tmp_path / "step_00000009" / "state")
     data = bytearray(state.read_bytes())
     data[len(data) // 2] ^= 1
     state.write_bytes(bytes(data))
@@ -388,6 +389,11 @@ def test_checkpoints_keep_the_last_k_with_checksums_and_fall_back(tmp_path):
             checkpoints=sgm.Checkpoints(tmp_path, resume=True, fingerprint="xyz"),
             **KW,
         )
+
+
+def largest_file(folder):
+    """The biggest file under `folder`: in an orbax checkpoint, one holding array data."""
+    return max((p for p in folder.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
 
 
 def test_temporaries_of_interrupted_writes_are_removed(tmp_path):
@@ -422,29 +428,29 @@ def test_nonfinite_state_is_never_saved(tmp_path):
 
 _KILLED = textwrap.dedent(
     """
-    import io, os, signal, sys, jax.random as jr, numpy as np, optax, sgm
+    import os, signal, sys, jax.random as jr, numpy as np, optax, sgm
     import sgm._training._checkpoint as C
     sys.path.insert(0, sys.argv[2])
     from helpers import TinyNet, four_gaussians
     where, nth = sys.argv[3], int(sys.argv[4])
-    write, count = C.write_new, [0]
-    def dying_write(path, fill):
-        if path.name == "state.eqx":
-            count[0] += 1
-        if count[0] == nth and (where == "state" or path.name == "meta.json"):
-            if where == "state":  # half of the state file on disk, then the process dies
-                buffer = io.BytesIO()
-                fill(buffer)
-                data = buffer.getvalue()
-                with open(path, "wb") as f:
-                    f.write(data[: len(data) // 2])
-                    f.flush()
-                    os.fsync(f.fileno())
-            else:  # both files written, before the rename
-                write(path, fill)
+    write_arrays, write, count = C.write_arrays, C.write_new, [0]
+    def dying_arrays(path, leaves):
+        count[0] += 1
+        write_arrays(path, leaves)
+        if count[0] == nth and where == "state":  # half of a state file, then the process dies
+            files = [p for p in path.rglob("*") if p.is_file()]
+            biggest = max(files, key=lambda p: p.stat().st_size)
+            data = biggest.read_bytes()
+            with open(biggest, "wb") as f:
+                f.write(data[: len(data) // 2])
+                f.flush()
+                os.fsync(f.fileno())
             os.kill(os.getpid(), signal.SIGKILL)
+    def dying_write(path, fill):
         write(path, fill)
-    C.write_new = dying_write
+        if count[0] == nth and path.name == "meta.json":  # all written, before the rename
+            os.kill(os.getpid(), signal.SIGKILL)
+    C.write_arrays, C.write_new = dying_arrays, dying_write
     model = sgm.ScoreModel(TinyNet(2, key=jr.key(0)), sgm.VPSDE())
     x = np.asarray(four_gaussians().sample(jr.key(7), 512))
     sgm.train(model, sgm.VPSDE(), x, optax.adam(1e-3), steps=30, batch_size=64, key=jr.key(1),
@@ -727,9 +733,10 @@ def test_the_checksum_covers_the_state_and_the_metadata(tmp_path):
         meta = json.loads((slot / "meta.json").read_text())
         del meta["checksum"], meta["sha256"]
         (slot / "meta.json").write_text(json.dumps(meta))
-    data = bytearray((tmp_path / "step_00000006" / "state.eqx").read_bytes())
+    state_file = largest_file(tmp_path / "step_00000006" / "state")
+    data = bytearray(state_file.read_bytes())
     data[-3] ^= 1
-    (tmp_path / "step_00000006" / "state.eqx").write_bytes(bytes(data))
+    state_file.write_bytes(bytes(data))
     with pytest.raises(sgm.CheckpointError, match="has no checksum.*verify=False"):
         sgm.load_checkpoint(tmp_path, like=state)
     with pytest.raises(sgm.CheckpointError, match="verify=False"):

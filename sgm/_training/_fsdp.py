@@ -67,8 +67,10 @@ def _map_arrays(fn, tree, mesh: Mesh):
 
 
 def place_state(tree, mesh: Mesh):
-    """Copies of `tree`'s arrays placed by `state_shardings` (outside the step)."""
-    return _map_arrays(lambda a, s: jax.device_put(jax.numpy.copy(a), s), tree, mesh)
+    """Copies of `tree`'s arrays placed by `state_shardings` (outside the step), through host
+    memory: a restored checkpoint's arrays are committed to a device of this process, which
+    a job of several processes cannot put onto the global mesh directly."""
+    return _map_arrays(lambda a, s: jax.device_put(np.array(a, copy=True), s), tree, mesh)
 
 
 def constrain_state(tree, mesh: Mesh):

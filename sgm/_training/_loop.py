@@ -1,13 +1,12 @@
 """`sgm.train`: the loop around the jitted step, with resume, loss readings and the stopping
 rules, held-out evaluation, checkpoints and stop requests. In a job of several processes a
 stop request is decided by all at the same step, the resume step is checked across processes,
-and process 0 alone writes."""
+and process 0 alone writes (`_writer`)."""
 
 import time
 
 import equinox as eqx
 import jax
-import jax.experimental.multihost_utils
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
@@ -26,7 +25,7 @@ from .._sde import AbstractSDE
 from .._sharding import replicated
 from ..distributed import allgather, broadcast, global_mesh, is_main, to_local
 from ._batches import Batches
-from ._checkpoint import CheckpointError, has_checkpoint, load_checkpoint, save_checkpoint
+from ._checkpoint import CheckpointError, has_checkpoint, load_checkpoint
 from ._fsdp import check_fsdp, fsdp_mesh, place_state
 from ._inputs import (
     as_arrays,
@@ -46,6 +45,7 @@ from ._stopping import (
     interrupted,
     stop_requested,
 )
+from ._writer import CheckpointWriter
 
 
 class _Record:
@@ -107,9 +107,12 @@ def _resume(state: TrainState, checkpoints: Checkpoints | None, record: _Record)
 
 def _replicated_copy(state: TrainState, mesh) -> TrainState:
     """The state replicated over `mesh`, in arrays of its own: the step donates its input
-    buffers, which must not be the caller's arrays."""
+    buffers, which must not be the caller's arrays. The arrays go through host memory: a
+    restored checkpoint's arrays are committed to a device of this process, which a job of
+    several processes cannot put onto the global mesh directly."""
     arrays, static = eqx.partition(state, eqx.is_array)
-    return eqx.combine(jax.device_put(jax.tree.map(jnp.copy, arrays), replicated(mesh)), static)
+    host = jax.tree.map(lambda a: np.array(a, copy=True), arrays)
+    return eqx.combine(jax.device_put(host, replicated(mesh)), static)
 
 
 def _held_out(evaluation: Evaluation, batch_size: int, mesh) -> tuple:
@@ -152,18 +155,13 @@ def _check_same_start(start: int, checkpoints: Checkpoints | None) -> None:
         )
 
 
-def _save(checkpoints: Checkpoints | None, state: TrainState, record: _Record, step: int):
-    """Checkpoints the state of `step`: every process takes part in gathering it (a collective
-    when the state is sharded over processes), process 0 writes, then every process waits for
-    it."""
+def _save(writer: CheckpointWriter, state: TrainState, record: _Record, step: int):
+    """Checkpoints the state of `step` (process 0 writes, in the background with
+    `Checkpoints(asynchronous=True)`)."""
+    checkpoints = writer.checkpoints
     if checkpoints is None:
         return
-    meta = record.meta(step, checkpoints.fingerprint)
-    whole = to_local(state)
-    if is_main():
-        save_checkpoint(checkpoints.directory, whole, meta, keep=checkpoints.keep)
-    if jax.process_count() > 1:
-        jax.experimental.multihost_utils.sync_global_devices(f"checkpoint {step}")
+    writer.save(state, record.meta(step, checkpoints.fingerprint), step)
     record.last_good = step
 
 
@@ -207,13 +205,14 @@ def _run(
     steps,
     loss,
     step_options,
-    checkpoints,
+    writer,
     monitor,
     held_out,
     posthoc_ema=None,
 ):
     """The step loop from `state.step` to `steps`: each step's batch, the jitted step, and at
-    their cadences the loss readings, the held-out loss and the checkpoints."""
+    their cadences the loss readings, the held-out loss and the checkpoints (`writer`)."""
+    checkpoints = writer.checkpoints
     start = int(state.step)
     tick = time.perf_counter()
     bar = progress(
@@ -223,7 +222,8 @@ def _run(
     with StopRequest() as stop, bar:
         for s in range(start, steps):
             if stop_requested(stop):
-                _save(checkpoints, state, record, s)
+                _save(writer, state, record, s)
+                writer.wait()
                 raise interrupted(s, checkpoints)
             batch, batch_labels = batches(s)
             state, value = train_step(batch, state, batch_labels, loss, *step_options)
@@ -247,7 +247,7 @@ def _run(
                     bar.set_postfix(postfix, refresh=False)
             if checkpoints is not None and _due(done, checkpoints.every, steps):
                 if int(state.nonfinite) == 0:
-                    _save(checkpoints, state, record, done)
+                    _save(writer, state, record, done)
             if posthoc_ema is not None and _due(done, posthoc_ema.snapshot_every, steps):
                 if int(state.nonfinite) == 0:
                     save_snapshot(posthoc_ema, state.posthoc_ema, done)
@@ -384,17 +384,18 @@ def train(
     _check_same_start(int(state.step), checkpoints)
     if checkpoints is not None and has_checkpoint(checkpoints.directory):
         record.last_good = int(state.step)
-    state = _run(
-        state,
-        batches,
-        record,
-        steps=steps,
-        loss=loss,
-        step_options=(optimizer, ema_decay, precision, accumulate, None if fsdp == 1 else mesh),
-        checkpoints=checkpoints,
-        monitor=monitor,
-        held_out=held_out,
-        posthoc_ema=posthoc_ema,
-    )
+    with CheckpointWriter(checkpoints) as writer:
+        state = _run(
+            state,
+            batches,
+            record,
+            steps=steps,
+            loss=loss,
+            step_options=(optimizer, ema_decay, precision, accumulate, None if fsdp == 1 else mesh),
+            writer=writer,
+            monitor=monitor,
+            held_out=held_out,
+            posthoc_ema=posthoc_ema,
+        )
     result = to_local(state.ema if ema_decay > 0 else state.model)
     return (result, record.history) if monitor.history else result

@@ -34,7 +34,8 @@ def _check_bool(name: str, value) -> None:
 class Checkpoints(eqx.Module):
     """Checkpoints of the full train state (model, EMA, optimizer state, step, key), with the
     loss history so far: every `every` steps, at the end, and on SIGINT/SIGTERM. Each is
-    written atomically and checksummed (`sgm.save_checkpoint`); the newest `keep` are kept.
+    written atomically and checksummed (`sgm.save_checkpoint`: the arrays through
+    orbax-checkpoint); the newest `keep` are kept. A checkpoint resumes onto any device count.
 
     **Arguments:**
 
@@ -45,9 +46,13 @@ class Checkpoints(eqx.Module):
       without, `directory` must hold none, so that no run is overwritten.
     - `fingerprint`: a hash of the run's configuration, recorded in each checkpoint; resuming
       from a checkpoint with another fingerprint is a `CheckpointError`.
-    - `verify`: resume only from a checkpoint whose state file and metadata match their
+    - `verify`: resume only from a checkpoint whose state files and metadata match their
       checksums (a `CheckpointError` otherwise); `False` accepts one without checksums, such
       as one written by an earlier version, as it is.
+    - `asynchronous`: copy the state to host memory at the step and write it in the
+      background while training goes on; the next checkpoint, the end of training, a stop
+      request and an error wait for it. A crash during the write leaves the previous
+      checkpoint.
     """
 
     directory: Path = eqx.field(converter=_as_path)
@@ -56,12 +61,14 @@ class Checkpoints(eqx.Module):
     resume: bool = eqx.field(default=False, kw_only=True)
     fingerprint: str | None = eqx.field(default=None, kw_only=True)
     verify: bool = eqx.field(default=True, kw_only=True)
+    asynchronous: bool = eqx.field(default=False, kw_only=True)
 
     def __check_init__(self):
         check_int("Checkpoints.every", self.every)
         check_int("Checkpoints.keep", self.keep)
         _check_bool("Checkpoints.resume", self.resume)
         _check_bool("Checkpoints.verify", self.verify)
+        _check_bool("Checkpoints.asynchronous", self.asynchronous)
         if self.fingerprint is not None and not isinstance(self.fingerprint, str):
             raise ValueError(
                 f"Checkpoints.fingerprint must be a string or None, got {self.fingerprint!r}."

@@ -4,9 +4,10 @@ averages it keeps in the train state, their snapshots on disk, and `sgm.reconstr
 which rebuilds the average of any relative length from those snapshots (`_phema` holds the
 mathematics).
 
-Snapshots are written like checkpoints (`save_checkpoint`: atomically, checksummed), one
-folder per step, `directory/step_00001000/{state.eqx, meta.json}`, the state being the tuple of
-the tracked averages and the metadata their `sigma_rels` and exponents. All are kept.
+Snapshots are written like checkpoints in their single-file layout (`save_state_file`:
+atomically, checksummed), one folder per step, `directory/step_00001000/{state.eqx,
+meta.json}`, the state being the tuple of the tracked averages and the metadata their
+`sigma_rels` and exponents. All are kept.
 """
 
 import dataclasses
@@ -21,10 +22,10 @@ import numpy as np
 
 from .._checks import check_int
 from ..distributed import is_main, to_local
-from ._checkpoint import _read_meta, _signature, save_checkpoint, slots
+from ._checkpoint import _read_meta, _signature, save_state_file, slots
 from ._phema import SIGMA_REL_MAX, one_minus_beta, posthoc_weights, sigma_rel_to_gamma
 
-_KEEP_ALL = 2**62  # `save_checkpoint` keeps the newest `keep`: every snapshot is kept
+_KEEP_ALL = 2**62  # `save_state_file` keeps the newest `keep`: every snapshot is kept
 
 
 def _as_tuple(value):
@@ -165,7 +166,7 @@ def save_snapshot(posthoc: PostHocEMA, emas: PowerEMAs | None, step: int) -> Non
         "sigma_rels": list(posthoc.sigma_rels),
         "gammas": list(posthoc.gammas),
     }
-    save_checkpoint(posthoc.directory, averages, meta, keep=_KEEP_ALL)
+    save_state_file(posthoc.directory, averages, meta, keep=_KEEP_ALL)
 
 
 @dataclasses.dataclass(frozen=True)
