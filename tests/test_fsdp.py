@@ -103,6 +103,22 @@ _FOUR = textwrap.dedent(
 )
 
 
+def _one_device(optimizer, **kw) -> list:
+    """The parameters of the 4-device script's 5 steps, trained on one device."""
+    trained = sgm.train(
+        sgm.ScoreModel(TinyNet(2, key=jr.key(0)), SDE),
+        SDE,
+        np.asarray(four_gaussians().sample(jr.key(7), 512)),
+        optimizer,
+        steps=5,
+        batch_size=64,
+        key=jr.key(1),
+        monitor=sgm.Monitor(progress=False),
+        **kw,
+    )
+    return jax.tree.leaves(eqx.filter(trained, eqx.is_inexact_array))
+
+
 def test_sharded_parameters_on_four_devices_give_the_single_device_result(tmp_path):
     """F = 1, 2, 4 parameter shards on 4 simulated devices: 5 Adam steps with the EMA give the
     single-device parameters to 1e-5 (the gradient's all-reduce sums in another order); after
@@ -120,33 +136,12 @@ def test_sharded_parameters_on_four_devices_give_the_single_device_result(tmp_pa
         check=True,
         timeout=600,
     )
-    one = sgm.train(
-        sgm.ScoreModel(TinyNet(2, key=jr.key(0)), SDE),
-        SDE,
-        np.asarray(four_gaussians().sample(jr.key(7), 512)),
-        optax.adam(1e-3),
-        steps=5,
-        batch_size=64,
-        key=jr.key(1),
-        monitor=sgm.Monitor(progress=False),
-        ema_decay=0.9,
-    )
-    plain = sgm.train(
-        sgm.ScoreModel(TinyNet(2, key=jr.key(0)), SDE),
-        SDE,
-        np.asarray(four_gaussians().sample(jr.key(7), 512)),
-        optax.sgd(1e-2),
-        steps=5,
-        batch_size=64,
-        key=jr.key(1),
-        monitor=sgm.Monitor(progress=False),
-        ema_decay=0.0,
-        loss=FixedNoiseLoss(),
-    )
+    one = _one_device(optax.adam(1e-3), ema_decay=0.9)
+    plain = _one_device(optax.sgd(1e-2), ema_decay=0.0, loss=FixedNoiseLoss())
     got = np.load(f"{out}.npz")
-    for i, leaf in enumerate(jax.tree.leaves(eqx.filter(plain, eqx.is_inexact_array))):
+    for i, leaf in enumerate(plain):
         np.testing.assert_allclose(got[f"acc_{i}"], leaf, rtol=1e-5, atol=1e-6)
-    ref = jax.tree.leaves(eqx.filter(one, eqx.is_inexact_array))
+    ref = one
     for f in (1, 2, 4):
         for i, leaf in enumerate(ref):
             np.testing.assert_allclose(got[f"f{f}_{i}"], leaf, rtol=1e-5, atol=1e-6)
