@@ -160,8 +160,9 @@ def test_sharded_parameters_on_four_devices_give_the_single_device_result(tmp_pa
 
 @pytest.mark.slow
 def test_main_trains_with_sharded_parameters_on_four_devices(tmp_path):
-    """`python main.py --train.fsdp 2` on 4 simulated devices: a whole run (train, sample,
-    likelihood) with its state split, recorded in config.json (about 50 s)."""
+    """`python main.py --train.fsdp 2 --train.checkpoint_async true` on 4 simulated devices: a
+    whole run (train, sample, likelihood) with its state split and its checkpoints written in
+    the background, both recorded in config.json (about 50 s)."""
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
     tiny = "--model.width 16 --model.depth 1 --train.batch_size 32 --train.steps 8"
@@ -169,10 +170,13 @@ def test_main_trains_with_sharded_parameters_on_four_devices(tmp_path):
     tiny += " --data.n_test 16 --sample.samplers em --sample.steps 3 --sample.n_samples 6"
     tiny += " --eval.n_images 3 --eval.batch_size 2"
     command = [sys.executable, "main.py", "--experiment", "moons_vp", "--train.fsdp", "2"]
+    command += ["--train.checkpoint_async", "true"]
     command += [*tiny.split(), "--out", str(tmp_path)]
     subprocess.run(command, cwd=root, env=env, check=True, timeout=600)
     (run,) = (tmp_path / "moons_vp").iterdir()
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["devices"] == 4
     assert np.isfinite(metrics["test_nll_nats_per_dim"]["mean"])
-    assert json.loads((run / "config.json").read_text())["train"]["fsdp"] == 2
+    train = json.loads((run / "config.json").read_text())["train"]
+    assert train["fsdp"] == 2 and train["checkpoint_async"] is True
+    assert (run / "checkpoint" / "step_00000008" / "state").is_dir()

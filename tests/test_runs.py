@@ -163,6 +163,7 @@ def test_new_overrides_reach_any_field():
         ("train.accumulate", "3", "must be a multiple of train.accumulate=3"),
         ("train.fsdp", "0", "train.fsdp must be an integer >= 1"),
         ("train.fsdp", "2", "fsdp=2 must divide the 1 devices"),
+        ("train.checkpoint_async", "maybe", "train.checkpoint_async"),
     ],
 )
 def test_bad_values_are_found_before_any_work(key, value, message, tmp_path, capsys):

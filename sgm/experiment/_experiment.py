@@ -60,7 +60,8 @@ class Train:
     evaluation (`None`: off) and checkpoints, how many checkpoints to keep, the divergence
     rule's factor, the seed, the network's compute `precision` (`"float32"` or `"bfloat16"`,
     mixed precision), the micro-batches per step `accumulate` and the parameter shards
-    `fsdp` (`sgm.train`'s: fully sharded data parallelism). `eval_bound` adds the
+    `fsdp` (`sgm.train`'s: fully sharded data parallelism); `checkpoint_async` writes the
+    checkpoints in the background (`sgm.Checkpoints(asynchronous=True)`). `eval_bound` adds the
     variational bound on the first `eval_bound_examples` test examples to each held-out
     reading (`sgm.HeldOutBound`: bits/dim of the integer test images where the data have
     them, else nats/dim). `random_flip` mirrors training images left-right at random
@@ -87,6 +88,7 @@ class Train:
     precision: str = "float32"
     accumulate: int = 1
     fsdp: int = 1
+    checkpoint_async: bool = False
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
@@ -118,6 +120,10 @@ class Train:
                 f"train.accumulate={self.accumulate}."
             )
         check_int("train.fsdp", self.fsdp)
+        if not isinstance(self.checkpoint_async, bool):
+            raise ValueError(
+                f"train.checkpoint_async must be true or false, got {self.checkpoint_async!r}."
+            )
 
     def options(
         self,
@@ -160,6 +166,7 @@ class Train:
                 resume=resume,
                 fingerprint=fingerprint,
                 verify=verify,
+                asynchronous=self.checkpoint_async,
             ),
             monitor=Monitor(
                 every=self.log_every,
