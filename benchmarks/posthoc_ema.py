@@ -73,20 +73,8 @@ def evaluate(model, sde, ds, feats, test_f, n_samples, n_times, n_test):
     }
 
 
-def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--snapshot-every", type=int, default=25)
-    p.add_argument("--n-samples", type=int, default=256)
-    p.add_argument("--n-times", type=int, default=8)
-    p.add_argument("--experiment", default="digits_vp")
-    p.add_argument("--data-dir", help="the data's folder (MNIST IDX files for mnist_*)")
-    p.add_argument("--n-test", type=int, help="test images of the bound (default: all)")
-    p.add_argument("--lengths", default=",".join(map(str, LENGTHS)))
-    p.add_argument("--out")
-    args = p.parse_args()
-    lengths = [float(v) for v in args.lengths.split(",")]
-    start = time.perf_counter()
+def train_run(args) -> Path:
+    """Trains the run with the tracked EMAs through main.py; returns its directory."""
     out = Path(tempfile.mkdtemp())
     train = [
         "--experiment",
@@ -109,9 +97,32 @@ def main():
     ]
     assert cli.main(train) == 0
     (run_dir,) = sorted((out / args.experiment).iterdir())
-    train_seconds = time.perf_counter() - start
+    return run_dir
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--snapshot-every", type=int, default=25)
+    p.add_argument("--n-samples", type=int, default=256)
+    p.add_argument("--n-times", type=int, default=8)
+    p.add_argument("--experiment", default="digits_vp")
+    p.add_argument("--data-dir", help="the data's folder (MNIST IDX files for mnist_*)")
+    p.add_argument("--n-test", type=int, help="test images of the bound (default: all)")
+    p.add_argument("--lengths", default=",".join(map(str, LENGTHS)))
+    p.add_argument("--run-dir", help="evaluate this run (trained by this script) instead")
+    p.add_argument("--out")
+    args = p.parse_args()
+    lengths = [float(v) for v in args.lengths.split(",")]
+    start = time.perf_counter()
+    if args.run_dir is None:
+        run_dir = train_run(args)
+        train_seconds = time.perf_counter() - start
+    else:
+        run_dir = Path(args.run_dir)
+        train_seconds = json.loads((run_dir / "metrics.json").read_text())["train_seconds"]
     run = sgm.experiment.load_run(run_dir)
-    ds = run.dataset()
+    ds = run.dataset(args.data_dir)
     clf, accuracy = train_classifier(ds)
     feats = jax.jit(jax.vmap(clf.features))
     test_f = feats(jnp.asarray(ds.test))
