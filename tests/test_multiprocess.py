@@ -251,6 +251,10 @@ _CHECKPOINTED = textwrap.dedent(
 )
 
 
+# slow tier (three 2-process jobs, about 50 s): in the default tier, asynchronous checkpoints
+# resume bit for bit in one process (tests/test_orbax_checkpoints.py) and a 2-process job
+# checkpoints through main.py (test_a_two_process_job_through_main_writes_one_run)
+@pytest.mark.slow
 def test_two_processes_checkpoint_asynchronously_and_resume_exactly(tmp_path):
     """Asynchronous checkpoints in a job of two processes (process 0 writes through orbax
     alone, every process waits for it at the next save and at the end), then a resumed job:
