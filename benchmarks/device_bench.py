@@ -68,6 +68,18 @@ def model_of(name: str, small: bool):
     return exp, exp.build_model(shape), shape
 
 
+def median_step(step, x, state, y, args, steps: int):
+    """`steps` more calls of the compiled `step(x, state, y, *args)`: the last state and
+    loss, and the median seconds of a call (waiting for its loss)."""
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        state, value = step(x, state, y, *args)
+        jax.block_until_ready(value)
+        times.append(time.perf_counter() - t)
+    return state, value, statistics.median(times)
+
+
 def train_row(name: str, precision: str, batch: int, steps: int, small: bool) -> dict:
     exp, model, shape = model_of(name, small)
     opt = exp.optimizer.transform(1000)
@@ -89,13 +101,7 @@ def train_row(name: str, precision: str, batch: int, steps: int, small: bool) ->
     state, value = train_step(x, state, y, *args)
     jax.block_until_ready(value)
     first = time.perf_counter() - t
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        state, value = train_step(x, state, y, *args)
-        jax.block_until_ready(value)
-        times.append(time.perf_counter() - t)
-    med = statistics.median(times)
+    state, value, med = median_step(train_step, x, state, y, args, steps)
     kind = jax.devices()[0].device_kind
     peak = peak_tflops(kind, precision)
     achieved = flops / med / 1e12

@@ -24,15 +24,13 @@ if __name__ == "__main__":  # the device count must be set before JAX starts
     devices = sys.argv[sys.argv.index("--devices") + 1] if "--devices" in sys.argv else "4"
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
 
-import statistics  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import equinox as eqx  # noqa: E402
 import jax  # noqa: E402
 import jax.random as jr  # noqa: E402
 from _report import report  # noqa: E402
-from device_bench import SHAPES, model_of  # noqa: E402
+from device_bench import SHAPES, median_step, model_of  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 from train_throughput import cpu_model  # noqa: E402
 
@@ -77,12 +75,7 @@ def step_row(name: str, f: int, steps: int, batch: int) -> dict:
     args = (exp.loss, opt, 0.999, "float32", 1, mesh if f > 1 else None)
     state, value = train_step(x, state, None, *args)  # compiles
     jax.block_until_ready(value)
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        state, value = train_step(x, state, None, *args)
-        jax.block_until_ready(value)
-        times.append(time.perf_counter() - t)
+    state, value, median = median_step(train_step, x, state, None, args, steps)
     arrays = jax.tree.leaves(eqx.filter(state, eqx.is_inexact_array))
     first = jax.devices()[0]
     on_first = sum(s.data.nbytes for a in arrays for s in a.addressable_shards if s.device == first)
@@ -91,7 +84,7 @@ def step_row(name: str, f: int, steps: int, batch: int) -> dict:
         "sizes": "small (CPU)",
         "fsdp": f,
         "batch_size": batch,
-        "median_step_s": statistics.median(times),
+        "median_step_s": median,
         "state_mib": sum(a.nbytes for a in arrays) / 2**20,
         "device0_state_mib": on_first / 2**20,
         "loss": float(value),

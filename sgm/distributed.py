@@ -210,13 +210,11 @@ def to_local(tree):
     processes a collective that every process must call."""
 
     def local(a):
-        if (
-            not isinstance(a, jax.Array)
-            or a.sharding.is_fully_replicated
-            and (a.is_fully_addressable)
-        ):
+        if not isinstance(a, jax.Array):
             return a
         if a.sharding.is_fully_replicated:
+            if a.is_fully_addressable:
+                return a
             return jax.device_put(np.asarray(a.addressable_data(0)))
         if a.is_fully_addressable:
             return jax.device_put(a, jax.local_devices()[0])

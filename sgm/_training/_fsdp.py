@@ -45,36 +45,27 @@ def _shardable(leaf) -> bool:
     )
 
 
-def state_shardings(tree, mesh: Mesh):
-    """A sharding for every array leaf of `tree` (None elsewhere): floating-point arrays split
-    by `leaf_spec`, integer ones (the step, the key, counters) replicated."""
-    fsdp = mesh.shape[AXIS]
-
-    def one(leaf):
-        if not (eqx.is_array(leaf) or isinstance(leaf, jax.ShapeDtypeStruct)):
-            return None
-        spec = leaf_spec(tuple(leaf.shape), fsdp) if _shardable(leaf) else P()
-        return NamedSharding(mesh, spec)
-
-    return jax.tree.map(one, tree)
+def leaf_sharding(leaf, mesh: Mesh) -> NamedSharding:
+    """Where one array of the train state lies: a floating-point array split by `leaf_spec`,
+    an integer one (the step, the key, counters) replicated."""
+    spec = leaf_spec(tuple(leaf.shape), mesh.shape[AXIS]) if _shardable(leaf) else P()
+    return NamedSharding(mesh, spec)
 
 
 def _map_arrays(fn, tree, mesh: Mesh):
     arrays, static = eqx.partition(tree, eqx.is_array)
-    shardings = state_shardings(arrays, mesh)
-    placed = jax.tree.map(lambda a, s: a if s is None else fn(a, s), arrays, shardings)
-    return eqx.combine(placed, static)
+    return eqx.combine(jax.tree.map(lambda a: fn(a, leaf_sharding(a, mesh)), arrays), static)
 
 
 def place_state(tree, mesh: Mesh):
-    """Copies of `tree`'s arrays placed by `state_shardings` (outside the step), through host
+    """Copies of `tree`'s arrays placed by `leaf_sharding` (outside the step), through host
     memory: a restored checkpoint's arrays are committed to a device of this process, which
     a job of several processes cannot put onto the global mesh directly."""
     return _map_arrays(lambda a, s: jax.device_put(np.array(a, copy=True), s), tree, mesh)
 
 
 def constrain_state(tree, mesh: Mesh):
-    """`tree`'s arrays constrained to `state_shardings` (inside the step: its outputs stay
+    """`tree`'s arrays constrained to `leaf_sharding` (inside the step: its outputs stay
     sharded as its inputs were)."""
     return _map_arrays(jax.lax.with_sharding_constraint, tree, mesh)
 

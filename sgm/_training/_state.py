@@ -77,7 +77,7 @@ def train_step(
     power-function averages, when the state has them). With an `('data', 'fsdp')` mesh
     `fsdp_mesh` (`sgm.train(fsdp=...)`), the parameters are gathered before the network runs,
     the gradients reduce-scattered onto the parameter shards, and the new state keeps the
-    sharding of `_fsdp.state_shardings`. A non-finite loss or update
+    sharding of `_fsdp.leaf_sharding`. A non-finite loss or update
     leaves the state as it was and counts the event, so the last good state survives. With the batch
     sharded over the `'data'` axis and the state replicated, jit inserts the gradient
     all-reduce: the pmap pattern, written with shardings."""
