@@ -17,10 +17,15 @@ print(len(hits))
 """
 
 
+def _without_the_suites_cache() -> dict[str, str]:
+    """The environment without the JAX_* cache settings that tests/conftest.py exports."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("JAX_") or "CACHE" not in k}
+
+
 def _run(tmp_path, **env):
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(tmp_path / "cache")],
-        env={**os.environ, **env},
+        env={**_without_the_suites_cache(), **env},
         capture_output=True,
         text=True,
         check=True,
@@ -48,6 +53,31 @@ def test_off_switch(tmp_path, monkeypatch):
     monkeypatch.delenv("SGM_COMPILATION_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert sgm._cache.default_cache_dir() == tmp_path / "xdg" / "sgm" / "jax"
+
+
+def test_a_cache_already_on_is_kept(tmp_path):
+    """JAX's own variable (or an earlier call) wins over the defaults; explicit arguments win
+    over it."""
+    script = (
+        "import sys, jax, sgm; c = jax.config\n"
+        "print(sgm.enable_compilation_cache(), c.jax_persistent_cache_min_compile_time_secs)\n"
+        "print(sgm.enable_compilation_cache(sys.argv[1], min_compile_seconds=2))\n"
+        "print(c.jax_compilation_cache_dir, c.jax_persistent_cache_min_compile_time_secs)\n"
+    )
+    env = {
+        **_without_the_suites_cache(),
+        "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax"),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.25",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "mine")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout.split()
+    assert out == [str(tmp_path / "jax"), "0.25", *[str(tmp_path / "mine")] * 2, "2.0"]
 
 
 # logs the compiler's cache hits into `records`
@@ -81,7 +111,7 @@ def test_the_training_step_is_stored_and_loaded(tmp_path):
     runs = [
         subprocess.run(
             [sys.executable, "-c", TRAIN, str(tmp_path / "cache")],
-            env={**os.environ, "SGM_COMPILATION_CACHE": "1"},
+            env={**_without_the_suites_cache(), "SGM_COMPILATION_CACHE": "1"},
             capture_output=True,
             text=True,
             check=True,
@@ -127,7 +157,7 @@ def test_sampling_and_likelihood_programs_are_stored_and_loaded(tmp_path):
     runs = [
         subprocess.run(
             [sys.executable, "-c", SAMPLE, str(tmp_path / "cache")],
-            env={**os.environ, "SGM_COMPILATION_CACHE": "1"},
+            env={**_without_the_suites_cache(), "SGM_COMPILATION_CACHE": "1"},
             capture_output=True,
             text=True,
             check=True,
