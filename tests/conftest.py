@@ -12,14 +12,15 @@ import pytest  # noqa: E402
 import sgm  # noqa: E402
 
 # Compiled programs persist across test runs (off with SGM_COMPILATION_CACHE=0): a second run
-# of the suite loads them from disk instead of compiling again. The suite stores programs of
-# every size (the library's default keeps those that compile in over 0.5 s): it compiles
-# thousands of small ones, and loading them takes tests/test_nets.py from 96 s to 37 s. The
-# JAX_* variables carry the same cache to the Python processes that the tests start.
-_CACHE = sgm.enable_compilation_cache(min_compile_seconds=0.02)
+# of the suite loads them from disk instead of compiling again. The suite stores programs that
+# compile in over 0.02 s (the library's default keeps those over 0.5 s): it compiles thousands
+# of small ones, and loading them takes tests/test_nets.py from 96 s to 37 s. The JAX_*
+# variables carry the same cache to the Python processes that the tests start.
+_MIN_COMPILE_SECONDS = 0.02
+_CACHE = sgm.enable_compilation_cache(min_compile_seconds=_MIN_COMPILE_SECONDS)
 if _CACHE is not None:
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_CACHE))
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.02")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", str(_MIN_COMPILE_SECONDS))
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 
